@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# soakwatch's developer entry point. On a fresh Debian/Ubuntu machine:
+#   ./dev.sh demo    set up everything, then run the demo soak (verdicts and an HTML report)
+#   ./dev.sh test    set up everything, then run the test suite against real servers
+# Also: ./dev.sh setup | lint | bench
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(prometheus prometheus-alertmanager redis-server postgresql clickhouse-server
+              victoria-metrics prometheus-process-exporter)
+VENV=${SOAKWATCH_VENV:-.venv}
+
+quiet() {  # run a command, show its output only when it fails
+    local log
+    log=$(mktemp)
+    if ! "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
+}
+
+setup_apt() {
+    local missing=()
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing Debian packages: ${missing[*]}" >&2
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    # Packages must not start their system services: the tests start their own servers.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+        trap '"${sudo[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    quiet "${sudo[@]}" apt-get update -qq
+    quiet "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}"
+}
+
+setup_python() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        quiet python3 -m venv "$VENV"
+    fi
+    local stamp="$VENV/.soakwatch-installed"
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        echo "installing soakwatch and its test dependencies into $VENV" >&2
+        quiet "$VENV/bin/python" -m pip install -q --upgrade pip
+        # strict editable mode: a static link tree that mypy and pytest both understand
+        quiet "$VENV/bin/python" -m pip install -q -e '.[test]' --config-settings editable_mode=strict
+        touch "$stamp"
+    elif [ -n "$(find src exporter analyzer load rules dashboards -newer "$stamp" \
+                 \( -name '*.py' -o -name '*.yaml' -o -name '*.json' \) -print -quit)" ]; then
+        # the strict editable install links files one by one: relink so new modules are seen
+        quiet "$VENV/bin/python" -m pip install -q --no-deps -e . --config-settings editable_mode=strict
+        touch "$stamp"
+    fi
+}
+
+setup() { setup_apt; setup_python; }
+
+lint() {
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
+    "$VENV/bin/mypy" -p soakwatch
+}
+
+case "${1:-}" in
+    setup) setup ;;
+    relink) setup_python ;;
+    lint) setup_python; lint ;;
+    test) shift; setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+    demo) shift; setup; exec "$VENV/bin/soak" run --demo "$@" ;;
+    bench) shift; setup; exec "$VENV/bin/python" -m benchmarks "$@" ;;
+    *) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac

@@ -1,0 +1,294 @@
+"""Parse at the border: read a YAML file into typed values, rejecting unknown keys and naming
+the key path and the file in every error. Behind this module no code sees a raw dict.
+
+Usage (inside a ``from_section`` classmethod of a frozen dataclass)::
+
+    section = Section.load(path)            # or Section(data, source="env", path="")
+    interval = section.duration("interval_seconds", default=15.0, minimum=0.1)
+    services = [Service.from_section(s) for s in section.sections("services")]
+    section.finish()                        # raises on any key that was not read
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from soakwatch.durations import parse_duration, parse_rate
+from soakwatch.errors import ConfigError
+
+__all__ = ["MISSING", "Section", "env_override", "redact_url"]
+
+T = TypeVar("T")
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for labels, logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+class Section:
+    """One mapping of a config file, with the path that leads to it and the file it came from."""
+
+    def __init__(self, data: Any, *, source: str, path: str = "") -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"expected a mapping, got {type(data).__name__}", source=source, key=path or None
+            )
+        for key in data:
+            if not isinstance(key, str):
+                raise ConfigError(
+                    f"keys must be strings, got {key!r}", source=source, key=path or None
+                )
+        self._data: Mapping[str, Any] = data
+        self.source = source
+        self.path = path
+        self._seen: set[str] = set()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Section:
+        """Read a YAML file. A missing file or bad YAML is a ConfigError naming the file."""
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file: {exc.strerror}", source=source) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"not valid YAML{where}", source=source) from None
+        return cls(data, source=source)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def key_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, source=self.source, key=self.key_path(key))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def finish(self) -> None:
+        """Raise on the first key that no accessor read: a typo must never be ignored."""
+        for key in self._data:
+            if key not in self._seen:
+                raise ConfigError("unknown key", source=self.source, key=self.key_path(key))
+
+    def _get(self, key: str, default: Any) -> Any:
+        self._seen.add(key)
+        if key in self._data and self._data[key] is not None:
+            return self._data[key]
+        if default is MISSING:
+            raise self.error(key, "required key is missing")
+        return default
+
+    # -- typed accessors ---------------------------------------------------------------------
+    def raw(self, key: str, default: Any = MISSING) -> Any:
+        return self._get(key, default)
+
+    def string(self, key: str, default: Any = MISSING, *, choices: tuple[str, ...] = ()) -> Any:
+        value = self._get(key, default)
+        if value is default and default is not MISSING:
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {type(value).__name__}")
+        if choices and value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def boolean(self, key: str, default: Any = MISSING) -> Any:
+        value = self._get(key, default)
+        if not isinstance(value, bool) and value is not default:
+            raise self.error(key, f"expected true or false, got {value!r}")
+        return value
+
+    def number(
+        self,
+        key: str,
+        default: Any = MISSING,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        exclusive_minimum: float | None = None,
+        integer: bool = False,
+    ) -> Any:
+        value = self._get(key, default)
+        if value is default and default is not MISSING:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(key, f"expected a number, got {value!r}")
+        if integer and int(value) != value:
+            raise self.error(key, f"expected a whole number, got {value!r}")
+        _check_range(self, key, float(value), minimum, maximum, exclusive_minimum)
+        return int(value) if integer else float(value)
+
+    def duration(
+        self,
+        key: str,
+        default: Any = MISSING,
+        *,
+        minimum: float | None = None,
+        exclusive_minimum: float | None = 0.0,
+        maximum: float | None = None,
+    ) -> Any:
+        """Seconds, from a number or a string like "30s", "2h". Positive unless said otherwise."""
+        value = self._get(key, default)
+        if value is default and default is not MISSING:
+            return value
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        _check_range(self, key, seconds, minimum, maximum, exclusive_minimum)
+        return seconds
+
+    def rate(self, key: str, default: Any = MISSING) -> Any:
+        """Events per second from "100/s", "5/min" or a number; must be > 0."""
+        value = self._get(key, default)
+        if value is default and default is not MISSING:
+            return value
+        try:
+            per_second = parse_rate(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        if not per_second > 0:
+            raise self.error(key, f"must be greater than 0, got {value!r}")
+        return per_second
+
+    def url(self, key: str, default: Any = MISSING, *, schemes: tuple[str, ...] = ()) -> Any:
+        """A URL with a scheme and a host. Errors never echo a password back."""
+        value = self._get(key, default)
+        if value is default and default is not MISSING:
+            return value
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a URL string, got {type(value).__name__}")
+        check_url(value, schemes=schemes, fail=lambda msg: self.error(key, msg))
+        return value
+
+    def string_list(self, key: str, default: Any = MISSING) -> Any:
+        value = self._get(key, default)
+        if value is default and default is not MISSING:
+            return value
+        if isinstance(value, str):
+            return (value,)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, "expected a list of strings")
+        return tuple(value)
+
+    def section(self, key: str, *, required: bool = False) -> Section:
+        value = self._get(key, MISSING if required else None)
+        return Section(value, source=self.source, path=self.key_path(key))
+
+    def sections(self, key: str, *, required: bool = False) -> Iterator[Section]:
+        """Each item of a list of mappings, as a Section with an indexed path (``services[2]``)."""
+        value = self._get(key, MISSING if required else [])
+        if not isinstance(value, list):
+            raise self.error(key, f"expected a list, got {type(value).__name__}")
+        for index, item in enumerate(value):
+            yield Section(item, source=self.source, path=f"{self.key_path(key)}[{index}]")
+
+    def named_sections(self, key: str) -> Iterator[tuple[str, Section]]:
+        """Each entry of a mapping of mappings, keyed by name (``rules.memory_growth``)."""
+        outer = self.section(key)
+        for name in list(outer._data):
+            outer._seen.add(name)
+            yield name, Section(outer._data[name], source=self.source, path=outer.key_path(name))
+
+    def convert(self, key: str, parse: Callable[[Any], T], default: Any = MISSING) -> T:
+        """Apply ``parse`` (which raises ValueError with a reason) to the value of ``key``."""
+        value = self._get(key, default)
+        if value is default and default is not MISSING:
+            return value
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+
+
+def _check_range(
+    section: Section,
+    key: str,
+    value: float,
+    minimum: float | None,
+    maximum: float | None,
+    exclusive_minimum: float | None,
+) -> None:
+    if value != value:
+        raise section.error(key, "must be a number, got NaN")
+    if minimum is not None and value < minimum:
+        raise section.error(key, f"must be at least {minimum:g}, got {value:g}")
+    if exclusive_minimum is not None and minimum is None and not value > exclusive_minimum:
+        raise section.error(key, f"must be greater than {exclusive_minimum:g}, got {value:g}")
+    if maximum is not None and value > maximum:
+        raise section.error(key, f"must be at most {maximum:g}, got {value:g}")
+
+
+def check_url(
+    value: str, *, schemes: tuple[str, ...] = (), fail: Callable[[str], Exception]
+) -> None:
+    """Raise ``fail(reason)`` unless ``value`` is a URL with a scheme and a host."""
+    shown = redact_url(value)
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        raise fail(f"not a valid URL: {shown!r}") from None
+    if not parts.scheme or not parts.hostname:
+        raise fail(f"not a valid URL (needs scheme://host): {shown!r}")
+    if schemes and parts.scheme not in schemes:
+        raise fail(f"URL scheme must be one of {', '.join(schemes)}: {shown!r}")
+
+
+def env_override(
+    name: str,
+    parse: Callable[[str], T],
+    default: T,
+    environ: Mapping[str, str] | None = None,
+) -> T:
+    """The value of environment variable ``name`` through ``parse``, or ``default`` when unset.
+
+    A bad value is a ConfigError that names the variable."""
+    env = os.environ if environ is None else environ
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source="environment", key=name) from None
