@@ -53,12 +53,18 @@ setup_python() {
         # strict editable mode: a static link tree that mypy and pytest both understand
         quiet "$VENV/bin/python" -m pip install -q -e '.[test]' --config-settings editable_mode=strict
         touch "$stamp"
-    elif [ -n "$(find src exporter analyzer load rules dashboards -newer "$stamp" \
-                 \( -name '*.py' -o -name '*.yaml' -o -name '*.json' \) -print -quit)" ]; then
-        # the strict editable install links files one by one: relink so new modules are seen
-        quiet "$VENV/bin/python" -m pip install -q --no-deps -e . --config-settings editable_mode=strict
-        touch "$stamp"
     fi
+    # The strict editable install links files one by one, so a new module would stay unseen
+    # until the next install. Link whole component folders instead, and refresh the links of
+    # the top package on every call: new files then import at once.
+    local tree
+    tree=$(ls -d build/__editable__.soakwatch-*/soakwatch)
+    for dir in exporter analyzer load rules dashboards; do
+        [ -L "$tree/$dir" ] || { rm -rf "${tree:?}/$dir"; ln -s "$PWD/$dir" "$tree/$dir"; }
+    done
+    for file in src/soakwatch/*; do
+        ln -sfn "$PWD/$file" "$tree/$(basename "$file")"
+    done
 }
 
 setup() { setup_apt; setup_python; }
@@ -71,7 +77,6 @@ lint() {
 
 case "${1:-}" in
     setup) setup ;;
-    relink) setup_python ;;
     lint) setup_python; lint ;;
     test) shift; setup; exec "$VENV/bin/python" -m pytest "$@" ;;
     demo) shift; setup; exec "$VENV/bin/soak" run --demo "$@" ;;
