@@ -1,0 +1,401 @@
+"""The soak rules as a typed model: ``rules/soak.yaml`` is read and checked once, here, into frozen
+dataclasses. The analyzer's evaluation and the generated Prometheus rules are both produced from
+this model; behind :func:`load_rules` no code sees the raw YAML.
+
+A rule's metrics are PromQL series selectors (``name`` or ``name{label="value",...}``), parsed into
+a :class:`MetricSelector` so that both consumers build their queries from the same parts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from soakwatch.configfile import MISSING, Section
+from soakwatch.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_RULES_PATH",
+    "KINDS",
+    "SPEC_VERSION",
+    "UNITS",
+    "AlertHints",
+    "LabelMatcher",
+    "MetricSelector",
+    "Rule",
+    "RuleOverride",
+    "RuleSet",
+    "load_rules",
+    "parse_selector",
+]
+
+SPEC_VERSION = 1
+DEFAULT_RULES_PATH = Path(__file__).with_name("soak.yaml")
+
+Kind = Literal[
+    "slope", "counter_ratio", "variation", "quantile_change", "increase", "failure_fraction"
+]
+Comparison = Literal["<", "<=", ">=", ">"]
+
+# kind -> (required metric roles, optional metric roles)
+KINDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = MappingProxyType(
+    {
+        "slope": (("value",), ("start_time",)),
+        "counter_ratio": (("numerator", "denominator"), ()),
+        "variation": (("value",), ()),
+        "quantile_change": (("histogram",), ()),
+        "increase": (("value",), ("start_time",)),
+        "failure_fraction": (("value",), ()),
+    }
+)
+
+# unit as written in the spec -> (base unit of the figures, factor from the unit to the base)
+UNITS: Mapping[str, tuple[str, float]] = MappingProxyType(
+    {
+        "MB/h": ("bytes/hour", 1e6),
+        "MiB/h": ("bytes/hour", 1024.0 * 1024.0),
+        "KB/h": ("bytes/hour", 1e3),
+        "KiB/h": ("bytes/hour", 1024.0),
+        "bytes/h": ("bytes/hour", 1.0),
+        "ratio": ("ratio", 1.0),
+        "percent": ("ratio", 0.01),
+        "count": ("count", 1.0),
+    }
+)
+# which base units fit which kind of rule
+_KIND_BASE_UNITS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "slope": ("bytes/hour",),
+        "counter_ratio": ("ratio",),
+        "variation": ("ratio",),
+        "quantile_change": ("ratio",),
+        "increase": ("count",),
+        "failure_fraction": ("ratio",),
+    }
+)
+_COMPARISONS: tuple[str, ...] = ("<", "<=", ">=", ">")
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_MATCHER = re.compile(
+    r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|\Z)"""
+)
+
+
+@dataclass(frozen=True)
+class LabelMatcher:
+    """One PromQL label matcher: ``name op "value"`` with op one of ``= != =~ !~``."""
+
+    label: str
+    op: str
+    value: str
+
+    def promql(self) -> str:
+        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{self.label}{self.op}"{escaped}"'
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether a series with ``labels`` is selected (missing label = empty string)."""
+        actual = labels.get(self.label, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        found = re.fullmatch(self.value, actual) is not None
+        return found if self.op == "=~" else not found
+
+
+@dataclass(frozen=True)
+class MetricSelector:
+    """A metric name and its label matchers, as written in ``metrics:`` of a rule."""
+
+    metric: str
+    matchers: tuple[LabelMatcher, ...] = ()
+
+    def promql(self, extra: tuple[LabelMatcher, ...] = (), *, suffix: str = "") -> str:
+        """The vector selector, e.g. ``soak_load_requests_total{outcome!="ok",service="api"}``.
+
+        ``suffix`` is appended to the metric name (``_bucket`` for a histogram)."""
+        matchers = self.matchers + extra
+        inner = ",".join(m.promql() for m in matchers)
+        return f"{self.metric}{suffix}{{{inner}}}" if inner else f"{self.metric}{suffix}"
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.matchers)
+
+
+def parse_selector(text: str) -> MetricSelector:
+    """Parse ``name`` or ``name{label="v",other!~"re"}``. Raises ValueError with a reason."""
+    text = text.strip()
+    name, brace, rest = text.partition("{")
+    name = name.strip()
+    if not _NAME.match(name):
+        raise ValueError(f"not a metric name: {name!r}")
+    if not brace:
+        return MetricSelector(name)
+    if not rest.endswith("}"):
+        raise ValueError(f"unclosed '{{' in selector {text!r}")
+    body = rest[:-1].strip()
+    matchers: list[LabelMatcher] = []
+    pos = 0
+    while pos < len(body):
+        found = _MATCHER.match(body, pos)
+        if not found:
+            raise ValueError(f"bad label matcher in {text!r} at {body[pos:]!r}")
+        value = re.sub(r"\\(.)", r"\1", found.group(3))
+        if found.group(2) in ("=~", "!~"):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression {value!r}: {exc}") from None
+        matchers.append(LabelMatcher(found.group(1), found.group(2), value))
+        pos = found.end()
+    return MetricSelector(name, tuple(matchers))
+
+
+@dataclass(frozen=True)
+class AlertHints:
+    """What the generated Prometheus alerting rule uses: the range of its range vectors
+    (``deriv(x[range])``), its ``for:`` and its ``severity`` label."""
+
+    range_seconds: float
+    for_seconds: float
+    severity: str
+
+
+@dataclass(frozen=True)
+class RuleOverride:
+    """Per-service changes to a rule; ``None`` keeps the rule's value."""
+
+    threshold: float | None = None
+    warmup_seconds: float | None = None
+    warmup_auto: bool | None = None
+    window_seconds: float | None = None
+    required: bool | None = None
+    enabled: bool | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One soak rule. ``threshold`` is in ``unit``; ``threshold_base`` in ``base_unit``, the unit
+    in which the analyzer computes the rule's figure (bytes/hour, ratio, count).
+
+    ``warmup_seconds`` are skipped at the start of each segment; with ``warmup_auto`` the
+    analyzer detects a longer warm-up (at most ``max_warmup_fraction`` of the segment)."""
+
+    name: str
+    kind: Kind
+    description: str
+    metrics: Mapping[str, MetricSelector]
+    group_by: tuple[str, ...]
+    threshold: float
+    unit: str
+    comparison: Comparison
+    warmup_auto: bool
+    warmup_seconds: float
+    max_warmup_fraction: float
+    window_seconds: float
+    min_duration_seconds: float
+    min_points: int
+    required: bool
+    enabled: bool = True
+    confidence: float = 0.95
+    quantile: float | None = None
+    alert: AlertHints = field(default_factory=lambda: AlertHints(3600.0, 600.0, "warning"))
+    services: Mapping[str, RuleOverride] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def base_unit(self) -> str:
+        return UNITS[self.unit][0]
+
+    @property
+    def unit_factor(self) -> float:
+        """Multiply a figure in ``unit`` by this to get it in ``base_unit``."""
+        return UNITS[self.unit][1]
+
+    @property
+    def threshold_base(self) -> float:
+        return self.threshold * self.unit_factor
+
+    def passes(self, figure: float) -> bool:
+        """Whether ``figure`` (in the base unit) is on the passing side of the threshold."""
+        limit = self.threshold_base
+        if self.comparison == "<":
+            return figure < limit
+        if self.comparison == "<=":
+            return figure <= limit
+        if self.comparison == ">=":
+            return figure >= limit
+        return figure > limit
+
+    def metric(self, role: str) -> MetricSelector | None:
+        return self.metrics.get(role)
+
+    def for_service(self, service: str | None) -> Rule:
+        """This rule with the overrides of ``service`` applied (itself when there are none)."""
+        override = self.services.get(service) if service is not None else None
+        if override is None:
+            return self
+        changes = {
+            name: value
+            for name, value in (
+                ("threshold", override.threshold),
+                ("warmup_seconds", override.warmup_seconds),
+                ("warmup_auto", override.warmup_auto),
+                ("window_seconds", override.window_seconds),
+                ("required", override.required),
+                ("enabled", override.enabled),
+            )
+            if value is not None
+        }
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """All rules of a spec file, by name, in file order."""
+
+    version: int
+    rules: Mapping[str, Rule]
+    source: str
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.rules)
+
+    def select(self, only: tuple[str, ...] | list[str] | None) -> RuleSet:
+        """The rule set restricted to ``only`` (all when None). Unknown names raise ConfigError."""
+        if not only:
+            return self
+        unknown = [name for name in only if name not in self.rules]
+        if unknown:
+            raise ConfigError(
+                f"unknown rule(s) {', '.join(unknown)}; known: {', '.join(self.rules)}",
+                source=self.source,
+            )
+        return replace(
+            self, rules=MappingProxyType({n: r for n, r in self.rules.items() if n in only})
+        )
+
+
+def _warmup(section: Section, key: str) -> tuple[bool | None, float | None]:
+    """``auto`` -> (True, None); a duration -> (False, seconds); absent -> (None, None)."""
+    if key not in section:
+        section.raw(key, None)
+        return None, None
+    value = section.raw(key)
+    if value == "auto":
+        return True, None
+    return False, section.duration(key, exclusive_minimum=None, minimum=0.0)
+
+
+def _override(section: Section) -> RuleOverride:
+    auto, seconds = _warmup(section, "warmup")
+    result = RuleOverride(
+        threshold=section.number("threshold", None),
+        warmup_auto=auto,
+        warmup_seconds=seconds,
+        window_seconds=section.duration("window", None),
+        required=section.boolean("required", None),
+        enabled=section.boolean("enabled", None),
+    )
+    section.finish()
+    return result
+
+
+def _metrics(section: Section, kind: str) -> Mapping[str, MetricSelector]:
+    required, optional = KINDS[kind]
+    metrics: dict[str, MetricSelector] = {}
+    for role in required + optional:
+        text = section.string(role, None if role in optional else MISSING)
+        if text is not None:
+            metrics[role] = _parse(section, role, text)
+    section.finish()
+    return MappingProxyType(metrics)
+
+
+def _parse(section: Section, role: str, text: str) -> MetricSelector:
+    try:
+        return parse_selector(text)
+    except ValueError as exc:
+        raise section.error(role, str(exc)) from None
+
+
+def _rule(name: str, section: Section) -> Rule:
+    if not _NAME.match(name) or ":" in name:
+        raise section.error("", f"rule names must be identifiers, got {name!r}")
+    kind = section.string("kind", choices=tuple(KINDS))
+    unit = section.string("unit", choices=tuple(UNITS))
+    if UNITS[unit][0] not in _KIND_BASE_UNITS[kind]:
+        allowed = [u for u, (base, _) in UNITS.items() if base in _KIND_BASE_UNITS[kind]]
+        raise section.error("unit", f"a {kind} rule takes one of {', '.join(allowed)}")
+    metrics = _metrics(section.section("metrics", required=True), kind)
+    group_by = section.string_list("group_by", ("service",))
+    for label in group_by:
+        if not _LABEL.match(label):
+            raise section.error("group_by", f"not a label name: {label!r}")
+    auto, seconds = _warmup(section, "warmup")
+    quantile = None
+    if kind == "quantile_change":
+        quantile = section.number("quantile", 0.95, exclusive_minimum=0.0, maximum=1.0)
+        if quantile >= 1.0:
+            raise section.error("quantile", "must be below 1")
+    confidence = section.number("confidence", 0.95, minimum=0.5, maximum=0.999)
+    alert_section = section.section("alert")
+    alert = AlertHints(
+        range_seconds=alert_section.duration("range", 3600.0),
+        for_seconds=alert_section.duration("for", 600.0, minimum=0.0),
+        severity=alert_section.string("severity", "warning"),
+    )
+    alert_section.finish()
+    overrides = {service: _override(sub) for service, sub in section.named_sections("services")}
+    rule = Rule(
+        name=name,
+        kind=kind,
+        description=" ".join(section.string("description", "").split()),
+        metrics=metrics,
+        group_by=tuple(group_by),
+        threshold=section.number("threshold"),
+        unit=unit,
+        comparison=section.string("comparison", choices=_COMPARISONS),
+        warmup_auto=bool(auto),
+        warmup_seconds=(
+            seconds
+            if seconds is not None
+            else section.duration("min_warmup", 0.0, minimum=0.0, exclusive_minimum=None)
+        ),
+        max_warmup_fraction=section.number("max_warmup_fraction", 0.5, minimum=0.0, maximum=0.9),
+        window_seconds=section.duration("window", 600.0),
+        min_duration_seconds=section.duration("min_duration", 0.0, minimum=0.0),
+        min_points=section.number("min_points", 2, minimum=2, integer=True),
+        required=section.boolean("required", False),
+        enabled=section.boolean("enabled", True),
+        confidence=confidence,
+        quantile=quantile,
+        alert=alert,
+        services=MappingProxyType(overrides),
+    )
+    if not auto:
+        # "min_warmup" only makes sense with automatic detection; read it so finish() accepts it
+        section.raw("min_warmup", None)
+    section.finish()
+    return rule
+
+
+def load_rules(path: str | os.PathLike[str] | None = None) -> RuleSet:
+    """Read and check a rules spec (default: the packaged ``rules/soak.yaml``).
+
+    Raises ConfigError naming the file and the key path on any problem, unknown keys included."""
+    source_path = Path(path) if path is not None else DEFAULT_RULES_PATH
+    top = Section.load(source_path)
+    version = top.number("version", integer=True)
+    if version != SPEC_VERSION:
+        raise top.error("version", f"unsupported version {version}; this soakwatch reads 1")
+    rules = {name: _rule(name, sub) for name, sub in top.named_sections("rules")}
+    top.finish()
+    if not rules:
+        raise top.error("rules", "no rules defined")
+    return RuleSet(version=version, rules=MappingProxyType(rules), source=str(source_path))
