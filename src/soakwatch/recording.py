@@ -252,7 +252,7 @@ def export_openmetrics(run_dir: str | os.PathLike[str], out_path: str | os.PathL
                 t, v = series[key]
                 handle.writelines(
                     format_sample(name, key[1], float(value), float(ts)) + "\n"
-                    for ts, value in zip(t, v)
+                    for ts, value in zip(t, v, strict=True)
                 )
                 count += t.size
         handle.write("# EOF\n")

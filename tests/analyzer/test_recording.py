@@ -56,7 +56,7 @@ def test_a_truncated_last_line_from_a_killed_run_is_ignored(tmp_path: Path) -> N
     record(tmp_path, scrapes=2)
     with (tmp_path / SAMPLES_FILE).open("a") as handle:
         handle.write('soak_process_resident_memory_bytes{instance="a:1",service="api"} 99')
-    t, v = read_samples(tmp_path)[RSS]
+    _t, v = read_samples(tmp_path)[RSS]
     assert v.tolist() == [1e6, 1e6 + 1]
 
 
