@@ -1,0 +1,183 @@
+"""``soak-exporter``: serve the soak metrics of one or more services on ``/metrics``.
+
+    soak-exporter --config exporter.yaml
+    soak-exporter --pid 1234 --service api --listen 127.0.0.1:9464
+    soak-exporter --match 'gunicorn .*myapp' --service api --pool postgres=127.0.0.1:5432
+
+Exit codes: 0 after SIGTERM/SIGINT, 2 on a bad command line or config (the message names the
+file and the key), 1 when the listen address cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from soakwatch import console
+from soakwatch.configfile import Section
+from soakwatch.errors import SoakwatchError, UsageError
+
+__all__ = ["main"]
+
+PROG = "soak-exporter"
+
+
+class _ConsoleLogHandler(logging.Handler):
+    """Log records on stderr through the console module: never raises on a narrow encoding."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            console.error(self.format(record))
+        except Exception:  # pragma: no cover - logging must never take the exporter down
+            self.handleError(record)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve process, connection-pool and probe metrics of services under soak.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", metavar="FILE", help="YAML config (see docs/exporter.md)")
+    source.add_argument("--pid", type=int, metavar="PID", help="watch this process")
+    source.add_argument("--pidfile", metavar="FILE", help="watch the process named in FILE")
+    source.add_argument(
+        "--match", metavar="REGEX", help="watch the oldest process whose command line matches"
+    )
+    parser.add_argument("--service", metavar="NAME", help="the service label (with --pid etc.)")
+    parser.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="NAME=[HOST:]PORT",
+        help="count TCP connections to this endpoint (repeatable; with --pid etc.)",
+    )
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help="serve /metrics here (default 127.0.0.1:9464)"
+    )
+    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    return parser
+
+
+def _pool_item(text: str) -> dict[str, Any]:
+    name, sep, endpoint = text.partition("=")
+    if not sep or not name:
+        raise UsageError(f"--pool: expected NAME=[HOST:]PORT, got {text!r}")
+    if endpoint.startswith("["):
+        host, _, port = endpoint[1:].partition("]:")
+        return {"name": name, "host": host, "port": _port(port, text)}
+    host, sep, port = endpoint.rpartition(":")
+    item: dict[str, Any] = {"name": name, "port": _port(port, text)}
+    if sep:
+        item["host"] = host
+    return item
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"--pool: expected NAME=[HOST:]PORT, got {whole!r}")
+    return int(text)
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from soakwatch.exporter.config import ExporterConfig, load_config, parse_listen
+
+    if args.config is not None:
+        if args.service or args.pool:
+            raise UsageError("--service and --pool go with --pid/--pidfile/--match, not --config")
+        config = load_config(args.config)
+    else:
+        if not args.service:
+            raise UsageError("--service NAME is required with --pid, --pidfile or --match")
+        if args.pid is not None:
+            match: dict[str, Any] = {"pid": args.pid}
+        elif args.pidfile is not None:
+            match = {"pidfile": args.pidfile}
+        else:
+            match = {"cmdline": args.match}
+        data = {
+            "services": [
+                {"name": args.service, "match": match, "pools": [_pool_item(p) for p in args.pool]}
+            ]
+        }
+        config = ExporterConfig.from_section(Section(data, source="command line"))
+        config = config.with_environment()
+    if args.listen is not None:
+        try:
+            listen = parse_listen(args.listen)
+        except ValueError as exc:
+            raise UsageError(f"--listen: {exc}") from None
+        from dataclasses import replace
+
+        config = replace(config, listen=listen)
+    return config
+
+
+def _install_stop_handlers(stop: Callable[[], None]) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, lambda *_: stop())
+
+
+def main(argv: list[str] | None = None, *, stop_event: threading.Event | None = None) -> int:
+    """Run the exporter until SIGTERM/SIGINT (or ``stop_event``). Returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:  # argparse has printed the usage and the reason
+        return int(exc.code or 0)
+    handler = _ConsoleLogHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("soakwatch")
+    root.addHandler(handler)
+    root.setLevel(args.log_level.upper())
+    try:
+        return _run(args, stop_event)
+    except SoakwatchError as exc:
+        console.error(f"{PROG}: {exc}")
+        return exc.exit_code
+    finally:
+        root.removeHandler(handler)
+
+
+def _run(args: argparse.Namespace, stop_event: threading.Event | None) -> int:
+    config = _config_from_args(args)
+    names = ", ".join(f"{s.name} ({s.match.describe()})" for s in config.services)
+    if args.check:
+        console.out(f"{PROG}: config OK: {names}")
+        return 0
+    from soakwatch.exporter.server import SidecarExporter
+
+    exporter = SidecarExporter(config)
+    try:
+        server = exporter.start()
+    except OSError as exc:
+        exporter.stop()
+        console.error(f"{PROG}: cannot listen on {config.listen}: {exc.strerror or exc}")
+        return 1
+    stop = stop_event or threading.Event()
+    _install_stop_handlers(stop.set)
+    console.out(f"{PROG}: serving {server.url} for {names}")
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        exporter.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
