@@ -1,0 +1,121 @@
+"""``soak rules``: generate Prometheus rules from the soak rules.
+
+    soak rules prometheus [--rules FILE] [--output FILE] [--format rules|kubernetes]
+                          [--grafana-url URL] [--check]
+
+``--check`` compares the output file with what would be generated and exits 1 when it is stale
+(for CI); without ``--output`` the rules go to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from soakwatch import console
+from soakwatch.errors import SoakwatchError, UsageError
+
+__all__ = ["main"]
+
+FORMATS = ("rules", "kubernetes")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="soak rules", description="Generate alerting rules from the soak rules."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    prom = commands.add_parser(
+        "prometheus",
+        help="Prometheus recording and alerting rules",
+        description="Prometheus recording and alerting rules from the soak rules spec.",
+    )
+    prom.add_argument("--rules", metavar="FILE", help="soak rules spec (default: the packaged one)")
+    prom.add_argument("--output", "-o", metavar="FILE", help="write here (default: stdout)")
+    prom.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="rules",
+        help="a Prometheus rule file, or a Prometheus Operator PrometheusRule manifest",
+    )
+    prom.add_argument(
+        "--grafana-url",
+        default=None,
+        metavar="URL",
+        help="base URL of Grafana for the dashboard links in annotations "
+        "(default: http://localhost:3000)",
+    )
+    prom.add_argument("--name", default="soakwatch", help="PrometheusRule name (kubernetes)")
+    prom.add_argument("--namespace", default=None, help="PrometheusRule namespace (kubernetes)")
+    prom.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write: exit 1 when --output differs from what would be generated",
+    )
+    return parser
+
+
+def generate_text(
+    rules_path: str | None,
+    *,
+    output_format: str = "rules",
+    grafana_url: str | None = None,
+    name: str = "soakwatch",
+    namespace: str | None = None,
+) -> str:
+    """The generated file's text; what the CLI writes and the staleness tests compare."""
+    from soakwatch.rules.alerting import (
+        DEFAULT_GRAFANA_URL,
+        generate,
+        render_prometheus_rule,
+        render_rule_file,
+    )
+    from soakwatch.rules.model import load_rules
+
+    groups = generate(load_rules(rules_path), grafana_url=grafana_url or DEFAULT_GRAFANA_URL)
+    if output_format == "kubernetes":
+        return render_prometheus_rule(groups, name=name, namespace=namespace)
+    return render_rule_file(groups)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command != "prometheus":
+        raise UsageError("usage: soak rules prometheus [--rules FILE] [--output FILE]")
+    text = generate_text(
+        args.rules,
+        output_format=args.format,
+        grafana_url=args.grafana_url,
+        name=args.name,
+        namespace=args.namespace,
+    )
+    if args.check:
+        if not args.output:
+            raise UsageError("--check needs --output FILE to compare with")
+        try:
+            current = Path(args.output).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.output}: {exc.strerror}") from None
+        if current != text:
+            console.error(f"{args.output} is stale: run soak rules prometheus to regenerate it")
+            return 1
+        console.out(f"{args.output} is up to date")
+        return 0
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        console.status(f"wrote {args.output}", final=True)
+    else:
+        console.out(text.rstrip("\n"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed its message (or the help)
+        return int(exc.code or 0)
+    try:
+        return _run(args)
+    except SoakwatchError as exc:
+        console.error(f"soak rules: {exc}")
+        return exc.exit_code
