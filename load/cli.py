@@ -1,0 +1,172 @@
+"""``soak load``: hold HTTP / WebSocket / session / database load at set rates.
+
+    soak load --http URL --rate 100/s --duration 10s --summary out.json
+    soak load --config load.yaml --profile ci --shard 0/4 --metrics-listen 0.0.0.0:9105
+
+Exit codes: 0 when the run ended (at its end or stopped by SIGINT/SIGTERM, summary written),
+2 for a bad command line or config (the message names the key) or a failed precondition."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any, NoReturn
+
+from soakwatch import console
+from soakwatch.errors import SoakwatchError, UsageError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="soak load",
+        description="Hold HTTP, WebSocket, session-churn and database load at set rates.",
+    )
+    add = parser.add_argument
+    add("--config", metavar="FILE", help="YAML file with the scenario mix (docs/load.md)")
+    add("--profile", help="ci, staging or production: default duration, connections and rates")
+    add("--http", metavar="URL", help="an HTTP scenario against URL (needs --rate)")
+    add("--rate", help="requests per second of --http, e.g. 100/s or 600/min")
+    add("--method", default=None, help="HTTP method of --http (default GET)")
+    add("--timeout", default=None, help="per-operation deadline of --http/--ws (default 5s)")
+    add("--ws", metavar="URL", help="a WebSocket scenario against URL (ws:// or wss://)")
+    add("--connections", default=None, help="WebSocket connections to hold for --ws")
+    add("--interval", default=None, help="time between messages per WebSocket (default 1s)")
+    add("--duration", help="length of the steady stage, e.g. 10s, 2h")
+    add("--ramp-up", help="ramp-up before the steady stage (default 0)")
+    add("--ramp-down", help="ramp-down after the steady stage (default 0)")
+    add("--shard", metavar="I/N", help="run shard I of N: 1/N of every rate and connection count")
+    add("--metrics-listen", metavar="HOST:PORT", help="serve /metrics here")
+    add("--summary", metavar="FILE", help="write the JSON summary here (atomically)")
+    add("--status-interval", help="seconds between status lines (default 5s)")
+    add("--quiet", action="store_true", help="no live status line")
+    add("-v", "--verbose", action="store_true", help="log details to stderr")
+    return parser
+
+
+def _flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Top-level keys and scenarios built from the flags, in the config file's vocabulary."""
+    top: dict[str, Any] = {}
+    for flag, key in (
+        ("duration", "duration"),
+        ("ramp_up", "ramp_up"),
+        ("ramp_down", "ramp_down"),
+        ("shard", "shard"),
+        ("metrics_listen", "metrics_listen"),
+        ("summary", "summary"),
+        ("status_interval", "status_interval"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            top[key] = value
+    scenarios: list[dict[str, Any]] = []
+    if args.http is not None:
+        if args.rate is None:
+            raise UsageError("--http needs --rate (e.g. --rate 100/s)")
+        http: dict[str, Any] = {"kind": "http", "url": args.http, "rate": args.rate}
+        if args.method is not None:
+            http["method"] = args.method.upper()
+        if args.timeout is not None:
+            http["timeout"] = args.timeout
+        scenarios.append(http)
+    elif args.rate is not None or args.method is not None:
+        raise UsageError("--rate and --method go with --http URL")
+    if args.ws is not None:
+        ws: dict[str, Any] = {"kind": "websocket", "url": args.ws}
+        if args.connections is not None:
+            ws["connections"] = _int_flag("--connections", args.connections)
+        if args.interval is not None:
+            ws["interval"] = args.interval
+        if args.timeout is not None:
+            ws["timeout"] = args.timeout
+        scenarios.append(ws)
+    elif args.connections is not None or args.interval is not None:
+        raise UsageError("--connections and --interval go with --ws URL")
+    return top, scenarios
+
+
+def _int_flag(flag: str, text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text  # the config border rejects it with the key's name
+
+
+async def _run(driver: Any) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Not available on Windows event loops: Ctrl-C then ends the run without a summary.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, driver.stop, signal.Signals(signum).name)
+    try:
+        result: dict[str, Any] = await driver.run()
+        return result
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+
+
+def _report(summary: dict[str, Any]) -> None:
+    for name, part in summary["scenarios"].items():
+        latency = part["latency_seconds"]
+        if part["skipped"]:
+            console.out(f"{name}: skipped: {part['skipped']}")
+            continue
+        figures = " ".join(
+            f"{key}={latency[key] * 1000:.1f}ms"
+            for key in ("p50", "p95", "p99")
+            if latency[key] is not None
+        )
+        bad = ", ".join(f"{k}={v}" for k, v in part["outcomes"].items() if v and k != "ok")
+        console.out(
+            f"{name}: {part['sent']} sent, {part['achieved_rate_per_second']:.1f}/s, "
+            f"ok={part['outcomes']['ok']}{', ' + bad if bad else ''} {figures}".rstrip()
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = _parser().parse_args(args_list)
+    except UsageError as exc:
+        console.error(f"soak load: {exc}")
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        from soakwatch.load.config import load_config
+        from soakwatch.load.driver import Driver
+
+        top, scenarios = _flags(args)
+        config = load_config(args.config, flags=top, flag_scenarios=scenarios, profile=args.profile)
+        status = None if args.quiet else lambda line: console.status(line)
+        driver = Driver(config, status=status)
+        summary = asyncio.run(_run(driver))
+    except SoakwatchError as exc:
+        console.error(f"soak load: {exc}")
+        return exc.exit_code
+    if not args.quiet:
+        sent = sum(part["sent"] for part in summary["scenarios"].values())
+        active = summary["active_seconds"]
+        rate = sent / active if active > 0 else 0.0
+        console.status(driver.status_line(summary["elapsed_seconds"], rate), final=True)
+    if summary["stop_reason"]:
+        console.error(f"soak load: stopped by {summary['stop_reason']}; summary written")
+    _report(summary)
+    return 0

@@ -1,0 +1,71 @@
+"""The outcome classes of one load operation: a fixed, small set, so label sets stay bounded.
+
+Every scenario reports each operation as exactly one of these (docs/load.md says what each
+means per scenario)."""
+
+from __future__ import annotations
+
+import asyncio
+
+__all__ = ["OUTCOMES", "classify_exception", "classify_status"]
+
+OK = "ok"
+HTTP_4XX = "http_4xx"
+HTTP_5XX = "http_5xx"
+HTTP_OTHER = "http_other"  # 1xx/3xx that the client did not follow
+TIMEOUT = "timeout"
+CONNECT_ERROR = "connect_error"
+CLOSED = "closed"  # the server closed the connection before a full reply
+PROTOCOL_ERROR = "protocol_error"  # a reply that does not parse (HTTP, WebSocket frame, JSON)
+AUTH_ERROR = "auth_error"  # the auth service gave no token
+DB_ERROR = "db_error"  # the database rejected the statement
+DROPPED = "dropped"  # due but not sent: every in-flight slot was taken (driver saturated)
+ERROR = "error"  # anything else (logged)
+
+OUTCOMES: tuple[str, ...] = (
+    OK,
+    HTTP_4XX,
+    HTTP_5XX,
+    HTTP_OTHER,
+    TIMEOUT,
+    CONNECT_ERROR,
+    CLOSED,
+    PROTOCOL_ERROR,
+    AUTH_ERROR,
+    DB_ERROR,
+    DROPPED,
+    ERROR,
+)
+
+
+def classify_status(status: int) -> str:
+    if 200 <= status < 300:
+        return OK
+    if 400 <= status < 500:
+        return HTTP_4XX
+    if status >= 500:
+        return HTTP_5XX
+    return HTTP_OTHER
+
+
+def classify_exception(exc: BaseException) -> str:
+    """The outcome of an operation that raised ``exc`` (aiohttp, OS and database errors)."""
+    import aiohttp
+
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return TIMEOUT
+    if isinstance(exc, aiohttp.ServerTimeoutError):  # pragma: no cover - a TimeoutError
+        return TIMEOUT
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return CLOSED
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return CONNECT_ERROR
+    if isinstance(exc, aiohttp.ClientOSError | ConnectionResetError | BrokenPipeError):
+        return CLOSED
+    if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.WSServerHandshakeError)):
+        return PROTOCOL_ERROR
+    if isinstance(exc, ConnectionRefusedError):
+        return CONNECT_ERROR
+    if isinstance(exc, ConnectionError | OSError):
+        return CONNECT_ERROR
+    return ERROR

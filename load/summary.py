@@ -1,0 +1,138 @@
+"""The JSON summary of a load run (shape in docs/load.md), written atomically so that a reader
+never sees half a file: a temporary file in the same directory, fsync, then ``os.replace``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from soakwatch.load.histogram import LatencyHistogram
+from soakwatch.load.outcomes import OUTCOMES
+from soakwatch.load.stats import ScenarioStats
+
+__all__ = ["SCHEMA", "build_summary", "merge_summaries", "write_atomically"]
+
+SCHEMA = "soakwatch.load.summary/1"
+
+
+def _scenario(stats: ScenarioStats, active_seconds: float) -> dict[str, Any]:
+    completed = stats.completed
+    return {
+        "kind": stats.kind,
+        "target_rate_per_second": stats.target_rate_per_second,
+        "scheduled": stats.scheduled,
+        "sent": stats.started,
+        "completed": completed,
+        "in_flight": stats.in_flight,
+        "achieved_rate_per_second": stats.started / active_seconds if active_seconds > 0 else 0.0,
+        "errors": stats.errors,
+        "error_ratio": stats.errors / completed if completed else 0.0,
+        "outcomes": dict(stats.outcomes),
+        "latency_seconds": stats.histogram.percentiles().as_dict(),
+        "open_connections": stats.open_connections,
+        "reconnects": stats.reconnects,
+        "sessions_started": stats.sessions_started,
+        "skipped": stats.skipped_reason,
+        "histogram": stats.histogram.to_dict(),
+    }
+
+
+def build_summary(
+    stats: Sequence[ScenarioStats],
+    *,
+    status: str,
+    stop_reason: str | None,
+    error: str | None,
+    shard: tuple[int, int],
+    profile: str | None,
+    started_at: str,
+    ended_at: str,
+    planned_seconds: float,
+    elapsed_seconds: float,
+    active_seconds: float,
+    stages: Mapping[str, float],
+) -> dict[str, Any]:
+    """The summary document. ``active_seconds`` is the time the schedule ran (for rates)."""
+    outcomes = dict.fromkeys(OUTCOMES, 0)
+    for item in stats:
+        for outcome, count in item.outcomes.items():
+            outcomes[outcome] += count
+    operations = sum(outcomes.values())
+    errors = operations - outcomes["ok"]
+    latency = LatencyHistogram.merged(s.histogram for s in stats)
+    return {
+        "schema": SCHEMA,
+        "status": status,
+        "stop_reason": stop_reason,
+        "error": error,
+        "shard": f"{shard[0]}/{shard[1]}",
+        "profile": profile,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "planned_seconds": planned_seconds,
+        "elapsed_seconds": elapsed_seconds,
+        "active_seconds": active_seconds,
+        "stages": dict(stages),
+        "totals": {
+            "operations": operations,
+            "ok": outcomes["ok"],
+            "errors": errors,
+            "error_ratio": errors / operations if operations else 0.0,
+            "outcomes": outcomes,
+            "latency_seconds": latency.percentiles().as_dict(),
+        },
+        "scenarios": {s.name: _scenario(s, active_seconds) for s in stats},
+    }
+
+
+def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Totals and latency percentiles across the shards' summaries of one run, per scenario
+    (histograms add up; rates add up)."""
+    scenarios: dict[str, dict[str, Any]] = {}
+    hists: dict[str, LatencyHistogram] = {}
+    for summary in summaries:
+        for name, part in summary["scenarios"].items():
+            into = scenarios.setdefault(
+                name,
+                {
+                    "kind": part["kind"],
+                    "sent": 0,
+                    "completed": 0,
+                    "errors": 0,
+                    "achieved_rate_per_second": 0.0,
+                    "outcomes": dict.fromkeys(OUTCOMES, 0),
+                },
+            )
+            for key in ("sent", "completed", "errors", "achieved_rate_per_second"):
+                into[key] += part[key]
+            for outcome, count in part["outcomes"].items():
+                into["outcomes"][outcome] = into["outcomes"].get(outcome, 0) + count
+            hist = LatencyHistogram.from_dict(part["histogram"])
+            hists.setdefault(name, LatencyHistogram()).merge(hist)
+    for name, into in scenarios.items():
+        into["latency_seconds"] = hists[name].percentiles().as_dict()
+        into["error_ratio"] = into["errors"] / into["completed"] if into["completed"] else 0.0
+    return {"schema": SCHEMA, "shards": len(summaries), "scenarios": scenarios}
+
+
+def write_atomically(path: str | os.PathLike[str], document: Mapping[str, Any]) -> None:
+    """Write ``document`` as JSON to ``path`` so that readers see the old or the new file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump(document, stream, indent=2, sort_keys=False)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise
