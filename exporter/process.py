@@ -207,8 +207,8 @@ class ProcessCollector(Collector):
 
     def _collect_service(self, service: str, tracker: ProcessTracker, fam: dict[str, Any]) -> None:
         labels = [service]
+        process = tracker.current()  # first: it may pick up a restarted process
         fam["restarts"].add_metric(labels, tracker.restarts)
-        process = tracker.current()
         if process is None:
             fam["up"].add_metric(labels, 0)
             return

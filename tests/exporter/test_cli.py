@@ -1,0 +1,278 @@
+"""``soak-exporter`` end to end: run as a subprocess, GET /metrics, stop it with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import servers
+from prometheus_client.parser import text_string_to_metric_families
+from soakwatch.exporter.cli import main
+
+EXPORTER = str(Path(sys.executable).with_name("soak-exporter"))
+CONTRACT = [
+    "soak_process_resident_memory_bytes",
+    "soak_process_unique_memory_bytes",
+    "soak_process_virtual_memory_bytes",
+    "soak_process_cpu_seconds_total",
+    "soak_process_threads",
+    "soak_process_start_time_seconds",
+    "soak_process_restarts_total",
+    "soak_process_up",
+]
+if sys.platform.startswith("linux"):
+    CONTRACT += ["soak_process_proportional_memory_bytes", "soak_process_open_fds"]
+
+
+class RunningExporter:
+    def __init__(self, popen: subprocess.Popen[str], url: str) -> None:
+        self.popen = popen
+        self.url = url
+
+    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        with urllib.request.urlopen(self.url, timeout=10) as response:
+            text = response.read().decode("utf-8")
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.samples().get((name, tuple(sorted(labels.items()))))
+
+    def stop(self) -> tuple[int, str]:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            code = self.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            raise
+        assert self.popen.stderr is not None
+        return code, self.popen.stderr.read()
+
+
+@pytest.fixture
+def start_exporter() -> Iterator:
+    started: list[RunningExporter] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> RunningExporter:
+        popen = subprocess.Popen(
+            [EXPORTER, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            env={**os.environ, **(env or {})},
+        )
+        assert popen.stdout is not None
+        line = popen.stdout.readline()
+        if "serving " not in line:
+            popen.kill()
+            _, err = popen.communicate(timeout=10)
+            raise AssertionError(f"exporter did not start: {line!r} {err!r}")
+        url = line.split("serving ", 1)[1].split()[0]
+        exporter = RunningExporter(popen, url)
+        started.append(exporter)
+        return exporter
+
+    yield start
+    for exporter in started:
+        if exporter.popen.poll() is None:
+            exporter.popen.kill()
+            exporter.popen.wait(timeout=10)
+
+
+def vmrss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmRSS is Linux only")
+def test_the_exporter_serves_the_contract_for_a_pid_and_stops_on_sigterm(
+    spawn_child, start_exporter
+):
+    child = spawn_child("block = bytearray(40 * 1024 * 1024)")
+    port = servers.free_port()
+
+    exporter = start_exporter(
+        "--pid", str(child.pid), "--service", "demo", "--listen", f"127.0.0.1:{port}"
+    )
+    samples = exporter.samples()
+
+    names = {name for name, _ in samples}
+    for name in CONTRACT:
+        assert name in names, name
+    assert exporter.url == f"http://127.0.0.1:{port}/metrics"
+    demo = (("service", "demo"),)
+    assert samples[("soak_process_up", demo)] == 1
+    assert abs(samples[("soak_process_resident_memory_bytes", demo)] - vmrss_bytes(child.pid)) <= (
+        64 * 1024
+    )
+    code, stderr = exporter.stop()
+    assert code == 0
+    assert "Traceback" not in stderr
+
+
+def test_a_killed_and_restarted_process_is_counted(spawn_child, start_exporter):
+    child = spawn_child()
+    exporter = start_exporter(
+        "--match",
+        child.marker,
+        "--service",
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        env={"SOAK_EXPORTER_SCAN_INTERVAL": "0.2s"},
+    )
+    assert exporter.value("soak_process_up", service="demo") == 1
+    assert exporter.value("soak_process_restarts_total", service="demo") == 0
+
+    child.kill()
+    assert exporter.value("soak_process_up", service="demo") == 0
+    successor = spawn_child(marker=child.marker)
+
+    deadline = time.monotonic() + 20
+    while exporter.value("soak_process_restarts_total", service="demo") != 1:
+        assert time.monotonic() < deadline, "the restart was not counted"
+        time.sleep(0.1)
+    assert exporter.value("soak_process_up", service="demo") == 1
+    assert exporter.value("soak_process_start_time_seconds", service="demo") == pytest.approx(
+        __import__("psutil").Process(successor.pid).create_time()
+    )
+    assert exporter.stop()[0] == 0
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_the_exporter_listens_on_ipv6(spawn_child, start_exporter):
+    child = spawn_child()
+    exporter = start_exporter("--pid", str(child.pid), "--service", "demo", "--listen", "[::1]:0")
+
+    assert exporter.url.startswith("http://[::1]:")
+    assert exporter.value("soak_process_up", service="demo") == 1
+
+
+def test_output_survives_a_narrow_console_encoding(spawn_child, start_exporter):
+    child = spawn_child()
+    name = "démo ✓ 服务"
+    exporter = start_exporter(
+        "--pid",
+        str(child.pid),
+        "--service",
+        name,
+        "--listen",
+        "127.0.0.1:0",
+        env={"PYTHONIOENCODING": "cp1252"},
+    )
+
+    assert exporter.value("soak_process_up", service=name) == 1
+    code, stderr = exporter.stop()
+    assert code == 0
+    assert "UnicodeEncodeError" not in stderr and "Traceback" not in stderr
+
+
+def test_probes_report_a_stopped_server_and_never_show_the_password(
+    spawn_child, start_exporter, tmp_path
+):
+    child = spawn_child()
+    closed_port = servers.free_port()
+    config = tmp_path / "exporter.yaml"
+    config.write_text(
+        "listen: 127.0.0.1:0\n"
+        "services:\n"
+        "  - name: demo\n"
+        f"    match: {{pid: {child.pid}}}\n"
+        "    probes:\n"
+        f"      - {{name: db, kind: postgres, timeout: 1s, interval: 1s,\n"
+        f"          target: 'postgresql://soak:hunter2@127.0.0.1:{closed_port}/soak'}}\n"
+        f"      - {{name: port, kind: tcp, timeout: 1s, interval: 1s,\n"
+        f"          target: '127.0.0.1:{closed_port}'}}\n"
+    )
+    exporter = start_exporter("--config", str(config), "--log-level", "debug")
+
+    deadline = time.monotonic() + 15
+    while exporter.value("soak_probe_success", service="demo", probe="db") is None:
+        assert time.monotonic() < deadline, "the probe never reported"
+        time.sleep(0.2)
+    samples = exporter.samples()
+    assert samples[("soak_probe_success", (("probe", "db"), ("service", "demo")))] == 0
+    assert samples[("soak_probe_success", (("probe", "port"), ("service", "demo")))] == 0
+    assert samples[("soak_process_up", (("service", "demo"),))] == 1
+    text = urllib.request.urlopen(exporter.url, timeout=10).read().decode()
+    assert text.count("# TYPE soak_probe_success gauge") == 1
+    code, stderr = exporter.stop()
+    assert code == 0
+    assert "hunter2" not in text and "hunter2" not in stderr
+
+
+def test_a_busy_listen_port_is_an_error_with_exit_code_1(spawn_child, capsys):
+    child = spawn_child()
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        code = main(["--pid", str(child.pid), "--service", "demo", "--listen", f"127.0.0.1:{port}"])
+
+    assert code == 1
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line.startswith(f"soak-exporter: cannot listen on 127.0.0.1:{port}: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--pid", "1"],
+            "soak-exporter: --service NAME is required with --pid, --pidfile or --match",
+        ),
+        (
+            ["--pid", "1", "--service", "x", "--listen", "nowhere"],
+            "soak-exporter: --listen: expected host:port, got 'nowhere'",
+        ),
+        (
+            ["--match", "x", "--service", "x", "--pool", "db"],
+            "soak-exporter: --pool: expected NAME=[HOST:]PORT, got 'db'",
+        ),
+        (
+            ["--match", "(", "--service", "x"],
+            "soak-exporter: command line: services[0].match.cmdline: not a valid regular "
+            "expression: missing ), unterminated subpattern at position 0",
+        ),
+    ],
+)
+def test_a_wrong_command_line_exits_2_with_a_message(args, message, capsys):
+    assert main(args) == 2
+    assert capsys.readouterr().err == message + "\n"
+
+
+def test_argparse_errors_exit_2_without_raising(capsys):
+    assert main([]) == 2
+    assert "one of the arguments --config --pid --pidfile --match is required" in (
+        capsys.readouterr().err
+    )
+
+
+def test_check_validates_flags_and_names_the_service(capsys):
+    assert (
+        main(["--match", "gunicorn", "--service", "api", "--pool", "db=[::1]:5432", "--check"]) == 0
+    )
+    assert capsys.readouterr().out == "soak-exporter: config OK: api (cmdline /gunicorn/)\n"

@@ -1,0 +1,137 @@
+"""Finding the watched process, losing it and picking up its successor."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+from prometheus_client import CollectorRegistry
+from soakwatch.exporter.matching import (
+    CmdlineMatcher,
+    PidfileMatcher,
+    PidMatcher,
+    ProcessTracker,
+)
+from soakwatch.exporter.process import ProcessCollector
+
+
+def sample(registry: CollectorRegistry, name: str) -> float | None:
+    return registry.get_sample_value(name, {"service": "demo"})
+
+
+def test_cmdline_matcher_finds_the_child_whose_command_line_matches(spawn_child):
+    spawn_child()
+    target = spawn_child()
+
+    assert CmdlineMatcher(target.marker).find() == target.pid
+    assert CmdlineMatcher("no-such-process-[0-9a-f]{32}").find() is None
+
+
+def test_cmdline_matcher_prefers_the_oldest_of_several_matches(spawn_child):
+    older = spawn_child(marker="soakwatch-test-shared-marker-1")
+    spawn_child(marker="soakwatch-test-shared-marker-2")
+
+    assert CmdlineMatcher("soakwatch-test-shared-marker-[12]").find() == older.pid
+
+
+def test_cmdline_matcher_never_matches_the_exporter_itself():
+    own_cmdline = " ".join(psutil.Process().cmdline())
+    matcher = CmdlineMatcher(f"^{__import__('re').escape(own_cmdline)}$")
+
+    assert matcher.find() is None
+    assert CmdlineMatcher(".", exclude_pids=frozenset()).find() is not None
+
+
+def test_a_restarted_process_is_picked_up_and_counted(spawn_child, registry):
+    first = spawn_child()
+    tracker = ProcessTracker(CmdlineMatcher(first.marker), scan_interval_seconds=0.0)
+    ProcessCollector({"demo": tracker}, registry=registry)
+    assert sample(registry, "soak_process_up") == 1
+    assert sample(registry, "soak_process_restarts_total") == 0
+
+    first.kill()
+    assert sample(registry, "soak_process_up") == 0
+    assert sample(registry, "soak_process_restarts_total") == 0
+
+    second = spawn_child(marker=first.marker)
+    assert sample(registry, "soak_process_up") == 1
+    assert sample(registry, "soak_process_restarts_total") == 1
+    assert (
+        sample(registry, "soak_process_start_time_seconds")
+        == psutil.Process(second.pid).create_time()
+    )
+
+    second.kill()
+    spawn_child(marker=first.marker)
+    assert sample(registry, "soak_process_restarts_total") == 2
+
+
+def test_the_matcher_is_asked_again_at_most_once_per_scan_interval(spawn_child):
+    now = [0.0]
+    first = spawn_child()
+    tracker = ProcessTracker(
+        CmdlineMatcher(first.marker), scan_interval_seconds=5.0, clock=lambda: now[0]
+    )
+    assert tracker.current() is not None
+    first.kill()
+    now[0] = 100.0
+    assert tracker.current() is None  # scans, finds nothing
+
+    spawn_child(marker=first.marker)
+    now[0] = 102.0
+    assert tracker.current() is None  # too soon to scan again
+    now[0] = 105.5
+    assert tracker.current() is not None
+    assert tracker.restarts == 1
+
+
+def test_refresh_scans_at_once_whatever_the_interval(spawn_child):
+    first = spawn_child()
+    tracker = ProcessTracker(CmdlineMatcher(first.marker), scan_interval_seconds=3600.0)
+    assert tracker.current() is not None
+    first.kill()
+    assert tracker.current() is None
+    second = spawn_child(marker=first.marker)
+
+    tracker.refresh()
+
+    assert tracker.current() is not None and tracker.current().pid == second.pid
+    assert tracker.restarts == 1
+
+
+def test_a_pid_matcher_does_not_follow_a_restart(spawn_child):
+    child = spawn_child()
+    tracker = ProcessTracker(PidMatcher(child.pid), scan_interval_seconds=0.0)
+    assert tracker.current() is not None
+
+    child.kill()
+
+    assert tracker.current() is None
+    assert tracker.restarts == 0
+
+
+def test_a_pidfile_matcher_follows_the_pid_written_in_the_file(spawn_child, tmp_path):
+    pidfile = tmp_path / "service.pid"
+    tracker = ProcessTracker(PidfileMatcher(pidfile), scan_interval_seconds=0.0)
+    assert tracker.current() is None  # no file yet
+
+    first = spawn_child()
+    pidfile.write_text(f"{first.pid}\n")
+    assert tracker.current().pid == first.pid
+
+    first.kill()
+    assert tracker.current() is None  # the file still names the dead PID
+    second = spawn_child()
+    pidfile.write_text(f"{second.pid}\n")
+
+    assert tracker.current().pid == second.pid
+    assert tracker.restarts == 1
+
+
+def test_a_pidfile_with_garbage_matches_nothing(tmp_path):
+    pidfile = tmp_path / "service.pid"
+    pidfile.write_text("not a pid\n")
+
+    assert PidfileMatcher(pidfile).find() is None
+    pidfile.write_text(f"{os.getpid()}\n")
+    assert PidfileMatcher(pidfile).find() == os.getpid()

@@ -1,0 +1,151 @@
+"""Counting a child's TCP connections to configured endpoints, by state."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+from _pytest.fixtures import FixtureLookupError
+from prometheus_client import CollectorRegistry
+from soakwatch.exporter.config import PoolSpec, resolve_host
+from soakwatch.exporter.matching import CallableMatcher, ProcessTracker
+from soakwatch.exporter.pools import PoolCollector, count_pool_connections, normalize_address
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP server socket on 127.0.0.1 that completes handshakes (the kernel does) without
+    the test having to accept."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    yield server
+    server.close()
+
+
+def connect_code(host: str, port: int, count: int, name: str = "conns") -> str:
+    return (
+        "import socket\n"
+        f"{name} = [socket.create_connection(({host!r}, {port})) for _ in range({count})]\n"
+    )
+
+
+def pool_value(registry: CollectorRegistry, pool: str, state: str = "established") -> float | None:
+    return registry.get_sample_value(
+        "soak_pool_connections", {"service": "demo", "pool": pool, "state": state}
+    )
+
+
+def collector_for(pid: int, pools: list[PoolSpec], registry: CollectorRegistry) -> PoolCollector:
+    tracker = ProcessTracker(CallableMatcher(lambda: pid), scan_interval_seconds=0.0)
+    return PoolCollector({"demo": (tracker, pools)}, registry=registry)
+
+
+def test_connections_to_each_endpoint_are_counted_per_pool(spawn_child, registry):
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        listener_port = other.getsockname()[1]
+        with socket.create_server(("127.0.0.1", 0)) as second:
+            second_port = second.getsockname()[1]
+            child = spawn_child(
+                connect_code("127.0.0.1", listener_port, 3, "a")
+                + connect_code("127.0.0.1", second_port, 1, "b")
+            )
+            collector_for(
+                child.pid,
+                [
+                    PoolSpec(name="db", port=listener_port),
+                    PoolSpec(name="cache", port=second_port),
+                    PoolSpec(name="idle", port=1),
+                ],
+                registry,
+            )
+
+            assert pool_value(registry, "db") == 3
+            assert pool_value(registry, "cache") == 1
+            assert pool_value(registry, "idle") == 0
+
+            child.run("a.pop().close()")
+            assert pool_value(registry, "db") == 2
+
+
+def test_a_pool_with_a_host_counts_only_connections_to_that_address(
+    spawn_child, registry, listener
+):
+    port = listener.getsockname()[1]
+    child = spawn_child(connect_code("127.0.0.1", port, 2))
+    collector_for(
+        child.pid,
+        [
+            PoolSpec(
+                name="right", port=port, host="127.0.0.1", addresses=resolve_host("127.0.0.1")
+            ),
+            PoolSpec(
+                name="wrong", port=port, host="127.0.0.2", addresses=resolve_host("127.0.0.2")
+            ),
+            PoolSpec(
+                name="byname", port=port, host="localhost", addresses=resolve_host("localhost")
+            ),
+        ],
+        registry,
+    )
+
+    assert pool_value(registry, "right") == 2
+    assert pool_value(registry, "wrong") == 0
+    assert pool_value(registry, "byname") == 2
+
+
+def test_a_connection_the_server_closed_is_counted_as_close_wait(spawn_child, registry, listener):
+    port = listener.getsockname()[1]
+    child = spawn_child(connect_code("127.0.0.1", port, 2))
+    collector_for(child.pid, [PoolSpec(name="db", port=port)], registry)
+    accepted, _ = listener.accept()
+
+    accepted.close()  # the server hangs up; the child has not noticed yet
+
+    deadline = time.monotonic() + 10
+    while pool_value(registry, "db", "close_wait") != 1:
+        assert time.monotonic() < deadline, "no close_wait connection seen"
+        time.sleep(0.02)
+    assert pool_value(registry, "db") == 1
+
+
+def test_pools_of_a_process_that_exited_publish_nothing(spawn_child, registry, listener):
+    port = listener.getsockname()[1]
+    child = spawn_child(connect_code("127.0.0.1", port, 1))
+    collector_for(child.pid, [PoolSpec(name="db", port=port)], registry)
+    assert pool_value(registry, "db") == 1
+
+    child.kill()
+
+    assert pool_value(registry, "db") is None
+
+
+def test_connections_to_a_real_redis_are_counted(spawn_child, registry, request):
+    try:
+        redis_server = request.getfixturevalue("redis_server")
+    except FixtureLookupError:
+        pytest.skip("the redis_server fixture is not available yet")
+    child = spawn_child(
+        connect_code(redis_server.host, redis_server.port, 4)
+        + "[c.sendall(b'PING\\r\\n') for c in conns]\n"
+        + "assert all(c.recv(16) == b'+PONG\\r\\n' for c in conns)\n"
+    )
+    collector_for(child.pid, [PoolSpec(name="redis", port=redis_server.port)], registry)
+
+    assert pool_value(registry, "redis") == 4
+
+
+def test_ipv4_mapped_ipv6_addresses_count_as_their_ipv4_address():
+    assert normalize_address("::ffff:127.0.0.1") == "127.0.0.1"
+    assert normalize_address("fe80::1%eth0") == "fe80::1"
+    assert normalize_address("0:0:0:0:0:0:0:1") == "::1"
+
+    address = SimpleNamespace(ip="::ffff:10.0.0.5", port=5432)
+    conn = SimpleNamespace(raddr=address, status="ESTABLISHED")
+    listening = SimpleNamespace(raddr=(), status="LISTEN")
+    pools = [PoolSpec(name="db", port=5432, host="10.0.0.5", addresses=frozenset({"10.0.0.5"}))]
+
+    assert count_pool_connections([conn, listening], pools) == {"db": {"established": 1}}
