@@ -1,0 +1,157 @@
+"""Child processes of ``soak run``: started with their output in a log file, tied to the run's
+life (on Linux they get SIGTERM when the run dies, even by SIGKILL), stopped by their own PID
+only, politely first."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["ChildProcess", "free_port", "wait_until"]
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _as_user(user: str) -> Callable[[], None]:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+
+    def preexec() -> None:
+        # Credentials first: changing the user clears the parent-death signal.
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+        _die_with_parent()
+
+    return preexec
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the caller retries if someone takes it first)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    ready: Callable[[], bool], *, timeout: float, what: str, alive: Callable[[], bool]
+) -> None:
+    """Poll ``ready()`` (an exception counts as "not yet") until it is true; raise
+    RuntimeError after ``timeout`` seconds or as soon as ``alive()`` turns false."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    last = ""
+    while True:
+        if not alive():
+            raise RuntimeError(f"{what} exited before it was ready")
+        try:
+            if ready():
+                return
+        except Exception as exc:
+            last = f" (last check: {type(exc).__name__}: {exc})"
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready after {timeout:.0f}s{last}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+class ChildProcess:
+    """One process started by the run, its output appended to ``log_path``."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+        stop_signal: int = signal.SIGTERM,
+    ) -> None:
+        self.name = name
+        self.log_path = log_path
+        self.stop_signal = stop_signal
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=None if env is None else dict(env),
+                cwd=cwd,
+                # Own session: a Ctrl-C in the terminal reaches only the run, which then stops
+                # its children in order (the load driver first, so it can write its summary).
+                start_new_session=True,
+                preexec_fn=_as_user(user) if user else _die_with_parent,
+            )
+        log.debug("started %s pid %d", name, self.process.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def wait_for_line(self, marker: str, timeout: float) -> str:
+        """The first line of the log containing ``marker``; RuntimeError on exit or timeout."""
+        found: list[str] = []
+
+        def ready() -> bool:
+            found[:] = [line for line in self.log_text().splitlines() if marker in line][:1]
+            return bool(found)
+
+        try:
+            wait_until(ready, timeout=timeout, what=self.name, alive=self.running)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{self.log_tail()}") from None
+        return found[0]
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Send the stop signal to our PID, wait, then SIGKILL. Returns the exit code."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(self.stop_signal)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "%s (pid %d) did not stop in %.0fs: killing", self.name, self.pid, timeout
+                )
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
