@@ -1,0 +1,492 @@
+"""`promtool test rules` on the committed generated rules (rules/prometheus/soak.rules.yaml), with
+the production windows: every alert fires on a series that breaks its rule and stays silent on
+one that does not, sawtooth, warm-up and restarts included.
+
+The promtool unit-test files are built here from small builder functions (series as plain lists,
+so a GC sawtooth is one line of Python) and written to a temporary folder; promtool evaluates them.
+Firing is checked on the ALERTS series (exact labels, without the annotation texts); silence with
+an ``alert_rule_test`` that expects no alert at all.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+RULES_FILE = REPO / "rules" / "prometheus" / "soak.rules.yaml"
+PROMTOOL = shutil.which("promtool")
+
+pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+
+MB = 1e6
+
+
+# -- builders -----------------------------------------------------------------------------------
+def series(name: str, labels: dict[str, str], values: Sequence[float | None]) -> dict[str, str]:
+    """One input series sampled every minute; None is a missing sample."""
+    inner = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    text = " ".join("_" if v is None else repr(float(v)) for v in values)
+    return {"series": f"{name}{{{inner}}}", "values": text}
+
+
+def sawtooth(
+    minutes: int, *, base: float, amplitude: float, period: int, slope_per_hour: float = 0.0
+) -> list[float]:
+    """Memory under a garbage collector: climbs for ``period`` minutes, drops back, repeat; the
+    troughs rise by ``slope_per_hour`` (a leak) or stay put (healthy)."""
+    return [
+        base + slope_per_hour * t / 60 + amplitude * (t % period) / (period - 1)
+        for t in range(minutes + 1)
+    ]
+
+
+def counter(minutes: int, per_minute: Callable[[int], float]) -> list[float]:
+    """A counter whose increase in minute ``t`` is ``per_minute(t)``."""
+    total, out = 0.0, []
+    for t in range(minutes + 1):
+        out.append(total)
+        total += per_minute(t)
+    return out
+
+
+def constant(minutes: int, value: float) -> list[float]:
+    return [value] * (minutes + 1)
+
+
+def step(minutes: int, before: float, after: float, at: int) -> list[float]:
+    return [before if t < at else after for t in range(minutes + 1)]
+
+
+def histogram(
+    name: str, labels: dict[str, str], minutes: int, per_minute: Callable[[int], dict[str, float]]
+) -> list[dict[str, str]]:
+    """Bucket and count series of a histogram; ``per_minute(t)`` gives the cumulative bucket
+    counts (by ``le``) of the requests in minute ``t``."""
+    les = list(per_minute(0))
+    buckets = [
+        series(
+            f"{name}_bucket",
+            {**labels, "le": le},
+            counter(minutes, lambda t, le=le: per_minute(t)[le]),
+        )
+        for le in les
+    ]
+    count = series(f"{name}_count", labels, counter(minutes, lambda t: per_minute(t)["+Inf"]))
+    return [*buckets, count]
+
+
+@dataclass(frozen=True)
+class Check:
+    alertname: str
+    minute: int
+    firing: bool
+    labels: dict[str, str] | None = None  # the alert's labels (firing checks)
+
+
+def fires(alertname: str, minute: int, **labels: str) -> Check:
+    return Check(alertname, minute, True, labels)
+
+
+def silent(alertname: str, *minutes: int) -> list[Check]:
+    return [Check(alertname, minute, False) for minute in minutes]
+
+
+def _alerts_selector(alertname: str, labels: dict[str, str]) -> str:
+    every = {"alertname": alertname, "alertstate": "firing", **labels}
+    return "ALERTS{" + ",".join(f'{k}="{v}"' for k, v in sorted(every.items())) + "}"
+
+
+def unit_test_file(input_series: list[dict[str, str]], checks: list[Check]) -> dict[str, Any]:
+    alert_tests = [
+        {"eval_time": f"{c.minute}m", "alertname": c.alertname, "exp_alerts": []}
+        for c in checks
+        if not c.firing
+    ]
+    expr_tests = [
+        {
+            "expr": f'ALERTS{{alertname="{c.alertname}",alertstate="firing"}}',
+            "eval_time": f"{c.minute}m",
+            "exp_samples": [{"labels": _alerts_selector(c.alertname, c.labels or {}), "value": 1}],
+        }
+        for c in checks
+        if c.firing
+    ]
+    test: dict[str, Any] = {"interval": "1m", "input_series": input_series}
+    if alert_tests:
+        test["alert_rule_test"] = alert_tests
+    if expr_tests:
+        test["promql_expr_test"] = expr_tests
+    return {"rule_files": [str(RULES_FILE)], "evaluation_interval": "1m", "tests": [test]}
+
+
+def run_promtool(tmp_path: Path, document: dict[str, Any]) -> None:
+    path = tmp_path / "unit.test.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    assert PROMTOOL is not None
+    done = subprocess.run(
+        [PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- scenarios ----------------------------------------------------------------------------------
+# memory_growth: window 10m, range 2h, warm-up 5m, for 1h -> judged once a process has lived
+# 135 min, fires 60 min later. Threshold 2 MB/h.
+API = {"service": "api"}
+RSS = "soak_process_resident_memory_bytes"
+START = "soak_process_start_time_seconds"
+RESTARTS = "soak_process_restarts_total"
+
+
+def memory_leak_under_sawtooth() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 240
+    rss = sawtooth(m, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=10 * MB)
+    return (
+        [series(RSS, API, rss), series(START, API, constant(m, 0))],
+        [
+            *silent("SoakMemoryGrowth", 60, 130, 190),  # before 135 + 60 min nothing may fire
+            fires(
+                "SoakMemoryGrowth",
+                200,
+                service="api",
+                severity="warning",
+                soak_rule="memory_growth",
+            ),
+            fires(
+                "SoakMemoryGrowth",
+                240,
+                service="api",
+                severity="warning",
+                soak_rule="memory_growth",
+            ),
+        ],
+    )
+
+
+def healthy_sawtooth() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 300
+    rss = sawtooth(m, base=200 * MB, amplitude=30 * MB, period=7)
+    return (
+        [series(RSS, API, rss), series(START, API, constant(m, 0))],
+        silent("SoakMemoryGrowth", 100, 150, 200, 250, 300),
+    )
+
+
+def slow_growth_below_the_threshold() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 300
+    rss = sawtooth(m, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=1 * MB)
+    return (
+        [series(RSS, API, rss), series(START, API, constant(m, 0))],
+        silent("SoakMemoryGrowth", 200, 250, 300),
+    )
+
+
+def memory_warm_up() -> tuple[list[dict[str, str]], list[Check]]:
+    # +300 MB in the first 5 minutes (imports, caches), flat afterwards.
+    m = 300
+    flat = sawtooth(m, base=300 * MB, amplitude=30 * MB, period=7)
+    rss = [min(t * 60 * MB, flat[t]) if t < 5 else flat[t] for t in range(m + 1)]
+    return (
+        [series(RSS, API, rss), series(START, API, constant(m, 0))],
+        silent("SoakMemoryGrowth", 70, 100, 125, 200, 300),
+    )
+
+
+def leak_then_restart() -> tuple[list[dict[str, str]], list[Check]]:
+    # Leaking, firing at 200 min; restarted at 210 min: the new process is judged afresh.
+    m = 300
+    restart = 210
+    first = sawtooth(
+        restart - 1, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=10 * MB
+    )
+    second = sawtooth(
+        m - restart, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=10 * MB
+    )
+    return (
+        [
+            series(RSS, API, first + second),
+            series(START, API, step(m, 0, restart * 60, restart)),
+            series(RESTARTS, API, step(m, 0, 1, restart)),
+        ],
+        [
+            fires(
+                "SoakMemoryGrowth",
+                205,
+                service="api",
+                severity="warning",
+                soak_rule="memory_growth",
+            ),
+            *silent("SoakMemoryGrowth", 212, 250, 300),
+            fires("SoakRestarts", 212, service="api", severity="critical", soak_rule="restarts"),
+            *silent("SoakRestarts", 205, 240),
+        ],
+    )
+
+
+def restart_seen_only_by_start_time() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 60
+    return (
+        [series(START, API, step(m, 0, 1800, 30)), series(RESTARTS, API, constant(m, 0))],
+        [
+            *silent("SoakRestarts", 29, 50),
+            fires("SoakRestarts", 31, service="api", severity="critical", soak_rule="restarts"),
+        ],
+    )
+
+
+def steady_process_never_restarts() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 60
+    return (
+        [series(START, API, constant(m, 0)), series(RESTARTS, API, constant(m, 0))],
+        silent("SoakRestarts", 10, 30, 60),
+    )
+
+
+# gc_efficiency: range 1h, warm-up 5m, for 30m, ratio >= 0.3.
+COLLECTED = "soak_gc_collected_objects_total"
+EXAMINED = "soak_gc_examined_objects_total"
+
+
+def gc_inefficient() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 120
+    return (
+        [
+            series(COLLECTED, API, counter(m, lambda t: 100)),
+            series(EXAMINED, API, counter(m, lambda t: 1000)),
+        ],
+        [
+            *silent("SoakGcEfficiency", 60, 90),
+            fires(
+                "SoakGcEfficiency",
+                100,
+                service="api",
+                severity="warning",
+                soak_rule="gc_efficiency",
+            ),
+        ],
+    )
+
+
+def gc_efficient_after_a_costly_warm_up() -> tuple[list[dict[str, str]], list[Check]]:
+    # At start the collector examines much and frees little (imports build long-lived objects).
+    m = 150
+    return (
+        [
+            series(COLLECTED, API, counter(m, lambda t: 0 if t < 5 else 500)),
+            series(EXAMINED, API, counter(m, lambda t: 10000 if t < 5 else 1000)),
+        ],
+        silent("SoakGcEfficiency", 40, 60, 90, 120, 150),
+    )
+
+
+# pool_variation: range 1h, warm-up 10m, for 30m, CV < 5 %.
+POOL = "soak_pool_connections"
+POOL_LABELS = {"service": "api", "pool": "postgres", "state": "established"}
+
+
+def pool_steady_after_ramp_up() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 150
+    return (
+        [series(POOL, POOL_LABELS, [min(t, 10) for t in range(m + 1)])],
+        silent("SoakPoolVariation", 50, 80, 120, 150),
+    )
+
+
+def pool_leaking_connections() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 150
+    return (
+        [series(POOL, POOL_LABELS, [min(t, 10) + max(0, t - 10) for t in range(m + 1)])],
+        [
+            *silent("SoakPoolVariation", 60, 95),
+            fires(
+                "SoakPoolVariation",
+                105,
+                **POOL_LABELS,
+                severity="warning",
+                soak_rule="pool_variation",
+            ),
+        ],
+    )
+
+
+# latency_degradation: window 30m, warm-up 10m, for 15m, p95 change < 25 %.
+LATENCY = "soak_load_request_duration_seconds"
+HELLO = {"scenario": "hello"}
+SLOW_START = {"0.1": 0.0, "0.25": 20.0, "0.5": 80.0, "1": 100.0, "+Inf": 100.0}
+FAST = {"0.1": 90.0, "0.25": 100.0, "0.5": 100.0, "1": 100.0, "+Inf": 100.0}
+DEGRADED = {"0.1": 50.0, "0.25": 80.0, "0.5": 100.0, "1": 100.0, "+Inf": 100.0}
+
+
+def latency_steady_after_slow_warm_up() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 180
+    return (
+        histogram(LATENCY, HELLO, m, lambda t: SLOW_START if t < 10 else FAST),
+        silent("SoakLatencyDegradation", 30, 60, 90, 120, 180),
+    )
+
+
+def latency_degrading_after_an_hour() -> tuple[list[dict[str, str]], list[Check]]:
+    # The warm-up is slow too: the baseline must come from after it, or nothing would fire.
+    m = 120
+    profile = {**HELLO}
+    return (
+        histogram(
+            LATENCY, profile, m, lambda t: SLOW_START if t < 10 else FAST if t < 60 else DEGRADED
+        ),
+        [
+            *silent("SoakLatencyDegradation", 50, 62),
+            fires(
+                "SoakLatencyDegradation",
+                100,
+                scenario="hello",
+                severity="warning",
+                soak_rule="latency_degradation",
+            ),
+        ],
+    )
+
+
+# error_ratio: range 15m, for 5m, ratio <= 1 %.
+REQUESTS = "soak_load_requests_total"
+
+
+def errors_within_budget() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 90
+    return (
+        [
+            series(REQUESTS, {"scenario": "hello", "outcome": "ok"}, counter(m, lambda t: 100)),
+            series(REQUESTS, {"scenario": "hello", "outcome": "error"}, counter(m, lambda t: 0.5)),
+        ],
+        silent("SoakErrorRatio", 20, 45, 90),
+    )
+
+
+def errors_over_budget_during_a_run() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 60
+    return (
+        [
+            series(REQUESTS, {"scenario": "hello", "outcome": "ok"}, counter(m, lambda t: 100)),
+            series(
+                REQUESTS,
+                {"scenario": "hello", "outcome": "error"},
+                counter(m, lambda t: 0 if t < 30 else 5),
+            ),
+            series("soak_run_info", {"run_id": "r-42", "profile": "ci"}, constant(m, 1)),
+        ],
+        [
+            *silent("SoakErrorRatio", 25),
+            fires(
+                "SoakErrorRatio",
+                45,
+                scenario="hello",
+                run_id="r-42",
+                severity="critical",
+                soak_rule="error_ratio",
+            ),
+        ],
+    )
+
+
+# probe_failures: range 10m, for 5m, failed share <= 1 %.
+PROBE = "soak_probe_success"
+PROBE_LABELS = {"service": "api", "probe": "health"}
+
+
+def probe_always_succeeds() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 60
+    return ([series(PROBE, PROBE_LABELS, constant(m, 1))], silent("SoakProbeFailures", 20, 60))
+
+
+def probe_fails_from_minute_30() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 60
+    return (
+        [series(PROBE, PROBE_LABELS, step(m, 1, 0, 30))],
+        [
+            *silent("SoakProbeFailures", 29, 33),
+            fires(
+                "SoakProbeFailures",
+                40,
+                **PROBE_LABELS,
+                severity="critical",
+                soak_rule="probe_failures",
+            ),
+        ],
+    )
+
+
+SCENARIOS: dict[str, Callable[[], tuple[list[dict[str, str]], list[Check]]]] = {
+    f.__name__: f
+    for f in (
+        memory_leak_under_sawtooth,
+        healthy_sawtooth,
+        slow_growth_below_the_threshold,
+        memory_warm_up,
+        leak_then_restart,
+        restart_seen_only_by_start_time,
+        steady_process_never_restarts,
+        gc_inefficient,
+        gc_efficient_after_a_costly_warm_up,
+        pool_steady_after_ramp_up,
+        pool_leaking_connections,
+        latency_steady_after_slow_warm_up,
+        latency_degrading_after_an_hour,
+        errors_within_budget,
+        errors_over_budget_during_a_run,
+        probe_always_succeeds,
+        probe_fails_from_minute_30,
+    )
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_generated_alerts_fire_on_breaking_series_and_stay_silent_on_healthy_ones(
+    scenario: str, tmp_path: Path
+) -> None:
+    input_series, checks = SCENARIOS[scenario]()
+    run_promtool(tmp_path, unit_test_file(input_series, checks))
+
+
+def test_every_generated_alert_is_shown_both_firing_and_silent_by_some_scenario() -> None:
+    generated = {
+        rule["alert"]
+        for group in yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    checks = [check for build in SCENARIOS.values() for check in build()[1]]
+    assert generated == {c.alertname for c in checks if c.firing}
+    assert generated == {c.alertname for c in checks if not c.firing}
+
+
+def test_the_latency_baseline_is_latched_from_the_first_window_after_warm_up(
+    tmp_path: Path,
+) -> None:
+    # FAST: 90 % of requests under 0.1 s, the rest under 0.25 s -> p95 = 0.1 + 0.15 * 0.5.
+    input_series = histogram(
+        LATENCY, HELLO, 150, lambda t: SLOW_START if t < 10 else FAST if t < 60 else DEGRADED
+    )
+    document = unit_test_file(input_series, [])
+    # In milliseconds, rounded: promtool compares floats exactly.
+    document["tests"][0]["promql_expr_test"] = [
+        {
+            "expr": "round(soak:latency_degradation:baseline_quantile_seconds * 1000)",
+            "eval_time": f"{minute}m",
+            "exp_samples": [{"labels": '{scenario="hello"}', "value": 175}],
+        }
+        for minute in (41, 90, 150)
+    ] + [
+        {
+            "expr": "soak:latency_degradation:baseline_quantile_seconds",
+            "eval_time": "39m",
+            "exp_samples": [],
+        }
+    ]
+    run_promtool(tmp_path, document)
