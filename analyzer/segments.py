@@ -1,0 +1,107 @@
+"""Cutting a series into pieces that may each have their own level (pure numpy).
+
+- Restarts: a new process has a new memory level, so a memory series is judged per segment
+  between restarts. A restart is seen as a change of ``process_start_time_seconds``, a counter
+  increase of ``soak_process_restarts_total`` or a reset of any counter, or the end of a period
+  where ``up``-style series read 0.
+- A one-time level shift (a cache allocated at once, a pool grown by one connection) is found as
+  one first difference far outside the others whose new level persists; the slope is then
+  taken within the two levels, never across the jump. Only the largest such step is cut, so a
+  staircase leak (many steps) still shows its growth.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "counter_reset_times",
+    "level_shift",
+    "restart_times",
+    "split_at",
+]
+
+FloatArray = npt.NDArray[np.float64]
+Series = tuple[FloatArray, FloatArray]
+
+
+def counter_reset_times(t: FloatArray, v: FloatArray) -> FloatArray:
+    """Timestamps of the samples where a counter went down (the process behind it restarted)."""
+    t = np.asarray(t, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    if t.size < 2:
+        return np.empty(0)
+    return t[1:][v[1:] < v[:-1]]
+
+
+def restart_times(
+    start_time: Series | None = None,
+    restart_counter: Series | None = None,
+    up: Series | None = None,
+) -> FloatArray:
+    """Sorted timestamps at which a new process segment begins.
+
+    ``start_time``: samples of the process start time (seconds); a change of more than one second
+    (clock jitter) is a restart at that sample. ``restart_counter``: any increase or reset is a
+    restart. ``up``: the first sample of 1 after samples of 0 begins a new segment."""
+    times: list[FloatArray] = []
+    if start_time is not None and start_time[0].size > 1:
+        t, v = (np.asarray(a, dtype=np.float64) for a in start_time)
+        times.append(t[1:][np.abs(np.diff(v)) > 1.0])
+    if restart_counter is not None and restart_counter[0].size > 1:
+        t, v = (np.asarray(a, dtype=np.float64) for a in restart_counter)
+        times.append(t[1:][np.diff(v) != 0])
+    if up is not None and up[0].size > 1:
+        t, v = (np.asarray(a, dtype=np.float64) for a in up)
+        times.append(t[1:][(v[1:] > 0) & (v[:-1] <= 0)])
+    if not times:
+        return np.empty(0)
+    merged = np.unique(np.concatenate(times))
+    return merged
+
+
+def split_at(t: FloatArray, boundaries: FloatArray) -> list[slice]:
+    """Index slices of sorted ``t`` cut before each boundary time (empty pieces dropped)."""
+    t = np.asarray(t, dtype=np.float64)
+    cuts = np.searchsorted(t, np.asarray(boundaries, dtype=np.float64), side="left")
+    edges = [0, *sorted({int(c) for c in cuts if 0 < c < t.size}), t.size]
+    return [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def _robust_scale(values: FloatArray) -> float:
+    """1.4826 x median absolute deviation: the standard deviation for normal data."""
+    if values.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def level_shift(y: FloatArray, *, ratio: float = 8.0, persist: int = 3) -> int | None:
+    """Index ``k`` such that ``y[k:]`` sits on a new level after a one-time jump, or None.
+
+    The jump is the first difference farthest from the median difference; it counts when it
+    exceeds ``ratio`` robust standard deviations of the differences and at least half of it
+    persists: the median of the ``persist`` points after it minus that of the ``persist``
+    points before it (trend removed) goes the same way. Needs ``2 * persist + 1`` points."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.size < 2 * persist + 1:
+        return None
+    d = np.diff(y)
+    centre = float(np.median(d))
+    scale = _robust_scale(d)
+    deviation = d - centre
+    k = int(np.argmax(np.abs(deviation)))
+    jump = float(deviation[k])
+    floor = 1e-9 * max(float(np.max(np.abs(y))), 1.0)
+    if abs(jump) <= max(ratio * scale, floor):
+        return None
+    after = y[k + 1 : k + 1 + persist]
+    before = y[max(k + 1 - persist, 0) : k + 1]
+    # the medians of two adjacent runs of `persist` points lie `persist` steps apart
+    trend = centre * persist
+    moved = float(np.median(after) - np.median(before)) - trend
+    if moved * jump <= 0 or abs(moved) < 0.5 * abs(jump):
+        return None
+    return k + 1

@@ -1,0 +1,128 @@
+"""The memory-growth estimate on the traces that fool naive slopes: sawtooth, warm-up, a step,
+spikes, heavy noise, gaps and restarts. Units: bytes and seconds; slopes in bytes/hour."""
+
+from __future__ import annotations
+
+import numpy as np
+from soakwatch.analyzer.growth import estimate_growth
+from soakwatch.analyzer.slopes import least_squares_slope
+
+MB = 1e6
+THRESHOLD = 2 * MB  # bytes/hour
+
+
+def hours(n: float, interval: float = 15.0) -> np.ndarray:
+    return 1.7e9 + np.arange(0.0, n * 3600.0, interval)
+
+
+def per_hour(t: np.ndarray) -> np.ndarray:
+    return (t - t[0]) / 3600.0
+
+
+def sawtooth(t: np.ndarray, period: float = 600.0, amplitude: float = 50 * MB) -> np.ndarray:
+    return ((t - t[0]) % period) / period * amplitude
+
+
+def test_a_flat_gc_sawtooth_over_two_hours_passes() -> None:
+    t = hours(2)
+    y = 300 * MB + sawtooth(t, period=420.0, amplitude=60 * MB)
+    estimate = estimate_growth(t, y)
+    assert estimate.upper_per_hour < THRESHOLD
+
+
+def test_a_slow_sawtooth_over_two_hours_is_not_called_a_leak_where_deriv_calls_it_one() -> None:
+    t = hours(2)
+    y = 300 * MB + sawtooth(t, period=1500.0, amplitude=60 * MB)
+    estimate = estimate_growth(t, y)
+    assert estimate.window_seconds >= 1500.0
+    assert estimate.lower_per_hour < THRESHOLD
+    # PromQL deriv() over the same two hours: the partial last tooth reads as growth
+    assert least_squares_slope(t, y) * 3600 > THRESHOLD
+
+
+def test_a_leak_under_a_sawtooth_is_measured_within_its_interval() -> None:
+    t = hours(12)
+    y = 300 * MB + 4 * MB * per_hour(t) + sawtooth(t)
+    estimate = estimate_growth(t, y)
+    assert estimate.lower_per_hour <= 4 * MB <= estimate.upper_per_hour
+    assert estimate.lower_per_hour > THRESHOLD
+    assert estimate.aggregate == "min"
+
+
+def test_a_warm_up_ramp_that_flattens_is_cut_and_the_rest_passes() -> None:
+    t = hours(12)
+    y = 200 * MB + 300 * MB * (1 - np.exp(-per_hour(t) / 0.4))
+    estimate = estimate_growth(t, y)
+    assert estimate.warmup_ends and estimate.warmup_ends[0] - t[0] > 3600
+    assert estimate.upper_per_hour < THRESHOLD
+
+
+def test_a_steady_leak_is_not_mistaken_for_warm_up() -> None:
+    rng = np.random.default_rng(3)
+    t = hours(12)
+    y = 200 * MB + 5 * MB * per_hour(t) + rng.normal(0, 2 * MB, t.size)
+    estimate = estimate_growth(t, y)
+    assert estimate.lower_per_hour <= 5 * MB <= estimate.upper_per_hour
+    assert estimate.points >= 60
+
+
+def test_a_one_time_step_up_is_cut_out_and_passes() -> None:
+    rng = np.random.default_rng(4)
+    t = hours(12)
+    y = 200 * MB + 100 * MB * (per_hour(t) >= 7.3) + rng.normal(0, 1 * MB, t.size)
+    estimate = estimate_growth(t, y)
+    assert len(estimate.step_times) == 1 and abs(estimate.step_times[0] - t[0] - 7.3 * 3600) < 900
+    assert estimate.upper_per_hour < THRESHOLD
+
+
+def test_a_staircase_leak_still_fails_because_only_one_step_is_cut() -> None:
+    t = hours(12)
+    y = 200 * MB + 10 * MB * np.floor(per_hour(t) / 1.5)  # +10 MB every 1.5 h: 6.7 MB/h
+    estimate = estimate_growth(t, y)
+    assert estimate.lower_per_hour > THRESHOLD
+
+
+def test_single_spikes_do_not_move_the_slope() -> None:
+    rng = np.random.default_rng(5)
+    t = hours(12)
+    y = 200 * MB + rng.normal(0, 0.5 * MB, t.size)
+    y[rng.choice(t.size, 30, replace=False)] += 500 * MB
+    y[rng.choice(t.size, 5, replace=False)] -= 150 * MB
+    estimate = estimate_growth(t, y)
+    assert estimate.upper_per_hour < THRESHOLD
+
+
+def test_a_leak_under_noise_ten_times_its_hourly_growth_is_still_found_over_twelve_hours() -> None:
+    rng = np.random.default_rng(6)
+    t = hours(12)
+    y = 200 * MB + 4 * MB * per_hour(t) + rng.normal(0, 40 * MB, t.size)
+    estimate = estimate_growth(t, y)
+    assert estimate.lower_per_hour > THRESHOLD
+
+
+def test_gaps_in_the_series_do_not_bias_the_slope() -> None:
+    rng = np.random.default_rng(8)
+    t = hours(12)
+    keep = (rng.random(t.size) > 0.2) & ~((t > t[0] + 4 * 3600) & (t < t[0] + 6 * 3600))
+    y = 200 * MB + 3 * MB * per_hour(t) + rng.normal(0, 1 * MB, t.size)
+    estimate = estimate_growth(t[keep], y[keep])
+    assert estimate.lower_per_hour <= 3 * MB <= estimate.upper_per_hour
+
+
+def test_a_leak_with_periodic_restarts_is_found_within_segments() -> None:
+    t = hours(12)
+    every = 2 * 3600.0
+    since = (t - t[0]) % every
+    y = 200 * MB + 6 * MB * since / 3600.0
+    restarts = t[1:][since[1:] < since[:-1]]
+    estimate = estimate_growth(t, y, restarts=restarts)
+    assert estimate.segments == 6
+    assert estimate.lower_per_hour > THRESHOLD
+    # over the whole window (as deriv() sees it) the restarts hide the leak
+    assert least_squares_slope(t, y) * 3600 < THRESHOLD
+
+
+def test_too_little_data_gives_no_fit_rather_than_a_guess() -> None:
+    t = hours(0.05)
+    estimate = estimate_growth(t, 100 * MB + 0 * t, warmup_seconds=300)
+    assert estimate.fit is None and estimate.points == 0
