@@ -222,8 +222,8 @@ def _http(section: Section, name: str) -> HttpScenario:
 def _auth(section: Section, environ: Mapping[str, str]) -> AuthSettings:
     url = section.url("url", schemes=HTTP_SCHEMES)
     if environ.get("E2E_AUTH_SERVICE_URL"):
-        env = Section({"url": environ["E2E_AUTH_SERVICE_URL"]}, source="environment", path="")
-        url = env.url("url", schemes=HTTP_SCHEMES)
+        name = "E2E_AUTH_SERVICE_URL"
+        url = Section({name: environ[name]}, source="environment").url(name, schemes=HTTP_SCHEMES)
     auth = AuthSettings(
         url=url,
         method=section.string("method", "POST", choices=METHODS),
