@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
-from _pytest.fixtures import FixtureLookupError
 from prometheus_client import CollectorRegistry
 from soakwatch.exporter.config import PoolSpec, resolve_host
 from soakwatch.exporter.matching import CallableMatcher, ProcessTracker
@@ -123,11 +122,7 @@ def test_pools_of_a_process_that_exited_publish_nothing(spawn_child, registry, l
     assert pool_value(registry, "db") is None
 
 
-def test_connections_to_a_real_redis_are_counted(spawn_child, registry, request):
-    try:
-        redis_server = request.getfixturevalue("redis_server")
-    except FixtureLookupError:
-        pytest.skip("the redis_server fixture is not available yet")
+def test_connections_to_a_real_redis_are_counted(spawn_child, registry, redis_server):
     child = spawn_child(
         connect_code(redis_server.host, redis_server.port, 4)
         + "[c.sendall(b'PING\\r\\n') for c in conns]\n"
