@@ -12,8 +12,10 @@ File shape (every key documented in docs/load.md)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -148,9 +150,20 @@ class LoadConfig:
 
 
 # -- small parsers (ValueError with a reason; Section.convert names the key) ----------------
-def parse_shard(text: Any) -> tuple[int, int]:
-    """``"i/N"`` with 0 <= i < N."""
+def parse_shard(text: Any, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``"i/N"`` with 0 <= i < N, or ``"auto/N"``: i from SOAK_SHARD_INDEX, else
+    JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job), else a random i (replicas that
+    cannot know their index, e.g. ``docker compose --scale``: the rates still add up)."""
+    env = os.environ if environ is None else environ
     index_text, sep, count_text = str(text).partition("/")
+    if index_text == "auto" and sep:
+        for name in ("SOAK_SHARD_INDEX", "JOB_COMPLETION_INDEX"):
+            if env.get(name):
+                index_text = env[name]
+                break
+        else:
+            with contextlib.suppress(ValueError):  # a bad N is reported below
+                index_text = str(random.randrange(max(int(count_text), 1)))
     try:
         index, count = int(index_text), int(count_text)
     except ValueError:
@@ -344,7 +357,7 @@ def _scenario(
     return scenario
 
 
-def _top(section: Section, base: LoadConfig) -> dict[str, Any]:
+def _top(section: Section, environ: Mapping[str, str]) -> dict[str, Any]:
     """The top-level keys present in ``section``, as LoadConfig/Stages field values."""
     values: dict[str, Any] = {}
     if "duration" in section:
@@ -356,7 +369,7 @@ def _top(section: Section, base: LoadConfig) -> dict[str, Any]:
             "ramp_down", exclusive_minimum=None, minimum=0
         )
     if "shard" in section:
-        values["shard"] = section.convert("shard", parse_shard)
+        values["shard"] = section.convert("shard", lambda v: parse_shard(v, environ))
     if "summary" in section:
         values["summary_path"] = section.string("summary")
     if "metrics_listen" in section:
@@ -409,13 +422,13 @@ def load_config(
     taken: set[str] = set()
     if path is not None:
         section = Section.load(path)
-        values.update(_top(section, base))
+        values.update(_top(section, env))
         for item in section.sections("scenarios"):
             scenarios.append(_scenario(item, resolved, env, taken))
         section.finish()
     if flags:
         section = Section(dict(flags), source="command line")
-        values.update(_top(section, base))
+        values.update(_top(section, env))
         section.finish()
     for mapping in flag_scenarios or ():
         section = Section(dict(mapping), source="command line")

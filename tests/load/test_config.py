@@ -202,3 +202,17 @@ def test_the_auth_url_comes_from_e2e_auth_service_url_when_set_and_is_validated(
     assert str(caught.value) == (
         "environment: E2E_AUTH_SERVICE_URL: not a valid URL (needs scheme://host): 'nope'"
     )
+
+
+def test_an_auto_shard_takes_its_index_from_the_environment_or_picks_one_in_range() -> None:
+    def shard(environ: dict[str, str]) -> tuple[int, int]:
+        scenario = {"kind": "http", "url": "http://h/", "rate": 1}
+        config = load_config(flags={"shard": "auto/4"}, flag_scenarios=[scenario], environ=environ)
+        return config.shard
+
+    assert shard({"SOAK_SHARD_INDEX": "2", "JOB_COMPLETION_INDEX": "1"}) == (2, 4)
+    assert shard({"JOB_COMPLETION_INDEX": "1"}) == (1, 4)
+    assert all(0 <= shard({})[0] < 4 for _ in range(20))
+    with pytest.raises(ConfigError) as caught:
+        shard({"JOB_COMPLETION_INDEX": "4"})
+    assert str(caught.value) == "command line: shard: expected i/N with 0 <= i < N, got 'auto/4'"
