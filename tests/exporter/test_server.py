@@ -1,0 +1,119 @@
+"""The assembled sidecar exporter: background scanning, one family per name, start and stop."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+
+import pytest
+import servers
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from soakwatch.exporter.config import parse_config
+from soakwatch.exporter.server import MergedCollector, SidecarExporter
+
+
+def config_for(services: list[dict], scan_interval: str = "5s"):
+    return parse_config(
+        {"listen": "127.0.0.1:0", "scan_interval": scan_interval, "services": services},
+        source="test",
+    )
+
+
+def wait_until(condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_the_background_scan_counts_restarts_that_happen_between_scrapes(spawn_child):
+    first = spawn_child()
+    exporter = SidecarExporter(
+        config_for([{"name": "demo", "match": {"cmdline": first.marker}}], scan_interval="0.1s")
+    )
+    exporter.start()
+    tracker = exporter.trackers["demo"]
+    try:
+        previous = first
+        for expected in (1, 2):
+            previous.kill()
+            previous = spawn_child(marker=first.marker)
+            pid = previous.pid
+            wait_until(lambda pid=pid: tracker.identity is not None and tracker.identity[0] == pid)
+            assert tracker.restarts == expected
+        # the first scrape after two restarts sees both
+        value = exporter.registry.get_sample_value(
+            "soak_process_restarts_total", {"service": "demo"}
+        )
+        assert value == 2
+    finally:
+        exporter.stop()
+
+
+def test_stop_closes_the_listening_port(spawn_child):
+    child = spawn_child()
+    exporter = SidecarExporter(config_for([{"name": "demo", "match": {"pid": child.pid}}]))
+    server = exporter.start()
+    body = urllib.request.urlopen(server.url, timeout=10).read().decode()
+    assert 'soak_process_up{service="demo"} 1.0' in body
+
+    exporter.stop()
+
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port), timeout=2):
+        pass
+
+
+def test_probe_series_of_several_services_share_one_family(spawn_child):
+    child = spawn_child()
+    closed = servers.free_port()
+    probe = {
+        "name": "port",
+        "kind": "tcp",
+        "target": f"127.0.0.1:{closed}",
+        "timeout": "0.5s",
+        "interval": "0.5s",
+    }
+    exporter = SidecarExporter(
+        config_for(
+            [
+                {"name": "one", "match": {"pid": child.pid}, "probes": [probe]},
+                {"name": "two", "match": {"pid": child.pid}, "probes": [probe]},
+            ]
+        )
+    )
+    exporter.start()
+    try:
+
+        def both_reported() -> bool:
+            return all(
+                exporter.registry.get_sample_value(
+                    "soak_probe_success", {"service": s, "probe": "port"}
+                )
+                == 0
+                for s in ("one", "two")
+            )
+
+        wait_until(both_reported)
+    finally:
+        exporter.stop()
+
+
+def test_merged_collector_yields_each_family_name_once():
+    class Fixed:
+        def __init__(self, service: str, value: float) -> None:
+            self.service, self.value = service, value
+
+        def collect(self):
+            family = GaugeMetricFamily("x_value", "x", labels=["service"])
+            family.add_metric([self.service], self.value)
+            yield family
+
+    registry = CollectorRegistry()
+    registry.register(MergedCollector([Fixed("a", 1), Fixed("b", 2)]))
+
+    families = list(registry.collect())
+    assert [f.name for f in families] == ["x_value"]
+    assert registry.get_sample_value("x_value", {"service": "a"}) == 1
+    assert registry.get_sample_value("x_value", {"service": "b"}) == 2
