@@ -1,0 +1,114 @@
+"""start_in_process: a Python service publishes its own soak metrics on /metrics."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import urllib.request
+from collections import Counter
+from urllib.error import URLError
+
+import psutil
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from soakwatch.exporter.inprocess import start_in_process
+
+from soakwatch.errors import SoakwatchError
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_start_in_process_serves_the_contract_series_on_a_free_port() -> None:
+    registry = CollectorRegistry()
+    exporter = start_in_process(port=0, service="api", registry=registry)
+    try:
+        assert exporter.port and exporter.url == f"http://127.0.0.1:{exporter.port}/metrics"
+        gc.collect()
+        values = samples(scrape(exporter.url))
+        assert values[("soak_gc_collections_total", (("generation", "2"), ("service", "api")))] >= 1
+        assert (
+            "soak_gc_pause_seconds_bucket",
+            (("generation", "0"), ("le", "+Inf"), ("service", "api")),
+        ) in values
+        rss = values[("soak_process_resident_memory_bytes", (("service", "api"),))]
+        own_rss = psutil.Process(os.getpid()).memory_info().rss
+        assert 0.5 * own_rss < rss < 2 * own_rss
+        # prometheus-client's own series, added because this registry lacked them
+        assert ("python_gc_objects_collected_total", (("generation", "0"),)) in values
+        assert ("process_resident_memory_bytes", ()) in values
+    finally:
+        exporter.stop()
+    with pytest.raises(URLError):
+        scrape(exporter.url)
+
+
+def test_in_the_default_registry_no_series_is_duplicated() -> None:
+    collectors_before = set(REGISTRY._collector_to_names)  # what the service already had
+    with start_in_process(port=0, service="api") as exporter:
+        text = generate_latest(REGISTRY).decode()
+        names = [f.name for f in text_string_to_metric_families(text)]
+        assert len(names) == len(set(names)), Counter(names).most_common(3)
+        keys = [
+            (s.name, tuple(sorted(s.labels.items())))
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        ]
+        assert len(keys) == len(set(keys))
+        assert text.count("# TYPE python_gc_objects_collected_total counter") == 1
+        assert text.count("# TYPE process_resident_memory_bytes gauge") == 1
+        assert "soak_gc_examined_objects_total" in text
+        assert exporter.registry is REGISTRY
+    assert set(REGISTRY._collector_to_names) == collectors_before  # stop() undid exactly its own
+
+
+def test_a_second_exporter_in_the_same_registry_is_refused_and_the_first_keeps_serving() -> None:
+    registry = CollectorRegistry()
+    callbacks = len(gc.callbacks)
+    with start_in_process(port=0, service="api", registry=registry) as first:
+        with pytest.raises(SoakwatchError, match="already running in this registry"):
+            start_in_process(port=0, service="api", registry=registry)
+        assert len(gc.callbacks) == callbacks + 1
+        assert "soak_gc_collections_total" in scrape(first.url)
+    assert len(gc.callbacks) == callbacks
+
+
+def test_a_port_in_use_raises_and_leaves_nothing_registered_behind() -> None:
+    registry = CollectorRegistry()
+    callbacks = len(gc.callbacks)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with pytest.raises(OSError):
+            start_in_process(port=taken.getsockname()[1], service="api", registry=registry)
+    assert len(gc.callbacks) == callbacks
+    assert generate_latest(registry) == b""
+
+
+def test_without_a_port_the_series_go_into_the_registry_and_nothing_listens() -> None:
+    registry = CollectorRegistry()
+    with start_in_process(port=None, service="api", registry=registry) as exporter:
+        assert exporter.url is None
+        assert (
+            registry.get_sample_value(
+                "soak_gc_collections_total", {"service": "api", "generation": "0"}
+            )
+            is not None
+        )
+
+
+def test_a_service_name_is_required() -> None:
+    with pytest.raises(SoakwatchError, match="service name"):
+        start_in_process(port=None, registry=CollectorRegistry())
