@@ -1,11 +1,15 @@
 """The soakwatch exporter: process, connection-pool and probe metrics of services under soak.
 
 Sidecar mode (any language) watches processes from outside; run it with ``soak-exporter``
-or build it from a config with :class:`SidecarExporter`. Importing this package stays light:
-it never imports numpy, scipy, grafana-client or aiohttp.
+or build it from a config with :class:`SidecarExporter`. In-process mode (Python services):
+``start_in_process(port=..., service=...)``, loaded on first use. Importing this package stays
+light: it never imports numpy, scipy, grafana-client or aiohttp.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from soakwatch.exporter.config import (
     ExporterConfig,
@@ -31,6 +35,7 @@ __all__ = [
     "CallableMatcher",
     "CmdlineMatcher",
     "ExporterConfig",
+    "InProcessExporter",
     "ListenAddress",
     "MatchSpec",
     "MetricsServer",
@@ -45,4 +50,14 @@ __all__ = [
     "load_config",
     "parse_config",
     "serve_metrics",
+    "start_in_process",
 ]
+
+# The in-process mode is imported on first use: a sidecar never needs its GC hooks.
+_IN_PROCESS = ("InProcessExporter", "start_in_process")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _IN_PROCESS:
+        return getattr(importlib.import_module("soakwatch.exporter.inprocess"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

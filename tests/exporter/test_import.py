@@ -58,3 +58,16 @@ def test_the_exporter_works_on_a_platform_without_resource_and_fcntl():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_the_in_process_mode_is_loaded_only_when_asked_for():
+    result = run_python(
+        "import sys\n"
+        "import soakwatch.exporter as exporter\n"
+        "print('soakwatch.exporter.inprocess' in sys.modules)\n"
+        "from soakwatch.exporter.inprocess import start_in_process\n"
+        "print(exporter.start_in_process is start_in_process)\n"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
