@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+from soakwatch.exporter.config import DEFAULT_DETAIL_INTERVAL_SECONDS
 from soakwatch.exporter.matching import CallableMatcher, ProcessFactory, ProcessTracker
 
 __all__ = ["MemoryDetail", "ProcessCollector", "read_smaps_rollup"]
@@ -90,7 +91,8 @@ class ProcessCollector(Collector):
     ``targets`` maps a service name to a ProcessTracker or to a callable that returns the PID
     to watch (None: not running). ``process_factory`` (used for the callables) is
     ``psutil.Process`` or a class with its methods; what it lacks (``num_fds`` on Windows,
-    ``num_handles`` on Unix) decides, once, which series exist."""
+    ``num_handles`` on Unix) decides, once, which series exist. USS/PSS are re-read at most
+    every ``detail_interval_seconds`` (0: on every scrape)."""
 
     def __init__(
         self,
@@ -98,7 +100,7 @@ class ProcessCollector(Collector):
         *,
         registry: CollectorRegistry | None = REGISTRY,
         process_factory: ProcessFactory = psutil.Process,
-        detail_interval_seconds: float = 0.0,
+        detail_interval_seconds: float = DEFAULT_DETAIL_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._trackers: dict[str, ProcessTracker] = {}

@@ -42,7 +42,7 @@ def test_resident_memory_agrees_with_vmrss_of_proc_status(spawn_child, registry)
 
 def test_memory_series_follow_an_allocation_in_the_child(spawn_child, registry):
     child = spawn_child()
-    ProcessCollector({"demo": lambda: child.pid}, registry=registry)
+    ProcessCollector({"demo": lambda: child.pid}, registry=registry, detail_interval_seconds=0)
     before = {
         name: value(registry, f"soak_process_{name}_memory_bytes")
         for name in ("resident", "unique", "virtual")
