@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import yaml
 
@@ -35,22 +35,53 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
+_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "token", "secret"})
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for labels, logs and error messages."""
+    """``url`` with any password (userinfo, or a ``password=`` query parameter as libpq DSNs
+    allow) replaced by ``***``, for labels, logs and error messages."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return parts._replace(netloc=netloc).geturl()
+    # Split the netloc by hand: parts.port raises on a bad port, and the URL being reported
+    # is often exactly such a bad one.
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if at and colon:
+        parts = parts._replace(netloc=f"{user}:***@{hostport}")
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if any(key.lower() in _SECRET_QUERY_KEYS for key, _ in pairs):
+            redacted = [
+                (key, "***" if key.lower() in _SECRET_QUERY_KEYS else value) for key, value in pairs
+            ]
+            parts = parts._replace(query=urlencode(redacted, safe="*"))
+    return parts.geturl()
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (plain YAML keeps the last one
+    silently, so a pasted duplicate would hide the first value). Merge keys (``<<``) may still
+    be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise _DuplicateKeyError(
+                    problem=f"duplicate key {key_node.value!r}", problem_mark=key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 class Section:
@@ -81,12 +112,20 @@ class Section:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file: {exc.strerror}", source=source) from None
+        except UnicodeDecodeError as exc:
+            line = exc.object.count(b"\n", 0, exc.start) + 1
+            raise ConfigError(
+                f"not UTF-8 text at line {line} (byte 0x{exc.object[exc.start]:02x})",
+                source=source,
+            ) from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"not valid YAML{where}", source=source) from None
+            # Only our own duplicate-key problem is echoed: YAML's other problems are generic.
+            detail = f": {exc.problem}" if isinstance(exc, _DuplicateKeyError) else ""
+            raise ConfigError(f"not valid YAML{where}{detail}", source=source) from None
         return cls(data, source=source)
 
     # -- bookkeeping -------------------------------------------------------------------------

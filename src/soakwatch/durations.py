@@ -3,6 +3,7 @@ the way Prometheus and k6 spell them."""
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["format_duration", "parse_duration", "parse_rate"]
@@ -27,22 +28,28 @@ def parse_duration(text: str | float | int) -> float:
         raise ValueError(f"expected a duration, got {text!r}")
     if isinstance(text, (int, float)):
         seconds = float(text)
+    elif not isinstance(text, str):
+        raise ValueError(f"expected a duration, got {type(text).__name__}")
     else:
         raw = text.strip().lower().replace(" ", "")
         try:
             seconds = float(raw)
         except ValueError:
-            pos = 0
+            # Keep the sign so that "-5s" reaches the caller's range check ("must be greater
+            # than 0") instead of a confusing "not a duration".
+            sign = -1.0 if raw.startswith("-") else 1.0
+            pos = 1 if raw.startswith(("-", "+")) else 0
             seconds = 0.0
-            for match in _PART.finditer(raw):
+            for match in _PART.finditer(raw, pos):
                 if match.start() != pos:
                     break
                 seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
                 pos = match.end()
-            if pos != len(raw) or not raw:
+            if pos != len(raw) or pos == 0 or raw in ("-", "+"):
                 raise ValueError(
                     f"not a duration: {text!r} (use e.g. 30s, 15m, 2h, 1h30m)"
                 ) from None
+            seconds *= sign
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         raise ValueError(f"not a finite duration: {text!r}")
     return seconds
@@ -53,15 +60,24 @@ def parse_rate(text: str | float | int) -> float:
     if isinstance(text, bool):
         raise ValueError(f"expected a rate, got {text!r}")
     if isinstance(text, (int, float)):
-        return float(text)
+        count = float(text)
+        if not math.isfinite(count):
+            raise ValueError(f"not a finite rate: {text!r}")
+        return count
+    if not isinstance(text, str):
+        raise ValueError(f"expected a rate, got {type(text).__name__}")
     raw = text.strip().lower().replace(" ", "")
-    count_text, _, per = raw.partition("/")
+    count_text, slash, per = raw.partition("/")
     try:
         count = float(count_text)
     except ValueError:
         raise ValueError(f"not a rate: {text!r} (use e.g. 100/s, 5/min)") from None
-    if not per:
+    if not math.isfinite(count):
+        raise ValueError(f"not a finite rate: {text!r}")
+    if not slash:
         return count
+    if not per:  # "5/" is a typo, not "5 per second"
+        raise ValueError(f"not a rate: {text!r} (use e.g. 100/s, 5/min)")
     if per[0].isdigit():
         window = parse_duration(per)
     elif per in _UNIT_SECONDS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,8 +35,18 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _positive_hours(text: str) -> float:
-    hours = float(text)
+    hours = _number(text)
     if not 0 < hours <= 24 * 30:
         raise ValueError(f"must be between 0 and 720 hours, got {text!r}")
     return hours * 3600.0
@@ -49,14 +60,17 @@ def _positive_duration(text: str) -> float:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
     if value <= 0:
         raise ValueError(f"must be a whole number greater than 0, got {text!r}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value > 0:
         raise ValueError(f"must be greater than 0, got {text!r}")
     return value

@@ -1,0 +1,353 @@
+"""The config border (configfile, durations, profiles) and the console: every bad value is
+rejected with a message naming the file (or variable) and the key path, secrets never echo,
+and output never raises on a narrow console encoding."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from soakwatch.configfile import Section, check_url, env_override, redact_url
+from soakwatch.console import safe_text
+from soakwatch.durations import format_duration, parse_duration, parse_rate
+from soakwatch.errors import ConfigError, SoakwatchError
+from soakwatch.profiles import PROFILES, resolve_profile
+
+DATA = Path(__file__).parent / "data"
+SECRET = "hunter2"
+
+
+# -- a small schema, parsed the way the components parse theirs -----------------------------
+@dataclass(frozen=True)
+class ProbeSettings:
+    kind: str
+    url: str | None
+    timeout_seconds: float
+
+    @classmethod
+    def from_section(cls, section: Section) -> ProbeSettings:
+        probe = cls(
+            kind=section.string("kind", choices=("http", "tcp")),
+            url=section.url("url", None, schemes=("http", "https")),
+            timeout_seconds=section.duration("timeout", 5.0),
+        )
+        section.finish()
+        return probe
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    name: str
+    probes: tuple[ProbeSettings, ...]
+
+    @classmethod
+    def from_section(cls, section: Section) -> ServiceSettings:
+        service = cls(
+            name=section.string("name"),
+            probes=tuple(ProbeSettings.from_section(s) for s in section.sections("probes")),
+        )
+        section.finish()
+        return service
+
+
+@dataclass(frozen=True)
+class ExampleConfig:
+    interval_seconds: float
+    rate_per_second: float
+    enabled: bool
+    prometheus_url: str | None
+    services: tuple[ServiceSettings, ...]
+
+    @classmethod
+    def load(cls, path: Path) -> ExampleConfig:
+        section = Section.load(path)
+        config = cls(
+            interval_seconds=section.duration("interval", 15.0),
+            rate_per_second=section.rate("rate", 1.0),
+            enabled=section.boolean("enabled", True),
+            prometheus_url=section.url("prometheus_url", None, schemes=("http", "https")),
+            services=tuple(ServiceSettings.from_section(s) for s in section.sections("services")),
+        )
+        section.finish()
+        return config
+
+
+INVALID_FILES = {
+    "unknown-top-key": "intervall: unknown key",
+    "unknown-probe-key": "services[0].probes[0].timout: unknown key",
+    "negative-interval": "interval: must be greater than 0, got -5",
+    "interval-words": (
+        "interval: not a duration: 'fifteen seconds' (use e.g. 30s, 15m, 2h, 1h30m)"
+    ),
+    "interval-list": "interval: expected a duration, got list",
+    "zero-rate": "rate: must be greater than 0, got '0/s'",
+    "url-without-host": (
+        "prometheus_url: not a valid URL (needs scheme://host): 'http://admin:***@:9090'"
+    ),
+    "url-bad-port": "prometheus_url: not a valid URL: 'http://admin:***@prometheus:99999'",
+    "url-scheme": (
+        "prometheus_url: URL scheme must be one of http, https: 'ftp://admin:***@prometheus/'"
+    ),
+    "boolean": "enabled: expected true or false, got 'yes'",
+    "not-a-mapping": "expected a mapping, got list",
+    "service-not-a-mapping": "services[0]: expected a mapping, got str",
+    "service-without-name": "services[0].name: required key is missing",
+    "probe-kind": "services[0].probes[0].kind: must be one of http, tcp, got 'ftp'",
+    "duplicate-key": "not valid YAML at line 3: duplicate key 'interval'",
+    "not-yaml": "not valid YAML at line 2",
+    "not-utf8": "not UTF-8 text at line 2 (byte 0xe9)",
+}
+
+
+def test_every_invalid_file_has_an_expected_message() -> None:
+    on_disk = {p.name[len("invalid-") : -len(".yaml")] for p in DATA.glob("invalid-*.yaml")}
+    assert on_disk == set(INVALID_FILES)
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(INVALID_FILES.items()))
+def test_an_invalid_file_is_rejected_with_a_message_naming_the_file_and_key_path(
+    name: str, expected: str
+) -> None:
+    path = DATA / f"invalid-{name}.yaml"
+    with pytest.raises(ConfigError) as caught:
+        ExampleConfig.load(path)
+    assert str(caught.value) == f"{path}: {expected}"
+    assert caught.value.source == str(path)
+    assert caught.value.exit_code == 2
+    # Nor in a printed traceback: chained exceptions could carry the raw value along.
+    assert SECRET not in "".join(traceback.format_exception(caught.value))
+
+
+def test_a_valid_file_parses_into_typed_values(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "interval: 1m30s\nrate: 5/min\nenabled: false\n"
+        "prometheus_url: http://127.0.0.1:9090\n"
+        "services:\n  - name: api\n    probes:\n      - {kind: tcp, timeout: 500ms}\n"
+    )
+    config = ExampleConfig.load(path)
+    assert config == ExampleConfig(
+        interval_seconds=90.0,
+        rate_per_second=5 / 60,
+        enabled=False,
+        prometheus_url="http://127.0.0.1:9090",
+        services=(ServiceSettings("api", (ProbeSettings("tcp", None, 0.5),)),),
+    )
+
+
+def test_a_merge_key_may_be_overridden_without_counting_as_a_duplicate(tmp_path: Path) -> None:
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &base {kind: http, timeout: 1s}\nprobe:\n  <<: *base\n  kind: tcp\n")
+    section = Section.load(path)
+    assert section.section("probe").string("kind") == "tcp"
+
+
+def test_a_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError) as caught:
+        Section.load(path)
+    assert str(caught.value) == f"{path}: cannot read config file: No such file or directory"
+
+
+# -- URLs and secrets ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:9090/api", "http://127.0.0.1:9090/api"),
+        ("redis://:hunter2@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("postgresql://soak:hunter2@db:5432/soak", "postgresql://soak:***@db:5432/soak"),
+        ("http://user:p@ss:hunter2@host/", "http://user:***@host/"),
+        ("http://user:hunter2@[::1]:99999/", "http://user:***@[::1]:99999/"),
+        ("http://user@host/", "http://user@host/"),
+        (
+            "postgresql://db/soak?sslmode=require&password=hunter2",
+            "postgresql://db/soak?sslmode=require&password=***",
+        ),
+        ("http://u:hunter2@[::1/", "<unparseable url>"),
+    ],
+)
+def test_redact_url_hides_the_password_and_keeps_the_rest(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_bad_port_in_a_url_with_a_password_is_an_error_that_hides_the_password() -> None:
+    with pytest.raises(ValueError) as caught:
+        check_url("http://admin:hunter2@host:port/", fail=ValueError)
+    assert str(caught.value) == "not a valid URL: 'http://admin:***@host:port/'"
+
+
+# -- durations and rates ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("15s", 15.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("2min", 120.0),
+        ("1d", 86400.0),
+        ("1w", 604800.0),
+        (" 1 m ", 60.0),
+        ("2.5", 2.5),
+        (30, 30.0),
+        ("-5s", -5.0),
+    ],
+)
+def test_parse_duration_reads_prometheus_style_units(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "not a duration: '' (use e.g. 30s, 15m, 2h, 1h30m)"),
+        ("1h30", "not a duration: '1h30' (use e.g. 30s, 15m, 2h, 1h30m)"),
+        ("-", "not a duration: '-' (use e.g. 30s, 15m, 2h, 1h30m)"),
+        ("5 parsecs", "not a duration: '5 parsecs' (use e.g. 30s, 15m, 2h, 1h30m)"),
+        ("nan", "not a finite duration: 'nan'"),
+        ("inf", "not a finite duration: 'inf'"),
+        (True, "expected a duration, got True"),
+        ([1], "expected a duration, got list"),
+    ],
+)
+def test_parse_duration_rejects_what_is_not_a_finite_duration(text: object, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_duration(text)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "per_second"),
+    [("100/s", 100.0), ("5/min", 5 / 60), ("1000/m", 1000 / 60), ("60/2s", 30.0), ("7", 7.0)],
+)
+def test_parse_rate_reads_events_per_time_unit(text: str, per_second: float) -> None:
+    assert parse_rate(text) == pytest.approx(per_second)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("5/", "not a rate: '5/' (use e.g. 100/s, 5/min)"),
+        ("5/fortnight", "not a rate: '5/fortnight' (use e.g. 100/s, 5/min)"),
+        ("many/s", "not a rate: 'many/s' (use e.g. 100/s, 5/min)"),
+        ("5/0s", "not a rate: '5/0s'"),
+        ("inf/s", "not a finite rate: 'inf/s'"),
+        (float("inf"), "not a finite rate: inf"),
+        ({"per": "s"}, "expected a rate, got dict"),
+    ],
+)
+def test_parse_rate_rejects_malformed_and_infinite_rates(text: object, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_rate(text)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.25, "250ms"), (90, "1m30s"), (7200, "2h"), (90061, "1d1h1m1s")]
+)
+def test_format_duration_gives_the_short_human_form(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    if seconds >= 1:
+        assert parse_duration(text) == seconds
+
+
+# -- profiles and environment overrides ------------------------------------------------------
+def test_environment_overrides_replace_profile_values() -> None:
+    profile = resolve_profile(
+        "ci",
+        environ={
+            "SOAK_TEST_DURATION_HOURS": "0.5",
+            "SOAK_SAMPLING_INTERVAL": "10s",
+            "SOAK_MAX_CONNECTIONS": "20",
+            "SOAK_SESSION_SPAWNS_PER_MINUTE": "",  # empty means unset
+        },
+    )
+    assert profile.duration_seconds == 1800.0
+    assert profile.sampling_interval_seconds == 10.0
+    assert profile.max_concurrent_connections == 20
+    assert profile.session_spawns_per_minute == PROFILES["ci"].session_spawns_per_minute
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SOAK_TEST_DURATION_HOURS", "-1", "must be between 0 and 720 hours, got '-1'"),
+        ("SOAK_TEST_DURATION_HOURS", "1000", "must be between 0 and 720 hours, got '1000'"),
+        ("SOAK_TEST_DURATION_HOURS", "two", "expected a number, got 'two'"),
+        ("SOAK_TEST_DURATION_HOURS", "nan", "expected a finite number, got 'nan'"),
+        ("SOAK_SAMPLING_INTERVAL", "-5s", "must be greater than 0, got '-5s'"),
+        ("SOAK_SAMPLING_INTERVAL", "0", "must be greater than 0, got '0'"),
+        ("SOAK_MAX_CONNECTIONS", "many", "expected a whole number, got 'many'"),
+        ("SOAK_MAX_CONNECTIONS", "0", "must be a whole number greater than 0, got '0'"),
+        ("SOAK_DB_OPS_PER_MINUTE", "inf", "expected a finite number, got 'inf'"),
+        ("SOAK_SESSION_SPAWNS_PER_MINUTE", "-3", "must be greater than 0, got '-3'"),
+    ],
+)
+def test_a_bad_environment_override_is_an_error_naming_the_variable(
+    variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_profile("staging", environ={variable: value})
+    assert str(caught.value) == f"environment: {variable}: {message}"
+    assert caught.value.key == variable
+
+
+def test_env_override_reads_os_environ_when_no_mapping_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SOAKWATCH_TEST_LIMIT", "12")
+    assert env_override("SOAKWATCH_TEST_LIMIT", int, 3) == 12
+    monkeypatch.delenv("SOAKWATCH_TEST_LIMIT")
+    assert env_override("SOAKWATCH_TEST_LIMIT", int, 3) == 3
+
+
+def test_an_unknown_profile_is_a_config_error_listing_the_choices() -> None:
+    with pytest.raises(SoakwatchError) as caught:
+        resolve_profile("weekend")
+    assert str(caught.value) == (
+        "profile: unknown profile 'weekend' (choose from ci, staging, production, demo)"
+    )
+
+
+# -- the console -----------------------------------------------------------------------------
+NARROW_TEXT = "memory ✓ slope → 1.2 MB/h ± 0.1 µs 💥"
+
+
+def test_safe_text_replaces_what_a_narrow_stream_cannot_encode() -> None:
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
+    assert safe_text(NARROW_TEXT, stream) == "memory ? slope ? 1.2 MB/h ± 0.1 µs ?"
+    assert safe_text("plain", stream) == "plain"
+    ascii_stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    assert safe_text("µ ✓", ascii_stream) == "? ?"
+
+
+def _run_python(code: str, encoding: str) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "PYTHONIOENCODING": encoding, "PYTHONUTF8": "0"}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, timeout=60, check=False
+    )
+
+
+def test_console_output_under_cp1252_replaces_characters_without_raising() -> None:
+    code = (
+        "from soakwatch import console; "
+        f"console.out({NARROW_TEXT!r}); console.error({NARROW_TEXT!r}); "
+        f"console.status({NARROW_TEXT!r}, final=True)"
+    )
+    result = _run_python(code, "cp1252")
+    assert result.returncode == 0, result.stderr.decode("cp1252", errors="replace")
+    expected = "memory ? slope ? 1.2 MB/h ± 0.1 µs ?\n".encode("cp1252")
+    assert result.stdout.replace(b"\r\n", b"\n") == expected
+    assert result.stderr.replace(b"\r\n", b"\n") == expected * 2
+
+
+def test_plain_print_under_cp1252_does_raise_which_is_why_the_console_module_exists() -> None:
+    result = _run_python(f"print({NARROW_TEXT!r})", "cp1252")
+    assert result.returncode != 0
+    assert b"UnicodeEncodeError" in result.stderr
