@@ -32,6 +32,7 @@ __all__ = ["PostgresProbe", "check_target", "probe", "scram_client_final"]
 
 PROTOCOL_3_0 = 196608
 SSL_REQUEST_CODE = 80877103
+AUTH_METHODS = {3: "cleartext password", 5: "MD5", 10: "SASL"}
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ async def probe(target: str, settings: PostgresProbe, log: ProbeLog) -> bool:
     try:
         if settings.sslmode == "require":
             writer = await _upgrade_to_tls(reader, writer, endpoint.host, settings.tls_verify)
-        await _startup(reader, writer, user, password, dbname)
+        await _startup(reader, writer, user, password, dbname, log)
         await _select_one(reader, writer)
         writer.write(b"X" + struct.pack("!i", 4))  # Terminate
         return True
@@ -178,6 +179,7 @@ async def _startup(
     user: str,
     password: str | None,
     dbname: str,
+    log: ProbeLog,
 ) -> None:
     params = b"".join(
         key + b"\0" + value.encode() + b"\0"
@@ -200,6 +202,8 @@ async def _startup(
         code = struct.unpack("!i", payload[:4])[0]
         if code == 0:  # AuthenticationOk
             continue
+        if code in AUTH_METHODS:
+            log.debug("postgres asks for %s authentication", AUTH_METHODS[code])
         if code in (3, 5, 10) and password is None:
             raise _ProbeFailed("server asks for a password and none is configured")
         if code == 3:  # cleartext
