@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(prometheus prometheus-alertmanager redis-server postgresql clickhouse-server
-              victoria-metrics prometheus-process-exporter)
+# python3-venv: a fresh Debian image has neither Python's venv nor ensurepip.
+APT_PACKAGES=(python3 python3-venv prometheus prometheus-alertmanager redis-server postgresql
+              clickhouse-server victoria-metrics prometheus-process-exporter)
 VENV=${SOAKWATCH_VENV:-.venv}
 
 quiet() {  # run a command, show its output only when it fails
@@ -32,14 +33,19 @@ setup_apt() {
     local sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     # Packages must not start their system services: the tests start their own servers.
+    # Removed again right after the install (not by an EXIT trap: `test` ends in exec).
+    local own_policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
         "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
-        trap '"${sudo[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
+        own_policy=1
     fi
-    quiet "${sudo[@]}" apt-get update -qq
-    quiet "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends "${missing[@]}"
+    local status=0
+    quiet "${sudo[@]}" apt-get update -qq || status=$?
+    [ "$status" -ne 0 ] || quiet "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" || status=$?
+    [ -z "$own_policy" ] || "${sudo[@]}" rm -f /usr/sbin/policy-rc.d
+    return "$status"
 }
 
 setup_python() {
@@ -47,7 +53,8 @@ setup_python() {
         quiet python3 -m venv "$VENV"
     fi
     local stamp="$VENV/.soakwatch-installed"
-    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
+        || ! compgen -G 'build/__editable__.soakwatch-*/soakwatch' >/dev/null; then
         echo "installing soakwatch and its test dependencies into $VENV" >&2
         quiet "$VENV/bin/python" -m pip install -q --upgrade pip
         # strict editable mode: a static link tree that mypy and pytest both understand
