@@ -45,7 +45,7 @@ Comparison = Literal["<", "<=", ">=", ">"]
 # kind -> (required metric roles, optional metric roles)
 KINDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = MappingProxyType(
     {
-        "slope": (("value",), ("start_time",)),
+        "slope": (("value",), ("start_time", "restarts", "up")),
         "counter_ratio": (("numerator", "denominator"), ()),
         "variation": (("value",), ()),
         "quantile_change": (("histogram",), ()),
