@@ -10,6 +10,7 @@ Every option also reads an environment variable (``SAMPLE_SERVICE_<OPTION>``, e.
 ``SAMPLE_SERVICE_LEAK_BYTES_PER_SECOND``); the command line wins. Redis and PostgreSQL are
 optional: when not configured or down, the endpoints that use them fall back to memory and
 ``/health`` says so, so the service never stops answering because a dependency is gone.
+With ``--metrics-port`` it also serves soakwatch's in-process metrics (GC, pools) on /metrics.
 
 Endpoints:
   GET  /health                  {"status": "ok", "redis": ..., "postgres": ..., "leaked_bytes": ...}
@@ -67,6 +68,7 @@ class Settings:
     postgres_dsn: str | None = None
     ws_token_secret: str | None = None
     leak_bytes_per_second: float = 0.0
+    metrics_port: int | None = None
 
 
 def parse_settings(argv: Sequence[str], environ: dict[str, str] | None = None) -> Settings:
@@ -97,6 +99,12 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str] | None = None) -
         default=float(default("leak_bytes_per_second", 0.0)),
         help="keep this many bytes per second forever (0: no leak)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=default("metrics_port", None),
+        help="serve soakwatch's in-process metrics (GC, pools) on this port (0: any free port)",
+    )
     args = parser.parse_args(list(argv))
     if args.leak_bytes_per_second < 0:
         parser.error("--leak-bytes-per-second must be >= 0")
@@ -110,6 +118,7 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str] | None = None) -
         postgres_dsn=args.postgres_dsn,
         ws_token_secret=args.ws_token_secret,
         leak_bytes_per_second=args.leak_bytes_per_second,
+        metrics_port=None if args.metrics_port is None else int(args.metrics_port),
     )
 
 
@@ -211,6 +220,7 @@ class SampleService:
         self.notes: collections.deque[str] = collections.deque(maxlen=10)
         self.sessions: dict[str, dict[str, Any]] = {}
         self.started = time.time()
+        self.metrics_url: str | None = None
 
     # health and cheap endpoints
     async def health(self, request: web.Request) -> web.Response:
@@ -364,8 +374,30 @@ class SampleService:
         return ws
 
     # lifecycle
+    def start_metrics(self) -> Any:
+        """soakwatch's in-process exporter (GC and pool metrics), when asked for and installed."""
+        if self.settings.metrics_port is None:
+            return None
+        from soakwatch.exporter.inprocess import start_in_process
+
+        pools = {}
+        if self.deps.redis is not None:
+            pools["redis"] = self.deps.redis.connection_pool
+        if self.deps.postgres is not None:
+            pools["postgres"] = self.deps.postgres
+        exporter = start_in_process(
+            port=self.settings.metrics_port,
+            service=self.settings.name,
+            host=self.settings.host,
+            pools=pools,
+            process_metrics=False,  # the sidecar exporter watches the process from outside
+        )
+        self.metrics_url = f"http://{self.settings.host}:{exporter.port}/metrics"
+        return exporter
+
     async def background(self, app: web.Application) -> AsyncIterator[None]:
         await self.deps.connect()
+        metrics = self.start_metrics()
         tasks = [
             asyncio.create_task(self.leak.run()),
             asyncio.create_task(self.deps.keep_connecting()),
@@ -376,6 +408,8 @@ class SampleService:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if metrics is not None:
+            metrics.stop()
         await self.deps.close()
 
     def make_app(self) -> web.Application:
@@ -410,7 +444,10 @@ async def serve(settings: Settings) -> None:
     sockets = getattr(server, "sockets", None) or []
     port = sockets[0].getsockname()[1] if sockets else settings.port
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(f"{settings.name} listening on http://{host}:{port} pid {os.getpid()}", flush=True)
+    metrics = f" metrics {service.metrics_url}" if service.metrics_url else ""
+    print(
+        f"{settings.name} listening on http://{host}:{port} pid {os.getpid()}{metrics}", flush=True
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -315,15 +315,24 @@ def soak_run(
             run_config = parse_run_config(config, source="soak_run(config=...)")
         else:
             run_config = load_run_config(config)
-        seconds = soak_config.duration_seconds if duration is None else parse_duration(duration)
+        # duration= wins, then --soak-duration, then the config file's, then the profile's
+        if duration is not None:
+            seconds = parse_duration(duration)
+        elif _settings(request.config).duration_seconds is None and run_config.duration_seconds:
+            seconds = run_config.duration_seconds
+        else:
+            seconds = soak_config.duration_seconds
         out = tmp_path_factory.mktemp("soak-run")
-        return execute(
-            RunRequest(
-                config=run_config,
-                profile=dataclasses.replace(soak_config, duration_seconds=seconds),
-                out_dir=out,
-                only_scenarios=tuple(scenarios) if scenarios is not None else None,
+        try:
+            return execute(
+                RunRequest(
+                    config=run_config,
+                    profile=dataclasses.replace(soak_config, duration_seconds=seconds),
+                    out_dir=out,
+                    only_scenarios=tuple(scenarios) if scenarios is not None else None,
+                )
             )
-        )
+        except SoakwatchError as exc:
+            pytest.fail(f"soak_run: {exc}", pytrace=False)
 
     return run

@@ -82,6 +82,16 @@ class RunConfig:
             str(s.get("name", s.get("kind"))) for s in self.load.get("scenarios", []) or []
         )
 
+    def scenarios_of_kind(self, *kinds: str) -> tuple[str, ...]:
+        """Names of the load scenarios of the given kinds (http, websocket, sessions, ...)."""
+        if not self.load:
+            return ()
+        return tuple(
+            str(s.get("name", s.get("kind")))
+            for s in self.load.get("scenarios", []) or []
+            if s.get("kind") in kinds
+        )
+
     def load_without(self, dropped: set[str]) -> dict[str, Any]:
         """The load section with the scenarios named in ``dropped`` left out."""
         data = dict(copy.deepcopy(self.load or {}))

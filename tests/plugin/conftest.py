@@ -1,10 +1,10 @@
-"""The plugin is tested as a user meets it: inner pytest runs through pytester."""
+"""The plugin is tested as a user meets it: inner pytest runs through pytester (enabled for the
+whole suite with ``-p pytester`` in pyproject's addopts: ``pytest_plugins`` may only be set in
+the top-level conftest)."""
 
 from __future__ import annotations
 
 import pytest
-
-pytest_plugins = ["pytester"]
 
 SOAK_ENVIRONMENT = (
     "RUN_SOAK_TESTS",
