@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import subprocess
+import sys
 import urllib.request
 from collections import Counter
 from urllib.error import URLError
@@ -112,3 +114,28 @@ def test_without_a_port_the_series_go_into_the_registry_and_nothing_listens() ->
 def test_a_service_name_is_required() -> None:
     with pytest.raises(SoakwatchError, match="service name"):
         start_in_process(port=None, registry=CollectorRegistry())
+
+
+def test_starting_in_process_and_running_probes_loads_no_client_library() -> None:
+    """In a fresh interpreter: the in-process mode and every probe kind need no client library."""
+    code = """
+import asyncio, sys
+from soakwatch.exporter.inprocess import start_in_process
+from soakwatch.exporter.probes import KINDS, ProbeRunner, parse_probe
+from soakwatch.configfile import Section
+exporter = start_in_process(port=0, service="api")
+specs = [parse_probe(Section({"name": k, "kind": k, "target": "127.0.0.1:1", "timeout": 1}
+                             if k != "http" else {"name": k, "kind": k,
+                             "target": "http://127.0.0.1:1/", "timeout": 1}, source="t"))
+         for k in KINDS]
+asyncio.run(ProbeRunner("api", specs, registry=None).run_once())
+exporter.stop()
+heavy = ("numpy", "scipy", "matplotlib", "grafana_client", "aiohttp", "redis", "asyncpg",
+         "psycopg", "sqlalchemy", "clickhouse_driver")
+print(sorted(name for name in heavy if name in sys.modules))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -74,6 +76,27 @@ def http_url() -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def https_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same server behind TLS with a self-signed certificate made by openssl."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
 
@@ -160,6 +183,18 @@ def test_the_http_probe_sends_url_credentials_and_never_logs_them(
     assert "status 401" in probe_log.text
     assert "hunter" not in probe_log.text
     assert all("hunter" not in str(r.__dict__) for r in probe_log.records)
+
+
+def test_the_https_probe_verifies_the_certificate_unless_told_not_to(
+    https_url: str, probe_log: pytest.LogCaptureFixture
+) -> None:
+    results = run(
+        spec("http", f"{https_url}/health", name="verified"),
+        spec("http", f"{https_url}/health", name="unverified", tls_verify=False),
+    )
+    assert results["verified"].success is False
+    assert "CERTIFICATE_VERIFY_FAILED" in probe_log.text
+    assert results["unverified"].success is True
 
 
 def test_the_tcp_probe_succeeds_when_the_port_accepts(redis_server: servers.RedisServer) -> None:
