@@ -46,11 +46,16 @@ class Source(Protocol):
         ...
 
 
-def choose_step(start: float, end: float, min_step: float = DEFAULT_MIN_STEP_SECONDS) -> float:
+def choose_step(
+    start: float,
+    end: float,
+    min_step: float = DEFAULT_MIN_STEP_SECONDS,
+    max_points: int = MAX_POINTS_PER_SERIES,
+) -> float:
     """The query step: the scrape-like ``min_step`` unless the range would need more than
-    ``MAX_CHUNKS`` queries of the per-series point limit; whole seconds."""
+    ``MAX_CHUNKS`` queries of ``max_points`` points per series; whole seconds."""
     span = max(end - start, 0.0)
-    return float(max(min_step, math.ceil(span / (MAX_CHUNKS * (MAX_POINTS_PER_SERIES - 1)))))
+    return float(max(min_step, math.ceil(span / (MAX_CHUNKS * (max_points - 1)))))
 
 
 class PrometheusSource:
@@ -69,6 +74,7 @@ class PrometheusSource:
         retries: int = 3,
         backoff_seconds: float = 0.5,
         min_step_seconds: float = DEFAULT_MIN_STEP_SECONDS,
+        max_points_per_series: int = MAX_POINTS_PER_SERIES,
         session: requests.Session | None = None,
     ) -> None:
         self.url = url.rstrip("/")
@@ -77,6 +83,7 @@ class PrometheusSource:
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self.min_step_seconds = min_step_seconds
+        self.max_points_per_series = max_points_per_series
         self.session = session or requests.Session()
         if bearer_token:
             self.session.headers["Authorization"] = f"Bearer {bearer_token}"
@@ -125,8 +132,8 @@ class PrometheusSource:
         self, selector: MetricSelector, start: float, end: float, *, suffix: str = ""
     ) -> list[Series]:
         query = selector.promql(suffix=suffix)
-        step = choose_step(start, end, self.min_step_seconds)
-        chunk = step * (MAX_POINTS_PER_SERIES - 1)
+        step = choose_step(start, end, self.min_step_seconds, self.max_points_per_series)
+        chunk = step * (self.max_points_per_series - 1)
         parts: dict[tuple[tuple[str, str], ...], tuple[str, list[Any]]] = {}
         chunk_start = start
         while chunk_start <= end:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -38,3 +40,80 @@ def leaky_run(tmp_path_factory: pytest.TempPathFactory, runs: ModuleType) -> Pat
 @pytest.fixture(scope="session")
 def healthy_run(tmp_path_factory: pytest.TempPathFactory, runs: ModuleType) -> Path:
     return runs.write_run(tmp_path_factory.mktemp("healthy"), seed=2)
+
+
+@pytest.fixture(scope="session")
+def prometheus_on_blocks() -> Callable[[Path, Path], Any]:
+    """``start(openmetrics_file, work_dir)``, see :func:`start_prometheus_on_blocks`; the
+    caller stops the server it gets."""
+    return start_prometheus_on_blocks
+
+
+def start_prometheus_on_blocks(openmetrics_file: Path, work_dir: Path) -> Any:
+    """A real Prometheus serving the samples of ``openmetrics_file``: the file is turned into
+    TSDB blocks with ``promtool tsdb create-blocks-from openmetrics`` and Prometheus starts on
+    that data directory. (The shared ``prometheus_factory`` cannot take a pre-filled data
+    directory, so this helper starts its own, stopped by PID through ``servers.Server.stop``.)"""
+    import subprocess
+    import time
+
+    import requests
+    import servers
+
+    promtool = servers.require_binary("promtool", "prometheus")
+    binary = servers.require_binary("prometheus", "prometheus")
+    data_dir = work_dir / "prometheus"
+    storage = data_dir / "tsdb"
+    storage.mkdir(parents=True)
+    done = subprocess.run(
+        [
+            promtool,
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            str(openmetrics_file),
+            str(storage),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = data_dir / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 15s}\n")
+    for _attempt in range(3):
+        port = servers.free_port()
+        log_path = data_dir / "server.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={storage}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--storage.tsdb.retention.time=100y",
+                    "--log.level=warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=data_dir,
+                start_new_session=True,
+            )
+        server = servers.PrometheusServer(
+            process, data_dir, log_path, port=port, config_path=config, storage_path=storage
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.running():
+            try:
+                if requests.get(f"{server.url}/-/ready", timeout=2).status_code == 200:
+                    return server
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        tail = server.log_tail()
+        server.process.kill() if server.running() else None
+        server.process.wait(10)
+        if "address already in use" not in tail.lower():
+            raise AssertionError(f"prometheus did not start:\n{tail}")
+    raise AssertionError("prometheus could not bind a free port")
