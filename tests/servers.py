@@ -256,17 +256,49 @@ def _http_ok(url: str, body: bytes | None = None) -> Callable[[], bool]:
     return check
 
 
+_OWNER_FILE = ".soakwatch-test-owner"
+_swept = False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_stale_dirs() -> None:
+    """Once per process: remove the data dirs of test sessions that were killed (their servers
+    died with them, see _die_with_parent). Only dirs carrying our owner file are touched."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    for marker in Path(tempfile.gettempdir()).glob(f"soakwatch-*/{_OWNER_FILE}"):
+        try:
+            owner = int(marker.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(owner):
+            shutil.rmtree(marker.parent, ignore_errors=True)
+
+
 def _start_with_retries(
     name: str, attempt: Callable[[Path], ServerT], *, owner: str | None = None
 ) -> ServerT:
     """Run ``attempt(data_dir)`` in a fresh temporary directory, retrying with new ports when the
     server exits because its port was taken between choosing and binding it (another session).
     Any other failure is raised at once with the log tail."""
+    _sweep_stale_dirs()
     last_error = ""
     for _ in range(START_ATTEMPTS):
         # Directly in the system temp dir, not under pytest's 0700 tree: PostgreSQL's user
         # must be able to reach it.
         data_dir = Path(tempfile.mkdtemp(prefix=f"soakwatch-{name}-"))
+        (data_dir / _OWNER_FILE).write_text(f"{os.getpid()}\n")
         if owner is not None:
             entry = pwd.getpwnam(owner)
             os.chown(data_dir, entry.pw_uid, entry.pw_gid)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -240,7 +239,9 @@ def test_fixtures_stop_every_server_they_started_when_the_session_ends(
         assert not Path(data_dir).exists()
 
 
-def test_servers_die_with_a_killed_test_process() -> None:
+def test_servers_die_with_a_killed_test_process_and_the_next_session_removes_their_dirs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     script = (
         "import sys, time; sys.path.insert(0, sys.argv[1]); import servers; "
         "s = servers.start_redis(); print(s.pid, s.data_dir, flush=True); time.sleep(60)"
@@ -256,7 +257,11 @@ def test_servers_die_with_a_killed_test_process() -> None:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
         assert _wait_gone(pid), f"redis (pid {pid}) outlived the killed test process"
-        shutil.rmtree(data_dir.strip(), ignore_errors=True)  # nobody else will
+        assert Path(data_dir.strip()).is_dir()
+        # The first start in a new session sweeps the dirs of dead sessions.
+        monkeypatch.setattr(servers, "_swept", False)
+        servers.start_redis().stop()
+        assert not Path(data_dir.strip()).exists()
     finally:
         if child.poll() is None:
             child.kill()
