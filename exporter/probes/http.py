@@ -61,6 +61,13 @@ class HttpProbe:
             tls_verify=section.boolean("tls_verify", True),
         )
 
+    def __repr__(self) -> str:  # header values may be tokens: show the names only
+        return (
+            f"HttpProbe(method={self.method!r}, expect_status={self.expect_status!r}, "
+            f"body_regex={self.body_regex!r}, headers={[k for k, _ in self.headers]!r}, "
+            f"tls_verify={self.tls_verify!r})"
+        )
+
     def accepts(self, status: int) -> bool:
         return any(low <= status <= high for low, high in self.expect_status)
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.core import REGISTRY, CollectorRegistry, GaugeMetricFamily, Metric
 from soakwatch.exporter.probes.kinds import KINDS
@@ -27,6 +28,20 @@ class ProbeResult:
     success: bool
     duration_seconds: float
     finished_at: float  # Unix time
+
+
+class _ProbeLogAdapter(logging.LoggerAdapter):
+    """Adds ``service``, ``probe`` and ``target`` to each record. While a probe keeps failing,
+    its repeated causes go to DEBUG: a target down for a day must not log every interval."""
+
+    def __init__(self, base: logging.Logger, extra: dict[str, str], *, quiet: bool) -> None:
+        super().__init__(base, extra)
+        self.quiet = quiet
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.quiet and level > logging.DEBUG:
+            level = logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
 
 
 class ProbeRunner:
@@ -99,9 +114,13 @@ class ProbeRunner:
         return {spec.name: result for spec, result in zip(self.probes, results, strict=True)}
 
     async def _run(self, spec: ProbeSpec) -> ProbeResult:
-        log = logging.LoggerAdapter(
+        with self._lock:
+            previous = self._results.get(spec.name)
+        failing_already = previous is not None and not previous.success
+        log = _ProbeLogAdapter(
             logger,
             {"service": self.service, "probe": spec.name, "target": spec.shown_target},
+            quiet=failing_already,
         )
         probe = KINDS[spec.kind].probe
         started = time.perf_counter()
@@ -120,6 +139,9 @@ class ProbeRunner:
                 "%s probe %r raised %s: %s", spec.kind, spec.name, type(exc).__name__, reason
             )
             success = False
+        if success and failing_already:
+            log.quiet = False
+            log.info("%s probe %r succeeds again", spec.kind, spec.name)
         result = ProbeResult(
             success=bool(success),
             duration_seconds=time.perf_counter() - started,

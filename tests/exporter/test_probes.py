@@ -321,3 +321,22 @@ def test_a_probe_that_raises_fails_alone_and_the_others_still_report(
     )
     assert results["broken"].success is False
     assert results["fine"].success is True
+
+
+def test_a_probe_that_keeps_failing_warns_once_and_says_when_it_recovers(
+    refused_port: int, probe_log: pytest.LogCaptureFixture
+) -> None:
+    runner = ProbeRunner("svc", [spec("tcp", f"127.0.0.1:{refused_port}")], registry=None)
+
+    def levels() -> list[str]:
+        return [r.levelname for r in probe_log.records if r.name == "soakwatch.exporter.probes"]
+
+    asyncio.run(runner.run_once())
+    asyncio.run(runner.run_once())
+    assert levels() == ["WARNING", "DEBUG"]
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", refused_port))
+        listener.listen(1)
+        asyncio.run(runner.run_once())
+    assert levels() == ["WARNING", "DEBUG", "INFO"]
+    assert "succeeds again" in probe_log.records[-1].getMessage()
