@@ -276,3 +276,10 @@ def test_check_validates_flags_and_names_the_service(capsys):
         main(["--match", "gunicorn", "--service", "api", "--pool", "db=[::1]:5432", "--check"]) == 0
     )
     assert capsys.readouterr().out == "soak-exporter: config OK: api (cmdline /gunicorn/)\n"
+
+
+def test_soak_exporter_is_also_the_exporter_subcommand_of_soak(capsys):
+    from soakwatch.cli import main as soak_main
+
+    assert soak_main(["exporter", "--pid", "1", "--service", "init", "--check"]) == 0
+    assert capsys.readouterr().out == "soak-exporter: config OK: init (pid 1)\n"

@@ -144,3 +144,32 @@ def test_ipv4_mapped_ipv6_addresses_count_as_their_ipv4_address():
     pools = [PoolSpec(name="db", port=5432, host="10.0.0.5", addresses=frozenset({"10.0.0.5"}))]
 
     assert count_pool_connections([conn, listening], pools) == {"db": {"established": 1}}
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_connections_over_ipv6_are_counted_by_their_ipv6_host(spawn_child, registry):
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as server:
+        port = server.getsockname()[1]
+        child = spawn_child(connect_code("::1", port, 2))
+        collector_for(
+            child.pid,
+            [
+                PoolSpec(name="v6", port=port, host="::1", addresses=resolve_host("[::1]")),
+                PoolSpec(
+                    name="v4", port=port, host="127.0.0.1", addresses=resolve_host("127.0.0.1")
+                ),
+            ],
+            registry,
+        )
+
+        assert pool_value(registry, "v6") == 2
+        assert pool_value(registry, "v4") == 0
