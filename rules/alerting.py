@@ -43,6 +43,7 @@ __all__ = [
     "alert_name",
     "generate",
     "prometheus_duration",
+    "record_name",
     "render_prometheus_rule",
     "render_rule_file",
 ]
@@ -223,8 +224,26 @@ class _Judgment:
     look_at: str
 
 
+# The recorded series' last name part, by what they hold; the dashboards query them too.
+STAGE_SMOOTHED = "smoothed_bytes"
+STAGE_SLOPE = "slope_bytes_per_hour"
+STAGE_RATIO = "ratio"
+STAGE_VARIATION = "coefficient_of_variation"
+STAGE_QUANTILE = "quantile_seconds"
+STAGE_BASELINE = "baseline_quantile_seconds"
+STAGE_CHANGE = "change_ratio"
+STAGE_COUNTED = "counted"
+STAGE_START_CHANGES = "start_time_changes"
+STAGE_FAILURE = "failure_ratio"
+
+
+def record_name(rule_name: str, stage: str) -> str:
+    """The recorded series of one stage of a rule: ``soak:memory_growth:slope_bytes_per_hour``."""
+    return f"soak:{rule_name}:{stage}"
+
+
 def _record_name(rule: Rule, stage: str) -> str:
-    return f"soak:{rule.name}:{stage}"
+    return record_name(rule.name, stage)
 
 
 def _filtered(record: str, selector_filter: str) -> str:
@@ -241,8 +260,8 @@ def _metric(rule: Rule, role: str) -> MetricSelector:
 def _slope(rule: Rule) -> _Judgment:
     value = _metric(rule, "value")
     start = rule.metric("start_time")
-    smoothed = _record_name(rule, "smoothed_bytes")
-    slope = _record_name(rule, "slope_bytes_per_hour")
+    smoothed = _record_name(rule, STAGE_SMOOTHED)
+    slope = _record_name(rule, STAGE_SLOPE)
     window = prometheus_duration(rule.window_seconds)
     records = (
         RecordingRule(smoothed, SLOPE_SMOOTHED.substitute(value=value.promql(), window=window)),
@@ -300,7 +319,7 @@ def _gated(judged: Rule, figure: str, series: str) -> str:
 
 def _counter_ratio(rule: Rule) -> _Judgment:
     numerator, denominator = _metric(rule, "numerator"), _metric(rule, "denominator")
-    ratio = _record_name(rule, "ratio")
+    ratio = _record_name(rule, STAGE_RATIO)
     records = (
         RecordingRule(
             ratio,
@@ -329,7 +348,7 @@ def _counter_ratio(rule: Rule) -> _Judgment:
 
 def _variation(rule: Rule) -> _Judgment:
     value = _metric(rule, "value")
-    cv = _record_name(rule, "coefficient_of_variation")
+    cv = _record_name(rule, STAGE_VARIATION)
     records = (
         RecordingRule(
             cv,
@@ -356,9 +375,9 @@ def _quantile_change(rule: Rule) -> _Judgment:
     histogram = _metric(rule, "histogram")
     by = _by(rule.group_by)
     window = prometheus_duration(rule.window_seconds)
-    current = _record_name(rule, "quantile_seconds")
-    baseline = _record_name(rule, "baseline_quantile_seconds")
-    change = _record_name(rule, "change_ratio")
+    current = _record_name(rule, STAGE_QUANTILE)
+    baseline = _record_name(rule, STAGE_BASELINE)
+    change = _record_name(rule, STAGE_CHANGE)
     count = histogram.promql(suffix="_count")
     age = prometheus_duration(rule.warmup_seconds + rule.window_seconds)
     records = (
@@ -407,13 +426,13 @@ def _increase(rule: Rule) -> _Judgment:
     start = rule.metric("start_time")
     by = _by(rule.group_by)
     range_text = prometheus_duration(rule.alert.range_seconds)
-    counted = _record_name(rule, "counted")
+    counted = _record_name(rule, STAGE_COUNTED)
     records: list[RecordingRule] = [
         RecordingRule(
             counted, INCREASE_COUNTED.substitute(by=by, value=value.promql(), range=range_text)
         )
     ]
-    start_changes = _record_name(rule, "start_time_changes")
+    start_changes = _record_name(rule, STAGE_START_CHANGES)
     if start is not None:
         records.append(
             RecordingRule(
@@ -447,7 +466,7 @@ def _increase(rule: Rule) -> _Judgment:
 
 def _failure_fraction(rule: Rule) -> _Judgment:
     value = _metric(rule, "value")
-    fraction = _record_name(rule, "failure_ratio")
+    fraction = _record_name(rule, STAGE_FAILURE)
     records = (
         RecordingRule(
             fraction,

@@ -1,0 +1,136 @@
+"""The dashboards as committed: fresh, valid against Grafana's dashboard model, and wired to the
+series, the variables and the alert links the rest of soakwatch uses."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.models.dashboard import Dashboard
+from soakwatch.dashboards import cli
+from soakwatch.dashboards.build import OVERVIEW_UID, SERVICE_UID, build_all, panels_of
+from soakwatch.rules.alerting import generate
+from soakwatch.rules.model import load_rules
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS_DIR = REPO / "dashboards"
+COMMITTED = sorted(DASHBOARDS_DIR.glob("*.json"))
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def through_grafana_model(data: dict[str, Any]) -> dict[str, Any]:
+    """Decode into the SDK's typed dashboard model (panel options, field config and Prometheus
+    queries by their plugin types) and encode again: what the model does not know is dropped."""
+    register_default_plugins()
+    result: dict[str, Any] = json.loads(json.dumps(Dashboard.from_json(data), cls=JSONEncoder))
+    return result
+
+
+def test_the_committed_dashboards_are_what_the_code_builds_now() -> None:
+    built = build_all()
+    assert sorted(built) == [p.name for p in COMMITTED]
+    for path in COMMITTED:
+        assert path.read_text(encoding="utf-8") == built[path.name], (
+            f"{path.name} is stale: run `soak dashboards build`"
+        )
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_each_dashboard_survives_grafanas_dashboard_model_unchanged(path: Path) -> None:
+    data = load(path)
+    assert through_grafana_model(data) == data
+
+
+def test_the_model_check_catches_a_key_grafana_does_not_know() -> None:
+    data = load(COMMITTED[0])
+    broken = copy.deepcopy(data)
+    panel = next(p for p in broken["panels"] if p["type"] == "timeseries")
+    panel["targets"][0]["exprr"] = panel["targets"][0]["expr"]
+    assert through_grafana_model(broken) != broken
+
+
+def test_the_dashboards_have_unique_uids_and_the_alert_links_point_at_the_service_one() -> None:
+    uids = {load(p)["uid"] for p in COMMITTED}
+    assert uids == {OVERVIEW_UID, SERVICE_UID}
+    links = {
+        alert.annotations["dashboard"] for group in generate(load_rules()) for alert in group.alerts
+    }
+    linked = {re.search(r"/d/([^/]+)/", link).group(1) for link in links}  # type: ignore[union-attr]
+    assert linked <= uids and SERVICE_UID in linked
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_each_dashboard_is_templated_by_service_and_run_and_marks_runs(path: Path) -> None:
+    data = load(path)
+    variables = {v["name"]: v for v in data["templating"]["list"]}
+    assert {"datasource", "service", "run_id"} <= set(variables)
+    assert variables["service"]["multi"] is (data["uid"] == OVERVIEW_UID)
+    annotations = {a["name"]: a for a in data["annotations"]["list"]}
+    assert annotations["Soak runs"]["target"]["tags"] == ["soakwatch", "$run_id"]
+    assert "soak_process_start_time_seconds" in annotations["Restarts"]["expr"]
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_every_panel_queries_prometheus_through_the_datasource_variable(path: Path) -> None:
+    panels = panels_of(load(path))
+    assert len(panels) >= 12
+    for panel in panels:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["expr"].strip(), panel["title"]
+        per_service = [t for t in panel["targets"] if "soak_process" in t["expr"]]
+        for target in per_service:
+            assert 'service=~"$service"' in target["expr"], panel["title"]
+
+
+def test_the_overview_covers_memory_gc_pools_probes_and_the_load() -> None:
+    exprs = " ".join(
+        t["expr"]
+        for p in panels_of(load(DASHBOARDS_DIR / "soak-overview.json"))
+        for t in p["targets"]
+    )
+    for series in (
+        "soak_process_resident_memory_bytes",
+        "soak:memory_growth:slope_bytes_per_hour",
+        "soak_gc_collections_total",
+        "soak_gc_examined_objects_total",
+        "soak_pool_connections",
+        "soak_probe_success",
+        "soak_load_requests_total",
+        "soak_load_request_duration_seconds_bucket",
+        "soak_load_open_connections",
+        "soak_run_info",
+    ):
+        assert series in exprs, series
+    assert all(f"histogram_quantile({q}," in exprs for q in ("0.5", "0.95", "0.99"))
+
+
+def test_the_memory_slope_panel_draws_the_soak_rules_limit() -> None:
+    panel = next(
+        p
+        for p in panels_of(load(DASHBOARDS_DIR / "soak-overview.json"))
+        if p["title"].startswith("Memory growth")
+    )
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["value"] == load_rules().rules["memory_growth"].threshold_base
+
+
+def test_build_check_reports_stale_files_and_build_writes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["build", "--output-dir", str(tmp_path), "--check"]) == 1
+    assert "stale" in capsys.readouterr().err
+    assert cli.main(["build", "--output-dir", str(tmp_path)]) == 0
+    assert cli.main(["build", "--output-dir", str(tmp_path), "--check"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [p.name for p in COMMITTED]

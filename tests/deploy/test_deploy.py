@@ -1,0 +1,306 @@
+"""deploy/: every manifest parses, the compose file refers only to files that exist, Prometheus and
+Alertmanager accept their configs (promtool, amtool) as the containers see them, the exporter and
+load configs pass their own config borders, and the remote_write block delivers samples to a
+real VictoriaMetrics. No container engine runs here: nothing is built or started with Docker."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+COMPOSE_DIR = DEPLOY / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yaml"
+KUBERNETES = DEPLOY / "kubernetes"
+PROMTOOL = shutil.which("promtool")
+AMTOOL = shutil.which("amtool")
+
+
+def manifests() -> list[Path]:
+    return sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
+
+
+def documents(path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return data
+
+
+def kubernetes_objects() -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in documents(path):
+            yield path, doc
+
+
+def find(kind: str, name: str) -> dict[str, Any]:
+    for _, doc in kubernetes_objects():
+        if doc["kind"] == kind and doc["metadata"]["name"] == name:
+            return doc
+    raise AssertionError(f"no {kind} {name} in deploy/kubernetes")
+
+
+def bind_mounts(service: dict[str, Any]) -> list[tuple[Path, PurePosixPath]]:
+    """(host path, container path) of every bind mount of a compose service."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        source, target = str(volume).split(":")[:2]
+        if source.startswith((".", "/")):
+            mounts.append(((COMPOSE_DIR / source).resolve(), PurePosixPath(target)))
+    return mounts
+
+
+def container_files(service_name: str, root: Path) -> Path:
+    """Lay out the bind mounts of ``service_name`` under ``root`` as the container sees them."""
+    for source, target in bind_mounts(compose()["services"][service_name]):
+        destination = root / target.relative_to("/")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, destination)
+        else:
+            shutil.copy(source, destination)
+    return root
+
+
+# -- every manifest -----------------------------------------------------------------------------
+@pytest.mark.parametrize("path", manifests(), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_every_manifest_under_deploy_is_yaml_of_mappings(path: Path) -> None:
+    docs = documents(path)
+    assert docs, f"{path} is empty"
+    assert all(isinstance(doc, dict) for doc in docs)
+
+
+def test_every_kubernetes_object_names_its_api_version_kind_and_name() -> None:
+    objects = list(kubernetes_objects())
+    assert len(objects) >= 7
+    for path, doc in objects:
+        assert {"apiVersion", "kind", "metadata"} <= set(doc), path
+        assert doc["metadata"].get("name"), path
+
+
+def test_the_kustomization_lists_every_manifest_and_only_existing_ones() -> None:
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    on_disk = {p.name for p in KUBERNETES.glob("*.yaml") if p.name != "kustomization.yaml"}
+    assert listed == on_disk
+
+
+# -- compose ------------------------------------------------------------------------------------
+def test_compose_bind_mounts_build_context_and_dockerfile_all_exist() -> None:
+    data = compose()
+    checked = 0
+    for name, service in data["services"].items():
+        for source, _ in bind_mounts(service):
+            assert source.exists(), f"service {name} mounts missing {source}"
+            checked += 1
+        build = service.get("build")
+        if build:
+            context = (COMPOSE_DIR / build["context"]).resolve()
+            assert (context / "pyproject.toml").exists(), f"{name}: context is not the repo root"
+            assert (context / build["dockerfile"]).exists()
+    assert checked >= 6
+
+
+def test_compose_references_between_services_point_at_services_that_exist() -> None:
+    services = compose()["services"]
+    for name, service in services.items():
+        for dependency in service.get("depends_on", []):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+        pid = service.get("pid")
+        if pid:
+            kind, _, other = pid.partition(":")
+            assert kind == "service" and other in services, f"{name}: pid {pid}"
+    exporter = services["exporter"]
+    assert exporter["pid"] == "service:sample-service", "the exporter must be a sidecar"
+
+
+def test_compose_prometheus_scrapes_the_exporter_and_load_ports_they_listen_on() -> None:
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: job["static_configs"][0]["targets"][0]
+        for job in prometheus["scrape_configs"]
+    }
+    exporter_config = yaml.safe_load((COMPOSE_DIR / "exporter.yaml").read_text())
+    exporter_port = exporter_config["listen"].rsplit(":", 1)[1]
+    assert targets["soak-exporter"] == f"exporter:{exporter_port}"
+    load_command = " ".join(compose()["services"]["load"]["command"])
+    load_port = re.search(r"--metrics-listen=\S+:(\d+)", load_command)
+    assert load_port is not None
+    assert targets["soak-load"] == f"load:{load_port.group(1)}"
+
+
+def test_grafana_provisioning_points_at_the_dashboards_mount_and_the_datasource_uid_they_use() -> (
+    None
+):
+    services = compose()["services"]
+    mounts = {str(target): source for source, target in bind_mounts(services["grafana"])}
+    providers = yaml.safe_load(
+        (COMPOSE_DIR / "grafana/provisioning/dashboards/soakwatch.yaml").read_text()
+    )["providers"]
+    dashboards_dir = mounts[providers[0]["options"]["path"]]
+    assert sorted(dashboards_dir.glob("*.json")), "no dashboard JSON at the provisioned path"
+    datasources = yaml.safe_load(
+        (COMPOSE_DIR / "grafana/provisioning/datasources/prometheus.yaml").read_text()
+    )["datasources"]
+    assert "prometheus" in {d["uid"] for d in datasources}
+
+
+def test_the_dockerfile_copies_only_paths_that_exist_and_that_its_dockerignore_lets_through() -> (
+    None
+):
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
+    sources = []
+    for line in dockerfile.splitlines():
+        parts = line.split()
+        if parts[:1] == ["COPY"] and not parts[1].startswith("--from"):
+            sources += parts[1:-1]
+    assert sources
+    for source in sources:
+        assert (REPO / source).exists(), f"COPY {source}: missing"
+        assert any(source.rstrip("/").startswith(a) for a in allowed), f"{source} is ignored"
+
+
+# -- Prometheus and Alertmanager configs --------------------------------------------------------
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+def test_promtool_accepts_the_prometheus_config_with_the_rules_as_compose_mounts_them(
+    tmp_path: Path,
+) -> None:
+    root = container_files("prometheus", tmp_path)
+    config = root / "etc/prometheus/prometheus.yml"
+    assert PROMTOOL is not None
+    done = subprocess.run(
+        [PROMTOOL, "check", "config", str(config)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 rule files found" in done.stdout
+    assert re.search(r"SUCCESS: \d+ rules found", done.stdout), done.stdout
+
+
+@pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed")
+def test_amtool_accepts_the_alertmanager_config_and_its_templates(tmp_path: Path) -> None:
+    root = container_files("alertmanager", tmp_path)
+    assert AMTOOL is not None
+    done = subprocess.run(
+        [AMTOOL, "check-config", str(root / "etc/alertmanager/alertmanager.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 templates" in done.stdout
+
+
+def test_alertmanager_inhibits_only_alerts_that_the_generated_rules_define() -> None:
+    config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    rules = yaml.safe_load((REPO / "rules" / "prometheus" / "soak.rules.yaml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    named = set()
+    for inhibit in config["inhibit_rules"]:
+        for matcher in inhibit["source_matchers"] + inhibit["target_matchers"]:
+            found = re.fullmatch(r'alertname=~?"(.+)"', matcher)
+            if found:
+                named.update(found.group(1).split("|"))
+    assert named and named <= alerts
+
+
+# -- Kubernetes ---------------------------------------------------------------------------------
+def test_the_exporter_is_a_sidecar_in_a_shared_process_namespace() -> None:
+    deployment = find("Deployment", "sample-service")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["shareProcessNamespace"] is True
+    assert {c["name"] for c in spec["containers"]} == {"service", "soak-exporter"}
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    monitor = find("PodMonitor", "soakwatch")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    exporter = next(c for c in spec["containers"] if c["name"] == "soak-exporter")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in {
+        p["name"] for p in exporter["ports"]
+    }
+
+
+def test_the_load_job_runs_n_indexed_shards_in_parallel_each_told_its_index() -> None:
+    job = find("Job", "soak-load")["spec"]
+    assert job["completionMode"] == "Indexed"
+    assert job["completions"] == job["parallelism"] > 1
+    container = job["template"]["spec"]["containers"][0]
+    shard = next(a for a in container["args"] if a.startswith("--shard="))
+    assert shard == f"--shard=$(SHARD_INDEX)/{job['completions']}"
+    env = {e["name"]: e for e in container["env"]}
+    assert "job-completion-index" in env["SHARD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+
+
+# -- the configs inside pass their own borders --------------------------------------------------
+def test_the_exporter_configs_of_compose_and_kubernetes_pass_the_exporter_config_border(
+    tmp_path: Path,
+) -> None:
+    from soakwatch.exporter.config import load_config
+
+    compose_config = load_config(COMPOSE_DIR / "exporter.yaml")
+    assert compose_config.services[0].match.pid == 1
+    k8s_file = tmp_path / "exporter.yaml"
+    k8s_file.write_text(find("ConfigMap", "soak-exporter")["data"]["exporter.yaml"])
+    k8s_config = load_config(k8s_file)
+    assert k8s_config.services[0].match.cmdline is not None
+    assert k8s_config.listen.port == 9464
+
+
+def test_the_load_configs_of_compose_and_kubernetes_pass_the_load_config_border(
+    tmp_path: Path,
+) -> None:
+    from soakwatch.load.config import load_config
+
+    assert load_config(COMPOSE_DIR / "load.yaml").scenarios
+    k8s_file = tmp_path / "load.yaml"
+    k8s_file.write_text(find("ConfigMap", "soak-load")["data"]["load.yaml"])
+    assert load_config(k8s_file, flags={"shard": "3/4"}).shard == (3, 4)
+
+
+# -- remote_write, for real ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_remote_write_block_delivers_soak_series_to_victoriametrics_and_drops_others(
+    prometheus_factory: Callable[..., Any], victoriametrics_server: Any
+) -> None:
+    deploy_config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (remote,) = deploy_config["remote_write"]
+    remote = {**remote, "url": f"{victoriametrics_server.url}/api/v1/write"}
+    prometheus = prometheus_factory(scrape_self=True)
+    config = yaml.safe_load(prometheus.config_path.read_text())
+    config["remote_write"] = [remote]
+    # A recording rule gives a soak:* series to forward; prometheus_* must stay behind.
+    rules = prometheus.data_dir / "forward.rules.yaml"
+    rules.write_text(
+        yaml.safe_dump(
+            {"groups": [{"name": "t", "rules": [{"record": "soak:test:up", "expr": "up"}]}]}
+        )
+    )
+    config["rule_files"] = [str(rules)]
+    prometheus.reload(yaml.safe_dump(config))
+    deadline = time.monotonic() + 30
+    found: list[Any] = []
+    while time.monotonic() < deadline and not found:
+        victoriametrics_server.flush()
+        found = victoriametrics_server.query('soak:test:up{job="prometheus"}')
+        time.sleep(0.5)
+    assert found, "nothing arrived through remote_write in 30 s"
+    assert victoriametrics_server.query("up")
+    response = requests.get(
+        f"{victoriametrics_server.url}/api/v1/series",
+        params={"match[]": '{__name__=~"prometheus_.*"}'},
+        timeout=10,
+    )
+    assert response.json()["data"] == []
