@@ -405,9 +405,12 @@ def load_config(
     flag_scenarios: Sequence[Mapping[str, Any]] | None = None,
     profile: str | None = None,
     environ: Mapping[str, str] | None = None,
+    data: Mapping[str, Any] | None = None,
+    source: str = "load config",
 ) -> LoadConfig:
-    """Build the config: profile defaults, then the file at ``path``, then ``flags`` (top-level
-    keys as in the file) and ``flag_scenarios`` (scenario mappings built from flags).
+    """Build the config: profile defaults, then the file at ``path`` (or the mapping ``data``,
+    named ``source`` in errors), then ``flags`` (top-level keys as in the file) and
+    ``flag_scenarios`` (scenario mappings built from flags).
 
     Raises ConfigError naming the file (or "command line") and the key path."""
     env = os.environ if environ is None else environ
@@ -420,8 +423,8 @@ def load_config(
     values: dict[str, Any] = {}
     scenarios: list[Scenario] = []
     taken: set[str] = set()
-    if path is not None:
-        section = Section.load(path)
+    if path is not None or data is not None:
+        section = Section.load(path) if path is not None else Section(data, source=source)
         values.update(_top(section, env))
         for item in section.sections("scenarios"):
             scenarios.append(_scenario(item, resolved, env, taken))
@@ -436,7 +439,9 @@ def load_config(
     if not scenarios:
         raise ConfigError(
             "no scenarios: give --http URL, --ws URL or a --config file with 'scenarios'",
-            source=str(path) if path is not None else "command line",
+            source=str(path)
+            if path is not None
+            else (source if data is not None else "command line"),
             key="scenarios",
         )
     stages = replace(

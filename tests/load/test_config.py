@@ -216,3 +216,12 @@ def test_an_auto_shard_takes_its_index_from_the_environment_or_picks_one_in_rang
     with pytest.raises(ConfigError) as caught:
         shard({"JOB_COMPLETION_INDEX": "4"})
     assert str(caught.value) == "command line: shard: expected i/N with 0 <= i < N, got 'auto/4'"
+
+
+def test_a_mapping_from_another_config_file_is_checked_with_its_source_named() -> None:
+    data = {"scenarios": [{"kind": "websocket", "url": "ws://127.0.0.1:1/"}]}
+    with pytest.raises(ConfigError) as caught:
+        load_config(data=data, source="soak.yaml: load", environ={})
+    assert str(caught.value) == "soak.yaml: load: scenarios[0].connections: required key is missing"
+    config = load_config(data=data, source="soak.yaml: load", profile="ci", environ={})
+    assert config.scenarios[0].connections == 50  # type: ignore[union-attr]

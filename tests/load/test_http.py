@@ -161,3 +161,30 @@ async def test_weighted_endpoints_share_the_rate_by_weight(load_app: Any) -> Non
     assert part["outcomes"]["http_4xx"] == after["missing"] - before.get("missing", 0)
     # A low-discrepancy sequence picks the endpoints: 3:1 to within one request.
     assert abs(part["outcomes"]["ok"] - 30) <= 1 and part["sent"] == 40
+
+
+@pytest.mark.asyncio
+async def test_the_summary_is_rewritten_during_the_run_so_a_killed_driver_leaves_a_recent_one(
+    load_app: Any, tmp_path: Path
+) -> None:
+    summary_path = tmp_path / "summary.json"
+    config = http_config(
+        scenario("api", f"{load_app.url}/ok", "50/s"),
+        duration="30s",
+        summary=str(summary_path),
+        summary_interval="300ms",
+    )
+    driver = Driver(config)
+    run = asyncio.create_task(driver.run())
+    running: dict[str, Any] = {}
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if summary_path.exists():
+            running = json.loads(summary_path.read_text())
+            if running["scenarios"]["api"]["sent"] > 0:
+                break
+    driver.stop("test")
+    final = await asyncio.wait_for(run, 15)
+    assert running["status"] == "running" and running["scenarios"]["api"]["sent"] > 0
+    assert final["status"] == "stopped"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
