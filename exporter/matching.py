@@ -167,6 +167,7 @@ class ProcessTracker:
         self._identity: tuple[int, float] | None = None
         self._seen_any = False
         self._last_scan: float | None = None
+        self._alive_at = float("-inf")
         self.restarts = 0
 
     @property
@@ -174,11 +175,18 @@ class ProcessTracker:
         """(PID, start time) of the last process picked up, without looking again."""
         return self._identity
 
-    def current(self) -> Any:
-        """The live process being watched, or None while none matches."""
+    def current(self, *, max_age_seconds: float = 0.0) -> Any:
+        """The live process being watched, or None while none matches. With
+        ``max_age_seconds``, a process found alive that recently is trusted without reading
+        ``/proc`` again (the pool collector runs right after the process collector)."""
         with self._lock:
-            if self._process is not None and _is_alive(self._process):
-                return self._process
+            if self._process is not None:
+                now = self._clock()
+                if max_age_seconds > 0 and now - self._alive_at <= max_age_seconds:
+                    return self._process
+                if _is_alive(self._process):
+                    self._alive_at = now
+                    return self._process
             if self._process is not None:
                 log.info(
                     "watched process exited: %s (pid %d)",
@@ -220,6 +228,7 @@ class ProcessTracker:
         if self._identity is not None and identity == self._identity:
             # the same process as before (a pidfile matcher found it again after a blip)
             self._process = process
+            self._alive_at = self._clock()
             return
         if self._seen_any:
             self.restarts += 1
@@ -234,3 +243,4 @@ class ProcessTracker:
         self._seen_any = True
         self._identity = identity
         self._process = process
+        self._alive_at = self._clock()

@@ -95,7 +95,7 @@ class PoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         family = self._family()
         for service, (tracker, specs) in self._pools.items():
-            process = tracker.current()
+            process = tracker.current(max_age_seconds=1.0)
             if process is None:
                 continue
             try:

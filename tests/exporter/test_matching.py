@@ -135,3 +135,19 @@ def test_a_pidfile_with_garbage_matches_nothing(tmp_path):
     assert PidfileMatcher(pidfile).find() is None
     pidfile.write_text(f"{os.getpid()}\n")
     assert PidfileMatcher(pidfile).find() == os.getpid()
+
+
+def test_a_recent_liveness_check_is_trusted_only_within_max_age(spawn_child):
+    now = [0.0]
+    child = spawn_child()
+    tracker = ProcessTracker(
+        CmdlineMatcher(child.marker), scan_interval_seconds=0.0, clock=lambda: now[0]
+    )
+    assert tracker.current() is not None
+
+    child.kill()
+    now[0] = 0.5
+    assert tracker.current(max_age_seconds=1.0) is not None  # trusted: checked 0.5 s ago
+    assert tracker.current() is None  # checked now: gone
+    now[0] = 0.6
+    assert tracker.current(max_age_seconds=1.0) is None
