@@ -7,12 +7,13 @@ process is never mistaken for the one we watched. A zombie counts as exited.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ __all__ = [
     "PidfileMatcher",
     "ProcessTracker",
     "matcher_for",
+    "scan_round",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,19 +96,52 @@ class CmdlineMatcher:
 
     def find(self) -> int | None:
         best: tuple[float, int] | None = None
-        for proc in psutil.process_iter(["cmdline", "create_time"]):
-            if proc.pid in self.exclude_pids:
+        for pid, started, cmdline in _process_table():
+            if pid in self.exclude_pids or not self.pattern.search(cmdline):
                 continue
-            cmdline = proc.info.get("cmdline")
-            if not cmdline or not self.pattern.search(" ".join(cmdline)):
-                continue
-            started = proc.info.get("create_time") or 0.0
-            if best is None or (started, proc.pid) < best:
-                best = (started, proc.pid)
+            if best is None or (started, pid) < best:
+                best = (started, pid)
         return None if best is None else best[1]
 
     def describe(self) -> str:
         return f"cmdline /{self.pattern.pattern}/"
+
+
+_round = threading.local()
+
+
+def _list_processes() -> list[tuple[int, float, str]]:
+    rows = []
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        cmdline = proc.info.get("cmdline")
+        if cmdline:  # None when denied; empty for kernel threads and zombies
+            rows.append((proc.pid, proc.info.get("create_time") or 0.0, " ".join(cmdline)))
+    return rows
+
+
+def _process_table() -> list[tuple[int, float, str]]:
+    """(PID, start time, command line) of every process: listed afresh, or once per
+    ``scan_round`` in this thread."""
+    if not getattr(_round, "active", False):
+        return _list_processes()
+    if _round.rows is None:
+        _round.rows = _list_processes()
+    rows: list[tuple[int, float, str]] = _round.rows
+    return rows
+
+
+@contextlib.contextmanager
+def scan_round() -> Iterator[None]:
+    """Within this block, every command-line matcher of this thread shares one listing of
+    the processes: N services that are down cost one walk of /proc, not N."""
+    if getattr(_round, "active", False):  # nested: the outer round's listing serves
+        yield
+        return
+    _round.active, _round.rows = True, None
+    try:
+        yield
+    finally:
+        _round.active, _round.rows = False, None
 
 
 class CallableMatcher:

@@ -26,7 +26,12 @@ import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 from soakwatch.exporter.config import DEFAULT_DETAIL_INTERVAL_SECONDS
-from soakwatch.exporter.matching import CallableMatcher, ProcessFactory, ProcessTracker
+from soakwatch.exporter.matching import (
+    CallableMatcher,
+    ProcessFactory,
+    ProcessTracker,
+    scan_round,
+)
 
 __all__ = ["MemoryDetail", "ProcessCollector", "read_smaps_rollup"]
 
@@ -200,7 +205,7 @@ class ProcessCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         families = self._families()
         # one scrape at a time: psutil's oneshot cache is per process object, not per thread
-        with self._collect_lock:
+        with self._collect_lock, scan_round():
             for service, tracker in self._trackers.items():
                 self._collect_service(service, tracker, families)
         for family in families.values():

@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from soakwatch.exporter.config import ExporterConfig, ListenAddress
-from soakwatch.exporter.matching import ProcessTracker, matcher_for
+from soakwatch.exporter.matching import ProcessTracker, matcher_for, scan_round
 from soakwatch.exporter.pools import PoolCollector
 from soakwatch.exporter.process import ProcessCollector
 
@@ -109,8 +109,9 @@ class SidecarExporter:
         self._scanner = threading.Thread(target=self._scan, name="soak-exporter-scan", daemon=True)
 
     def start(self) -> MetricsServer:
-        for tracker in self.trackers.values():
-            tracker.refresh()
+        with scan_round():
+            for tracker in self.trackers.values():
+                tracker.refresh()
         self.server = serve_metrics(self.registry, self.config.listen)
         self._scanner.start()
         for runner in self.probe_runners:
@@ -121,11 +122,12 @@ class SidecarExporter:
         # Look for exited and restarted processes between scrapes, so a restart is counted
         # even when it happens twice between two scrapes (a scrape only sees the latest).
         while not self._stopping.wait(self.config.scan_interval_seconds):
-            for tracker in self.trackers.values():
-                try:
-                    tracker.refresh()
-                except Exception:  # never let the scanner die; the scrape still works
-                    log.exception("scan failed for %s", tracker.matcher.describe())
+            with scan_round():
+                for tracker in self.trackers.values():
+                    try:
+                        tracker.refresh()
+                    except Exception:  # never let the scanner die; the scrape still works
+                        log.exception("scan failed for %s", tracker.matcher.describe())
 
     def stop(self) -> None:
         self._stopping.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import psutil
 from prometheus_client import CollectorRegistry
@@ -11,6 +12,7 @@ from soakwatch.exporter.matching import (
     PidfileMatcher,
     PidMatcher,
     ProcessTracker,
+    scan_round,
 )
 from soakwatch.exporter.process import ProcessCollector
 
@@ -151,3 +153,12 @@ def test_a_recent_liveness_check_is_trusted_only_within_max_age(spawn_child):
     assert tracker.current() is None  # checked now: gone
     now[0] = 0.6
     assert tracker.current(max_age_seconds=1.0) is None
+
+
+def test_matchers_in_one_scan_round_share_one_listing_of_processes(spawn_child):
+    with scan_round():
+        assert CmdlineMatcher("soakwatch-test-late-[0-9a-f]{12}").find() is None  # lists now
+        late = spawn_child(marker=f"soakwatch-test-late-{uuid.uuid4().hex[:12]}")
+        assert CmdlineMatcher(late.marker).find() is None  # the round's listing predates it
+
+    assert CmdlineMatcher(late.marker).find() == late.pid
