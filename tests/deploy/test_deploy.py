@@ -281,6 +281,9 @@ def test_the_remote_write_block_delivers_soak_series_to_victoriametrics_and_drop
     prometheus = prometheus_factory(scrape_self=True)
     config = yaml.safe_load(prometheus.config_path.read_text())
     config["remote_write"] = [remote]
+    # This Prometheus's samples, told apart from other tests' data in the shared store.
+    marker = prometheus.data_dir.name
+    config["global"]["external_labels"] = {"soak_test": marker}
     # A recording rule gives a soak:* series to forward; prometheus_* must stay behind.
     rules = prometheus.data_dir / "forward.rules.yaml"
     rules.write_text(
@@ -294,13 +297,15 @@ def test_the_remote_write_block_delivers_soak_series_to_victoriametrics_and_drop
     found: list[Any] = []
     while time.monotonic() < deadline and not found:
         victoriametrics_server.flush()
-        found = victoriametrics_server.query('soak:test:up{job="prometheus"}')
+        found = victoriametrics_server.query(f'soak:test:up{{soak_test="{marker}"}}')
         time.sleep(0.5)
     assert found, "nothing arrived through remote_write in 30 s"
-    assert victoriametrics_server.query("up")
+    assert victoriametrics_server.query(f'up{{soak_test="{marker}"}}')
+    # Prometheus's own series were scraped all along, but the relabelling kept them home.
+    assert prometheus.query('prometheus_build_info{job="prometheus"}')
     response = requests.get(
         f"{victoriametrics_server.url}/api/v1/series",
-        params={"match[]": '{__name__=~"prometheus_.*"}'},
+        params={"match[]": f'{{__name__=~"prometheus_.*",soak_test="{marker}"}}'},
         timeout=10,
     )
     assert response.json()["data"] == []
