@@ -291,7 +291,7 @@ def test_the_runner_probes_in_the_background_and_a_scrape_reads_the_last_results
         # a scrape while the hung probe is still waiting returns at once
         started = time.monotonic()
         assert value("soak_probe_success", "up") == 1
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 2.0
         assert value("soak_probe_success", "refused") == 0
         assert value("soak_probe_success", "hung") == 0
         hung_duration = value("soak_probe_duration_seconds", "hung")
