@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from soakwatch.load.config import (
@@ -35,6 +35,9 @@ from soakwatch.load.stats import ScenarioStats
 from soakwatch.load.summary import build_summary, write_atomically
 
 from soakwatch.errors import SoakwatchError
+
+if TYPE_CHECKING:
+    from soakwatch.load.websocket import WebSocketLoad
 
 __all__ = ["Driver", "run_load"]
 
@@ -108,7 +111,7 @@ class Driver:
         self._started_wall = _utc_now()
         wall_start = time.monotonic()
         operations: list[tuple[RateScenario, ScenarioStats, Operation]] = []
-        holders: list[Any] = []
+        holders: list[WebSocketLoad] = []
         closers: list[Callable[[], Awaitable[None]]] = []
         error: str | None = None
         metrics_runner = None
@@ -152,7 +155,7 @@ class Driver:
         if isinstance(scenario, WebSocketScenario):
             from soakwatch.load.websocket import WebSocketLoad
 
-            return _Closing(WebSocketLoad(scenario, new_session(0), stats, self.config.shard))
+            return WebSocketLoad(scenario, new_session(0), stats, self.config.shard)
         if isinstance(scenario, DatabaseScenario):
             from soakwatch.load.database import DATABASES
 
@@ -160,7 +163,9 @@ class Driver:
         raise TypeError(f"unknown scenario {scenario!r}")  # pragma: no cover
 
     async def _drive(
-        self, operations: list[tuple[RateScenario, ScenarioStats, Operation]], holders: list[Any]
+        self,
+        operations: list[tuple[RateScenario, ScenarioStats, Operation]],
+        holders: list[WebSocketLoad],
     ) -> None:
         loop = asyncio.get_running_loop()
         assert self._stop_event is not None
@@ -171,7 +176,7 @@ class Driver:
             asyncio.create_task(self._pace(scenario, stats, op, start, in_flight))
             for scenario, stats, op in operations
         ]
-        pacers += [asyncio.create_task(h.load.hold(start, stages)) for h in holders]
+        pacers += [asyncio.create_task(h.hold(start, stages)) for h in holders]
         background = [asyncio.create_task(self._report_status(start))]
         if self.config.summary_path and self.config.summary_interval_seconds > 0:
             background.append(asyncio.create_task(self._write_summary_periodically(start)))
@@ -179,7 +184,8 @@ class Driver:
         try:
             everything = asyncio.ensure_future(_all(pacers))
             done, _ = await asyncio.wait([stopper, everything], return_when=asyncio.FIRST_COMPLETED)
-            everything.cancel()
+            if everything.done() and everything.exception() is not None:
+                raise everything.exception()  # type: ignore[misc]  # a bug: show it
             self._active_end = max(loop.time(), start + stages.total_seconds)
             if stopper in done:
                 self._active_end = loop.time()
@@ -306,7 +312,7 @@ class Driver:
         except RuntimeError:  # pragma: no cover - always called inside the loop
             loop_time = self._start_time
         end = self._active_end if self._active_end is not None else loop_time
-        active = max(end - self._start_time, 0.0)
+        active = max(end - self._start_time, 0.0) if self._start_time else 0.0
         if status is None:
             status = "error" if error else ("stopped" if self._stop_reason else "completed")
         stages = self.config.stages
@@ -350,19 +356,6 @@ class Driver:
         address = runner.addresses[0]
         self.metrics_address = (str(address[0]), int(address[1]))
         return runner
-
-
-class _Closing:
-    """A WebSocket scenario object with the close() the driver calls on every scenario."""
-
-    def __init__(self, load: Any) -> None:
-        self.load = load
-
-    async def preflight(self) -> None:
-        await self.load.preflight()
-
-    async def close(self) -> None:
-        await self.load._session.close()
 
 
 async def _all(tasks: list[asyncio.Task[None]]) -> None:

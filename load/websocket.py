@@ -20,6 +20,7 @@ from soakwatch.load.deadlines import within
 from soakwatch.load.outcomes import (
     AUTH_ERROR,
     CLOSED,
+    ERROR,
     OK,
     PROTOCOL_ERROR,
     TIMEOUT,
@@ -136,44 +137,52 @@ class WebSocketLoad:
 
     async def _connection(self, index: int) -> None:
         """One connection slot: connect, converse, and on any drop reconnect after a pause."""
-        scenario = self.scenario
-        stats = self._stats
         first = True
         while True:
             if not first:
-                stats.reconnects += 1
-                await asyncio.sleep(scenario.reconnect_delay_seconds)
+                self._stats.reconnects += 1
+                await asyncio.sleep(self.scenario.reconnect_delay_seconds)
             first = False
-            url: str | URL = scenario.url
-            headers: dict[str, str] = {}
-            if scenario.auth is not None:
-                try:
-                    token = await fetch_token(self._session, scenario.auth)
-                except AuthUnavailable as exc:
-                    log.debug("auth failed for %r: %s", scenario.name, exc)
-                    stats.record(AUTH_ERROR, None)
-                    continue
-                if scenario.auth.present_as == "header":
-                    headers[scenario.auth.header] = scenario.auth.header_prefix + token
-                else:
-                    url = URL(scenario.url).update_query({scenario.auth.query_param: token})
             try:
-                ws = await within(
-                    scenario.timeout_seconds,
-                    self._session.ws_connect(
-                        url, headers=headers or None, autoping=True, max_msg_size=1 << 20
-                    ),
-                )
-            except Exception as exc:  # every failure to connect is counted, then retried
-                stats.record(_classify(exc), None)
-                continue
-            stats.open_connections += 1
+                await self._connect_and_converse(index)
+            except Exception as exc:  # a bug must not silently lose a connection slot
+                log.warning("websocket scenario %r: unexpected error %r", self.scenario.name, exc)
+                self._stats.record(ERROR, None)
+
+    async def _connect_and_converse(self, index: int) -> None:
+        """Open one connection (with a fresh token) and converse until it is unusable."""
+        scenario = self.scenario
+        stats = self._stats
+        url: str | URL = scenario.url
+        headers: dict[str, str] = {}
+        if scenario.auth is not None:
             try:
-                await self._converse(ws, index)
-            finally:
-                stats.open_connections -= 1
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(ws.close())
+                token = await fetch_token(self._session, scenario.auth)
+            except AuthUnavailable as exc:
+                log.debug("auth failed for %r: %s", scenario.name, exc)
+                stats.record(AUTH_ERROR, None)
+                return
+            if scenario.auth.present_as == "header":
+                headers[scenario.auth.header] = scenario.auth.header_prefix + token
+            else:
+                url = URL(scenario.url).update_query({scenario.auth.query_param: token})
+        try:
+            ws = await within(
+                scenario.timeout_seconds,
+                self._session.ws_connect(
+                    url, headers=headers or None, autoping=True, max_msg_size=1 << 20
+                ),
+            )
+        except Exception as exc:  # every failure to connect is counted, then retried
+            stats.record(_classify(exc), None)
+            return
+        stats.open_connections += 1
+        try:
+            await self._converse(ws, index)
+        finally:
+            stats.open_connections -= 1
+            with contextlib.suppress(Exception):
+                await asyncio.shield(ws.close())
 
     async def _converse(self, ws: aiohttp.ClientWebSocketResponse[Any], index: int) -> None:
         """Send on the interval and time each reply; return when the connection is unusable."""
@@ -221,6 +230,9 @@ class WebSocketLoad:
 
     def classify(self, exc: BaseException) -> str:
         return _classify(exc)
+
+    async def close(self) -> None:
+        await self._session.close()
 
 
 def _classify(exc: BaseException) -> str:
