@@ -206,6 +206,21 @@ def test_promtool_accepts_the_committed_rule_file() -> None:
     assert "SUCCESS" in done.stdout
 
 
+SHIPPED_SPECS = [REPO / "rules" / "soak.yaml", *sorted((REPO / "examples").glob("*rules*.yaml"))]
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+@pytest.mark.parametrize("spec_path", SHIPPED_SPECS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_rules_spec_the_project_ships_generates_rules_promtool_accepts(
+    spec_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "generated.rules.yaml"
+    out.write_text(render_rule_file(generate(load_rules(spec_path))), encoding="utf-8")
+    assert PROMTOOL is not None
+    done = subprocess.run([PROMTOOL, "check", "rules", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_the_cli_writes_the_rule_file_and_check_tells_fresh_from_stale(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
