@@ -291,7 +291,5 @@ def run_demo(args: argparse.Namespace, stop: threading.Event) -> int:
         f"leaking service: {verdicts['leaky'].upper()}  "
         f"(leaks {DEMO_LEAK_BYTES_PER_SECOND * 3600 / 1e6:.0f} MB/h on purpose)"
     )
-    if "html" in result.reports:
-        console.out(f"report: {result.reports['html'].resolve()}")
     expected = verdicts == {"healthy": "pass", "leaky": "fail"}
     return 0 if expected else 1
