@@ -23,6 +23,7 @@ __all__ = [
     "annotate_run",
     "connect",
     "ensure_folder",
+    "mark_run",
     "push_dashboards",
 ]
 
@@ -139,3 +140,22 @@ def annotate_run(
             text=text or f"soak run {run_id}",
         )
     return int(answer.get("id", 0))
+
+
+def mark_run(
+    grafana_url: str,
+    run_id: str,
+    *,
+    start_seconds: float,
+    end_seconds: float | None = None,
+    text: str | None = None,
+    token: str | None = None,
+) -> int:
+    """One call for ``soak run``: connect (token from the argument or ``SOAK_GRAFANA_TOKEN``)
+    and :func:`annotate_run`. Raises SourceError; a run should log it and go on."""
+    import os
+
+    api = connect(grafana_url, token=token or os.environ.get("SOAK_GRAFANA_TOKEN") or None)
+    return annotate_run(
+        api, run_id, start_seconds=start_seconds, end_seconds=end_seconds, text=text
+    )

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from soakwatch.dashboards import cli
-from soakwatch.dashboards.push import annotate_run, connect, ensure_folder
+from soakwatch.dashboards.push import annotate_run, connect, ensure_folder, mark_run
 
 from soakwatch.errors import SourceError
 
@@ -193,3 +193,13 @@ def test_ensure_folder_passes_on_errors_other_than_not_found(grafana: FakeGrafan
     with pytest.raises(SourceError, match=r"read folder 'broken'.*database is locked"):
         ensure_folder(api, uid="broken")
     assert grafana.calls("POST", "/api/folders") == []
+
+
+def test_mark_run_annotates_with_the_token_from_the_environment(
+    grafana: FakeGrafana, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOAK_GRAFANA_TOKEN", "env-token")
+    assert mark_run(grafana.url, "r7", start_seconds=10) == 42
+    (call,) = grafana.calls("POST", "/api/annotations")
+    assert call.headers["Authorization"] == "Bearer env-token"
+    assert call.body["tags"] == ["soakwatch", "r7"] and call.body["time"] == 10000
