@@ -8,6 +8,7 @@ the call and Grafana's answer (credentials never appear in it).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -153,8 +154,6 @@ def mark_run(
 ) -> int:
     """One call for ``soak run``: connect (token from the argument or ``SOAK_GRAFANA_TOKEN``)
     and :func:`annotate_run`. Raises SourceError; a run should log it and go on."""
-    import os
-
     api = connect(grafana_url, token=token or os.environ.get("SOAK_GRAFANA_TOKEN") or None)
     return annotate_run(
         api, run_id, start_seconds=start_seconds, end_seconds=end_seconds, text=text
