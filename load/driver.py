@@ -302,9 +302,11 @@ class Driver:
         assert self.config.summary_path
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.config.summary_interval_seconds)
-            summary = self._summary(loop.time() - start, None, status="running")
+            # First write at once: the file exists from the start, and the writer thread is
+            # created during warm-up rather than as a step in the middle of the run.
+            summary = self._summary(max(loop.time() - start, 0.0), None, status="running")
             await asyncio.to_thread(write_atomically, self.config.summary_path, summary)
+            await asyncio.sleep(self.config.summary_interval_seconds)
 
     def _summary(self, elapsed: float, error: str | None, status: str | None = None) -> Any:
         try:

@@ -188,3 +188,12 @@ async def test_the_summary_is_rewritten_during_the_run_so_a_killed_driver_leaves
     assert running["status"] == "running" and running["scenarios"]["api"]["sent"] > 0
     assert final["status"] == "stopped"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+@pytest.mark.asyncio
+async def test_a_ramp_up_sends_half_the_full_rate_on_average_before_the_steady_stage(
+    load_app: Any,
+) -> None:
+    config = http_config(scenario("api", f"{load_app.url}/ok", "40/s"), ramp_up="1s")
+    part = (await Driver(config).run())["scenarios"]["api"]
+    assert part["scheduled"] == part["outcomes"]["ok"] == 60  # 20 in the ramp + 40 steady
