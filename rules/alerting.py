@@ -336,13 +336,13 @@ def _counter_ratio(rule: Rule) -> _Judgment:
         return _gated(judged, _filtered(ratio, selector_filter), denominator.promql())
 
     subject = " ".join(f"{{{{ $labels.{label} }}}}" for label in rule.group_by)
+    metrics = " and ".join(dict.fromkeys((numerator.metric, denominator.metric)))
     return _Judgment(
         records,
         condition,
         summary=f"{subject}: {rule.name.replace('_', ' ')} is "
         "{{ $value | humanizePercentage }} (must be %{comparison} %{limit})",
-        look_at=f"the panels of {numerator.metric} and {denominator.metric}; note when the "
-        "ratio changed and what the load did then",
+        look_at=f"the panels of {metrics}; note when the ratio changed and what the load did then",
     )
 
 
@@ -457,8 +457,9 @@ def _increase(rule: Rule) -> _Judgment:
     return _Judgment(
         tuple(records),
         condition,
-        summary="{{ $labels.service }} restarted {{ $value }} time(s) in the last "
-        f"{range_text} (limit %{{limit}})",
+        # "%%" is a literal "%" in the annotation template (its delimiter is "%").
+        summary='{{ $labels.service }} restarted {{ $value | printf "%%.0f" }} time(s) in the '
+        f"last {range_text} (limit %{{limit}})",
         look_at="the service's logs around the restart and the memory panel before it (an "
         "out-of-memory kill shows as memory at its limit, then a drop)",
     )
@@ -505,8 +506,12 @@ _KIND_BUILDERS: Mapping[str, Callable[[Rule], _Judgment]] = MappingProxyType(
 
 
 # -- the whole ----------------------------------------------------------------------------------
+# How a limit reads in an annotation, by the unit the spec wrote it in.
+_UNIT_TEXT = {"percent": " %", "ratio": "", "count": ""}
+
+
 def _limit_text(rule: Rule) -> str:
-    return f"{_number(rule.threshold)} {rule.unit}"
+    return f"{_number(rule.threshold)}{_UNIT_TEXT.get(rule.unit, ' ' + rule.unit)}"
 
 
 def _alert(rule: Rule, judgment: _Judgment, selector_filter: str, grafana_url: str) -> AlertingRule:

@@ -490,3 +490,35 @@ def test_the_latency_baseline_is_latched_from_the_first_window_after_warm_up(
         }
     ]
     run_promtool(tmp_path, document)
+
+
+def test_the_restart_alert_renders_its_annotations_for_a_person(tmp_path: Path) -> None:
+    rules = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
+    (generated,) = [
+        r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "SoakRestarts"
+    ]
+    notes = generated["annotations"]
+    input_series, _ = restart_seen_only_by_start_time()
+    document = unit_test_file(input_series, [])
+    labels = {"service": "api", "severity": "critical", "soak_rule": "restarts"}
+    document["tests"][0]["alert_rule_test"] = [
+        {
+            "eval_time": "31m",
+            "alertname": "SoakRestarts",
+            "exp_alerts": [
+                {
+                    "exp_labels": labels,
+                    "exp_annotations": {
+                        "summary": "api restarted 1 time(s) in the last 10m (limit 0)",
+                        "description": notes["description"],
+                        "look_at": notes["look_at"],
+                        # No run in progress: the run_id part of the link is empty.
+                        "dashboard": notes["dashboard"]
+                        .replace("{{ $labels.service }}", "api")
+                        .replace("{{ $labels.run_id }}", ""),
+                    },
+                }
+            ],
+        }
+    ]
+    run_promtool(tmp_path, document)
