@@ -35,9 +35,7 @@ def parse_duration(text: str | float | int) -> float:
         try:
             seconds = float(raw)
         except ValueError:
-            # Keep the sign so that "-5s" reaches the caller's range check ("must be greater
-            # than 0") instead of a confusing "not a duration".
-            sign = -1.0 if raw.startswith("-") else 1.0
+            negative = raw.startswith("-")
             pos = 1 if raw.startswith(("-", "+")) else 0
             seconds = 0.0
             for match in _PART.finditer(raw, pos):
@@ -49,7 +47,11 @@ def parse_duration(text: str | float | int) -> float:
                 raise ValueError(
                     f"not a duration: {text!r} (use e.g. 30s, 15m, 2h, 1h30m)"
                 ) from None
-            seconds *= sign
+            if negative:
+                # Say why: "-5s" reads like a duration to the person who typed it.
+                raise ValueError(
+                    f"not a duration: {text!r} (a duration cannot be negative)"
+                ) from None
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         raise ValueError(f"not a finite duration: {text!r}")
     return seconds
