@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -206,6 +208,25 @@ def test_a_stopped_server_is_gone_by_pid_and_its_directory_removed() -> None:
     assert _pid_gone(pid)
     assert not data_dir.exists()
     server.stop()  # idempotent
+
+
+@pytest.mark.parametrize("start", [servers.start_redis, servers.start_victoriametrics])
+def test_a_port_taken_between_choosing_and_binding_is_retried_with_a_fresh_port(
+    start: Callable[[], servers.Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race itself cannot be timed reliably, so the first "free" port handed out is one
+    # this test holds: exactly what a concurrent session binding it first looks like.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        fresh_port = servers.free_port
+        handed_out = iter([taken_port])
+        monkeypatch.setattr(servers, "free_port", lambda: next(handed_out, None) or fresh_port())
+        with start() as server:
+            port = server.port  # type: ignore[attr-defined]
+            assert port != taken_port
+            servers.wait_for_port("127.0.0.1", port, timeout=5)
 
 
 def test_a_start_failure_reports_the_tail_of_the_server_log() -> None:
