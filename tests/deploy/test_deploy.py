@@ -309,3 +309,22 @@ def test_the_remote_write_block_delivers_soak_series_to_victoriametrics_and_drop
         timeout=10,
     )
     assert response.json()["data"] == []
+
+
+def test_the_commands_the_containers_run_are_console_scripts_or_modules_that_exist() -> None:
+    import tomllib
+
+    scripts = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"])
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    entrypoint = re.search(r'^ENTRYPOINT \["([^"]+)"', dockerfile, re.MULTILINE)
+    assert entrypoint is not None and entrypoint.group(1) in scripts
+    commands = [s.get("entrypoint") for s in compose()["services"].values() if "build" in s]
+    for _, doc in kubernetes_objects():
+        template = doc.get("spec", {}).get("template", {}).get("spec", {})
+        commands += [c.get("command") for c in template.get("containers", [])]
+    for command in filter(None, commands):
+        if command[0] == "python":
+            module = command[command.index("-m") + 1]
+            assert (REPO / module.replace(".", "/")).is_dir(), module
+        else:
+            assert command[0] in scripts, command
