@@ -5,7 +5,7 @@
   increase of ``soak_process_restarts_total`` or a reset of any counter, or the end of a period
   where ``up``-style series read 0.
 - A one-time level shift (a cache allocated at once, a pool grown by one connection) is found as
-  one first difference far outside the others whose new level persists; the slope is then
+  one first (or lag-2) difference far outside the others whose new level persists; the slope is then
   taken within the two levels, never across the jump. Only the largest such step is cut, so a
   staircase leak (many steps) still shows its growth.
 """
@@ -78,30 +78,43 @@ def _robust_scale(values: FloatArray) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
-def level_shift(y: FloatArray, *, ratio: float = 8.0, persist: int = 3) -> int | None:
-    """Index ``k`` such that ``y[k:]`` sits on a new level after a one-time jump, or None.
+def level_shift(y: FloatArray, *, ratio: float = 6.0, min_run: int = 3) -> int | None:
+    """Index ``k`` such that ``y[:k]`` and ``y[k:]`` sit on two levels separated by a one-time
+    jump, or None.
 
-    The jump is the first difference farthest from the median difference; it counts when it
-    exceeds ``ratio`` robust standard deviations of the differences and at least half of it
-    persists: the median of the ``persist`` points after it minus that of the ``persist``
-    points before it (trend removed) goes the same way. Needs ``2 * persist + 1`` points."""
+    For each candidate k the statistic is the median of the ``m`` points after k minus the
+    median of the ``m`` points before it, less the trend over that distance (``m`` times the
+    median first difference, which one jump cannot move); ``m`` is a twelfth of the points, at
+    least ``min_run``. The largest statistic counts as a jump when it exceeds ``ratio`` robust
+    standard deviations of the statistic and the single difference at k carries at least a
+    quarter of it (a jump, not a bend). Cutting at a false jump only costs the pairs across it,
+    never biases the slope, so the test leans towards cutting."""
     y = np.asarray(y, dtype=np.float64)
-    if y.size < 2 * persist + 1:
+    n = y.size
+    m = max(min_run, n // 12)
+    if n < 2 * m + 2:
         return None
     d = np.diff(y)
-    centre = float(np.median(d))
-    scale = _robust_scale(d)
-    deviation = d - centre
-    k = int(np.argmax(np.abs(deviation)))
-    jump = float(deviation[k])
+    per_point = float(np.median(d))
+    windows = np.lib.stride_tricks.sliding_window_view(y, m)
+    medians = np.median(windows, axis=1)  # medians[i] = median(y[i:i+m])
+    candidates = np.arange(m, n - m + 1)
+    statistic = medians[candidates] - medians[candidates - m] - per_point * m
     floor = 1e-9 * max(float(np.max(np.abs(y))), 1.0)
-    if abs(jump) <= max(ratio * scale, floor):
+    # the spread of the statistic without a jump: from the statistics themselves, or from the
+    # first differences (one jump moves one of them) through the spread of a median of m
+    # points, 1.2533 sigma / sqrt(m); the smaller wins (a false cut costs power, not bias)
+    from_differences = _robust_scale(d) * 1.2533 / np.sqrt(m)
+    scale = max(min(_robust_scale(statistic), from_differences), floor)
+    best = int(np.argmax(np.abs(statistic)))
+    if abs(float(statistic[best])) <= ratio * scale:
         return None
-    after = y[k + 1 : k + 1 + persist]
-    before = y[max(k + 1 - persist, 0) : k + 1]
-    # the medians of two adjacent runs of `persist` points lie `persist` steps apart
-    trend = centre * persist
-    moved = float(np.median(after) - np.median(before)) - trend
-    if moved * jump <= 0 or abs(moved) < 0.5 * abs(jump):
+    k = int(candidates[best])
+    # the jump itself: the biggest single step near k, in the statistic's direction
+    sign = np.sign(statistic[best])
+    near = np.arange(max(k - 2, 1), min(k + 2, n - 1) + 1)
+    steps = sign * (d[near - 1] - per_point)
+    k = int(near[int(np.argmax(steps))])
+    if float(np.max(steps)) < 0.25 * abs(float(statistic[best])):
         return None
-    return k + 1
+    return k

@@ -52,4 +52,13 @@ def warmup_end(x: FloatArray, y: FloatArray, *, max_fraction: float = 0.5) -> in
     # noise alone lets MSER shave a few points off; a real warm-up lowers the statistic a lot
     if statistic[best] > SIGNIFICANT_DROP * statistic[0]:
         return 0
-    return best
+    if best < 3:
+        return best
+    # with few points the tail's line extrapolates badly into the first half, and a steady
+    # leak can look like warm-up: keep the cut only when the part before it has a clearly
+    # different slope (its interval and the tail's do not overlap)
+    early = theil_sen(x[: best + 1], y[: best + 1])
+    later = theil_sen(x[best:], y[best:])
+    if early.lower > later.upper or early.upper < later.lower:
+        return best
+    return 0

@@ -62,6 +62,12 @@ def test_a_lasting_level_shift_is_found_and_a_spike_is_not() -> None:
     assert level_shift(spike) is None
 
 
+def test_a_jump_on_a_trend_is_found_from_the_runs_around_it() -> None:
+    rng = np.random.default_rng(6)
+    y = np.r_[np.zeros(36), np.full(36, 9.0)] + 0.5 * np.arange(72) + rng.normal(0, 1.5, 72)
+    assert level_shift(y) in (35, 36, 37)
+
+
 def test_a_smooth_trend_has_no_level_shift() -> None:
     y = np.arange(40.0) * 5 + np.random.default_rng(5).normal(0, 1, 40)
     assert level_shift(y) is None
