@@ -13,12 +13,12 @@ counted at the ``start`` callback without touching the objects themselves:
   frozen, so that collection is counted with the list method below instead.
 - a young collection (*g* < 2): ``len(gc.get_objects(generation=i))`` summed over i <= g. The
   young generations hold a few thousand objects at most with the default thresholds, but
-  counting still costs about 9 ns per object, roughly a tenth of the collection that follows.
-  Generation-0 collections are by far the most frequent, so by default one collection at a
-  random position in each block of 4 consecutive ones is counted and weighted by 4 (stratified
-  sampling, from a private random stream): unbiased whatever the period of the workload, with
-  a relative error that falls as the run grows (benchmarks/gc_hooks.py prints it). Collections
-  of generations 1 and 2 are always counted. ``gen0_sample_every=1`` counts every collection.
+  counting still costs about 9 ns per object, roughly a tenth of the collection that follows,
+  and young collections are by far the most frequent. So by default, per young generation, one
+  collection at a random position in each block of 8 consecutive ones is counted and weighted
+  by 8 (stratified sampling, from a private random stream): unbiased whatever the period of the
+  workload, with a relative error that falls as the run grows (benchmarks/gc_hooks.py prints
+  it). ``young_sample_every=1`` counts every collection.
 
 The definition holds for CPython's generational collector (3.10 to 3.13). Elsewhere the
 examined series is not published (absent, so a rule that needs it says inconclusive).
@@ -86,6 +86,10 @@ def count_examined_objects(generation: int) -> int:
     return sum(len(gc.get_objects(i)) for i in range(min(generation, GENERATIONS - 1) + 1))
 
 
+def _young_count(generation: int) -> int:
+    return sum(len(gc.get_objects(i)) for i in range(generation + 1))
+
+
 class GcCollector:
     """Counts what the cyclic garbage collector does, from the moment it is constructed.
 
@@ -97,15 +101,17 @@ class GcCollector:
         registry: CollectorRegistry | None = REGISTRY,
         *,
         count_examined: bool = True,
-        gen0_sample_every: int = 4,
+        young_sample_every: int = 8,
     ) -> None:
-        if gen0_sample_every < 1:
-            raise ValueError("gen0_sample_every must be at least 1")
+        if young_sample_every < 1:
+            raise ValueError("young_sample_every must be at least 1")
         self.service = service
-        self._gen0_every = gen0_sample_every
-        self._gen0_position = 0  # index of the current generation-0 collection in its block
-        self._gen0_pick = 0  # the index in the block that is counted
+        self._every = young_sample_every
         self._random = random.Random()  # never draw from (and shift) the service's own stream
+        # Per young generation: the index of the current collection in its block of
+        # ``young_sample_every``, and the index in the block that is counted.
+        self._position = [0, 0]
+        self._pick = [self._random.randrange(self._every) for _ in range(2)]
         self._count_examined = count_examined and examined_supported()
         self._collections = [0] * GENERATIONS
         self._collected = [0] * GENERATIONS
@@ -141,15 +147,18 @@ class GcCollector:
         generation = info["generation"]
         if phase == "start":
             if self._count_examined:
-                if generation == 0:
-                    if self._gen0_position == self._gen0_pick:
-                        self._examined[0] += len(_objects(0)) * self._gen0_every
-                    self._gen0_position += 1
-                    if self._gen0_position == self._gen0_every:
-                        self._gen0_position = 0
-                        self._gen0_pick = self._random.randrange(self._gen0_every)
-                else:
+                if generation == GENERATIONS - 1:
                     self._examined[generation] += count_examined_objects(generation)
+                else:
+                    position = self._position[generation]
+                    if position == self._pick[generation]:
+                        young = len(_objects(0)) if generation == 0 else _young_count(generation)
+                        self._examined[generation] += young * self._every
+                    position += 1
+                    if position == self._every:
+                        position = 0
+                        self._pick[generation] = self._random.randrange(self._every)
+                    self._position[generation] = position
             self._started = _clock()  # after counting: the pause is the collector's own
             return
         pause = _clock() - self._started

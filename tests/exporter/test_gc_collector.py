@@ -68,7 +68,7 @@ def test_examined_objects_of_a_full_collection_are_all_tracked_objects(gc_off: N
 
 def test_examined_objects_of_a_young_collection_are_the_young_generation(gc_off: None) -> None:
     registry = CollectorRegistry()
-    GcCollector("svc", registry=registry, gen0_sample_every=1)
+    GcCollector("svc", registry=registry, young_sample_every=1)
     keep = [[i] for i in range(800)]
     young = len(gc.get_objects(generation=0))
     gc.collect(0)
@@ -79,32 +79,47 @@ def test_examined_objects_of_a_young_collection_are_the_young_generation(gc_off:
     assert len(keep) == 800
 
 
+def examined(collector: GcCollector, generation: int) -> float:
+    return sum(
+        sample.value
+        for family in collector.collect()
+        for sample in family.samples
+        if sample.name == "soak_gc_examined_objects_total"
+        and sample.labels["generation"] == str(generation)
+    )
+
+
 def test_sampled_young_counts_add_up_to_the_exact_ones_over_many_collections(
     gc_off: None,
 ) -> None:
-    registry = CollectorRegistry()
-    sampled = GcCollector("svc", registry=registry)
-    exact = GcCollector("svc", registry=None, gen0_sample_every=1)
+    sampled = GcCollector("svc", registry=None)
+    exact = GcCollector("svc", registry=None, young_sample_every=1)
     keep = []
-    for round_ in range(400):  # 100 blocks of 4: one counted per block, weighted by 4
-        keep.append([[round_, i] for i in range(50)])
+    for round_ in range(400):  # 50 blocks of 8 generation-0 collections, 10 of generation 1
+        keep.append([[round_, i] for i in range(50 + round_ % 7)])
         gc.collect(0)
+        if round_ % 5 == 4:
+            gc.collect(1)
     sampled.close()
     exact.close()
-    estimate = sum(
-        s.value
-        for f in sampled.collect()
-        for s in f.samples
-        if s.name.endswith("examined_objects_total") and s.labels["generation"] == "0"
-    )
-    truth = sum(
-        s.value
-        for f in exact.collect()
-        for s in f.samples
-        if s.name.endswith("examined_objects_total") and s.labels["generation"] == "0"
-    )
-    assert truth > 400 * 50
-    assert abs(estimate / truth - 1) < 0.05, (estimate, truth)
+    for generation, minimum in ((0, 400 * 50), (1, 80 * 200)):
+        estimate, truth = examined(sampled, generation), examined(exact, generation)
+        assert truth > minimum
+        assert abs(estimate / truth - 1) < 0.05, (generation, estimate, truth)
+
+
+def test_examined_objects_of_a_generation_1_collection_include_generation_0(
+    gc_off: None,
+) -> None:
+    collector = GcCollector("svc", registry=None, young_sample_every=1)
+    old = [[i] for i in range(300)]
+    gc.collect(0)  # now in generation 1
+    new = [[i] for i in range(200)]
+    young = len(gc.get_objects(generation=0)) + len(gc.get_objects(generation=1))
+    gc.collect(1)
+    assert abs(examined(collector, 1) - young) <= 5, (examined(collector, 1), young)
+    assert young >= 500 and len(old) + len(new) == 500
+    collector.close()
 
 
 def test_objects_the_service_froze_stay_frozen(gc_off: None) -> None:
