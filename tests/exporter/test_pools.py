@@ -7,11 +7,13 @@ import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
+import psutil
 import pytest
 from prometheus_client import CollectorRegistry
 from soakwatch.exporter.config import PoolSpec, resolve_host
 from soakwatch.exporter.matching import CallableMatcher, ProcessTracker
 from soakwatch.exporter.pools import PoolCollector, count_pool_connections, normalize_address
+from soakwatch.exporter.process import ProcessCollector
 
 
 @pytest.fixture
@@ -173,3 +175,36 @@ def test_connections_over_ipv6_are_counted_by_their_ipv6_host(spawn_child, regis
 
         assert pool_value(registry, "v6") == 2
         assert pool_value(registry, "v4") == 0
+
+
+class SocketsDeniedProcess:
+    """A real process whose sockets the OS refuses to list (as for another user's process;
+    this test run, as root, cannot produce that on a real process, hence the wrapper)."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+
+    def net_connections(self, kind: str = "inet") -> list:
+        raise psutil.AccessDenied(self._process.pid)
+
+    connections = net_connections
+
+    def __getattr__(self, name: str):
+        return getattr(self._process, name)
+
+
+def test_sockets_the_os_refuses_to_list_drop_the_pool_series_not_the_scrape(
+    spawn_child, registry, listener
+):
+    port = listener.getsockname()[1]
+    child = spawn_child(connect_code("127.0.0.1", port, 1))
+    tracker = ProcessTracker(
+        CallableMatcher(lambda: child.pid),
+        scan_interval_seconds=0.0,
+        process_factory=SocketsDeniedProcess,
+    )
+    PoolCollector({"demo": (tracker, [PoolSpec(name="db", port=port)])}, registry=registry)
+    ProcessCollector({"demo": tracker}, registry=registry)
+
+    assert pool_value(registry, "db") is None
+    assert registry.get_sample_value("soak_process_up", {"service": "demo"}) == 1
