@@ -65,7 +65,8 @@ EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3, "error": 2}
 RUN_FILE = "run.json"
 START_TIMEOUT_SECONDS = 30.0
 PROGRESS_WINDOW_POINTS = 240
-FAIL_FAST_EVERY_SECONDS = 30.0
+# --fail-fast re-analyzes every this many sampling intervals (at least every 5 s)
+FAIL_FAST_EVERY_INTERVALS = 10
 
 
 class AvailabilityError(SoakwatchError):
@@ -478,7 +479,9 @@ def execute(request: RunRequest) -> RunResult:
             run.write_info(
                 state="running",
                 targets=[dataclasses.asdict(t) for t in recorder.targets],
-                pids={c.name: c.pid for c in run.children},
+                pids={
+                    c.name: c.pid for c in [*run.children, *([prometheus] if prometheus else [])]
+                },
                 prometheus=prometheus_url and redact_url(prometheus_url),
             )
             say(f"run {run_id}: recording into {run_dir} every {format_duration(interval)}", True)
@@ -507,11 +510,13 @@ def execute(request: RunRequest) -> RunResult:
     )
     try:
         status, verdict, reports = analyze_run(
-            run_dir, request.config.rules_path, prometheus_url, started, ended
+            run_dir, request.config.rules_path, prometheus_url, started, ended, interval
         )
     finally:
         if prometheus is not None:
             prometheus.stop()
+    if "junit" in reports:
+        add_skipped_scenarios(reports["junit"], skipped)
     run.write_info(status=status, reports={k: str(v) for k, v in reports.items()})
     return RunResult(
         run_id=run_id,
@@ -539,7 +544,8 @@ def _record_until_done(
     stop event is set. Returns True when --fail-fast ended the run."""
     load_child = next((c for c in run.children if c.name == "soak-load"), None)
     next_scrape = time.monotonic()
-    next_early_check = time.monotonic() + FAIL_FAST_EVERY_SECONDS
+    early_every = max(5.0, FAIL_FAST_EVERY_INTERVALS * interval)
+    next_early_check = time.monotonic() + early_every
     end_at = time.monotonic() + duration
     while not stop.is_set():
         now = time.monotonic()
@@ -556,7 +562,7 @@ def _record_until_done(
             if child is not load_child and not child.running():
                 raise SoakwatchError(f"{child.name} exited unexpectedly:\n{child.log_tail()}")
         if request.fail_fast and now >= next_early_check:
-            next_early_check = now + FAIL_FAST_EVERY_SECONDS
+            next_early_check = now + early_every
             status = early_verdict(run.run_dir, request.config.rules_path)
             if status == "fail":
                 run.say("fail-fast: the evidence is already decisive (fail); stopping", True)
@@ -578,11 +584,14 @@ def _analyze_command(
     prometheus_url: str | None,
     started: float,
     ended: float,
+    step_seconds: float,
 ) -> list[str]:
     argv = _soak_command("analyze", "--format", fmt, "--output", str(output))
     if prometheus_url:
         span = max(60.0, math.ceil(ended - started))
         argv += ["--prometheus", prometheus_url, "--range", f"{span:.0f}s", "--end", f"{ended:.3f}"]
+        # one point per scrape: the analyzer's default step suits hours, not a short run
+        argv += ["--step", f"{max(1.0, step_seconds):g}s"]
     else:
         argv += ["--run-dir", str(run_dir)]
     if rules is not None:
@@ -596,6 +605,7 @@ def analyze_run(
     prometheus_url: str | None = None,
     started: float = 0.0,
     ended: float = 0.0,
+    step_seconds: float = 15.0,
 ) -> tuple[str, dict[str, Any] | None, dict[str, Path]]:
     """Run soak-analyze for each report format; returns the status, the JSON verdict and the
     report paths. The analyzer runs as a child so a run never depends on its import cost."""
@@ -609,7 +619,9 @@ def analyze_run(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     for fmt, name in REPORTS.items():
         output = run_dir / name
-        argv = _analyze_command(run_dir, fmt, output, rules, prometheus_url, started, ended)
+        argv = _analyze_command(
+            run_dir, fmt, output, rules, prometheus_url, started, ended, step_seconds
+        )
         with open(log_path, "ab") as out:
             code = subprocess.run(
                 argv, stdout=out, stderr=subprocess.STDOUT, env=_child_env()
@@ -623,6 +635,27 @@ def analyze_run(
                 except (OSError, ValueError):
                     verdict = None
     return status, verdict, reports
+
+
+def add_skipped_scenarios(junit_path: Path, skipped: Mapping[str, str]) -> None:
+    """Add each scenario left out of the run as a skipped test case of the JUnit report, so CI
+    shows what was not soaked and why."""
+    import xml.etree.ElementTree as ET
+
+    if not skipped or not junit_path.exists():
+        return
+    tree = ET.parse(junit_path)
+    root = tree.getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    if suite is None:
+        return
+    for scenario, reason in skipped.items():
+        case = ET.SubElement(suite, "testcase", classname="soakwatch.scenario", name=scenario)
+        ET.SubElement(case, "skipped", message=f"scenario left out: {reason}")
+    suite.set("tests", str(int(suite.get("tests", "0")) + len(skipped)))
+    suite.set("skipped", str(int(suite.get("skipped", "0")) + len(skipped)))
+    ET.indent(tree)
+    tree.write(junit_path, encoding="UTF-8", xml_declaration=True)
 
 
 def early_verdict(run_dir: Path, rules: Path | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,8 +28,16 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+RULES = Path(__file__).parent / "data" / "short-rules.yaml"
+
+
 def soak_config(
-    tmp_path: Path, service: Any, *, duration: str = "15s", extra_checks: list[Any] = ()
+    tmp_path: Path,
+    service: Any,
+    *,
+    duration: str = "15s",
+    extra_checks: list[Any] = (),
+    rules: Path | None = None,
 ) -> Path:
     """A soak config watching the sample service with HTTP load, plus a WebSocket scenario
     that needs an optional auth service that is down."""
@@ -57,6 +66,8 @@ def soak_config(
             ],
         },
     }  # fmt: skip
+    if rules is not None:
+        config["rules"] = str(rules)
     path = tmp_path / "soak.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -134,6 +145,9 @@ def test_a_short_run_records_samples_load_and_a_verdict_and_skips_what_needs_aut
     assert info["status"] in ("pass", "fail", "inconclusive")
     for name in ("verdict.json", "junit.xml", "report.html"):
         assert (run_dir / name).stat().st_size > 0
+    junit = (run_dir / "junit.xml").read_text()
+    assert '<testcase classname="soakwatch.scenario" name="ws_auth">' in junit
+    assert '<skipped message="scenario left out: auth unavailable (Connection' in junit
 
 
 def start_run(config: Path, run_dir: Path) -> subprocess.Popen[bytes]:
@@ -210,3 +224,44 @@ def test_sigterm_ends_the_run_in_order_and_still_writes_the_verdict(
     assert summary["totals"]["operations"] > 0
     assert run.returncode in (0, 1, 3), output.decode(errors="replace")
     assert (run_dir / "verdict.json").exists()
+
+
+@pytest.mark.slow
+def test_fail_fast_ends_a_run_as_soon_as_a_leak_is_certain(
+    tmp_path: Path, sample_service_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service = sample_service_factory("--leak-bytes-per-second", "4000000")
+    config = soak_config(tmp_path, service, duration="10m", rules=RULES)
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    code = main(["--config", str(config), "--out", str(run_dir), "--fail-fast"])
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "fail-fast: the evidence is already decisive (fail); stopping" in err
+    assert took < 120
+    info = json.loads((run_dir / "run.json").read_text())
+    assert (info["state"], info["stopped_early"], info["status"]) == ("finished", True, "fail")
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    [memory] = [r for r in verdict["results"] if r["rule"] == "memory_growth"]
+    assert memory["status"] == "fail" and memory["figure"] > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("prometheus"), reason="needs the prometheus binary")
+def test_local_prometheus_scrapes_the_run_and_serves_the_analysis(
+    tmp_path: Path, sample_service_factory: Any
+) -> None:
+    service = sample_service_factory()
+    config = soak_config(tmp_path, service, duration="12s")
+    run_dir = tmp_path / "run"
+    code = main(["--config", str(config), "--out", str(run_dir), "--local-prometheus"])
+    info = json.loads((run_dir / "run.json").read_text())
+    assert code in (0, 1, 3), (run_dir / "logs" / "analyze.log").read_text()
+    assert info["prometheus"].startswith("http://127.0.0.1:")
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    assert verdict["source"] == f"prometheus {info['prometheus']}"
+    [memory] = [r for r in verdict["results"] if r["rule"] == "memory_growth"]
+    assert memory["subject"] == {"service": "backend"} and memory["details"]["samples"] >= 5
+    assert (run_dir / "prometheus" / "prometheus.yml").exists()
+    assert not alive(info["pids"]["prometheus"])
