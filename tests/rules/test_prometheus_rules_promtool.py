@@ -10,6 +10,7 @@ an ``alert_rule_test`` that expects no alert at all.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 RULES_FILE = REPO / "rules" / "prometheus" / "soak.rules.yaml"
+COMMITTED_TESTS = REPO / "rules" / "prometheus" / "tests" / "soak.rules.test.yaml"
 PROMTOOL = shutil.which("promtool")
 
 pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
@@ -30,11 +32,34 @@ MB = 1e6
 
 
 # -- builders -----------------------------------------------------------------------------------
-def series(name: str, labels: dict[str, str], values: Sequence[float | None]) -> dict[str, str]:
-    """One input series sampled every minute; None is a missing sample."""
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def expanding_notation(values: Sequence[float]) -> str:
+    """``values`` in promtool's notation, runs with a constant step as ``a+bxn`` (a, a+b, …,
+    a+n·b), so a committed test file stays readable: a GC tooth is one term."""
+    terms, i = [], 0
+    while i < len(values):
+        j = i + 1
+        if j < len(values):
+            step = values[j] - values[i]
+            while j + 1 < len(values) and values[j + 1] - values[j] == step:
+                j += 1
+            if j - i >= 2:
+                sign = "+" if step >= 0 else "-"
+                terms.append(f"{_number(values[i])}{sign}{_number(abs(step))}x{j - i}")
+                i = j + 1
+                continue
+        terms.append(_number(values[i]))
+        i += 1
+    return " ".join(terms)
+
+
+def series(name: str, labels: dict[str, str], values: Sequence[float]) -> dict[str, str]:
+    """One input series sampled every minute."""
     inner = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    text = " ".join("_" if v is None else repr(float(v)) for v in values)
-    return {"series": f"{name}{{{inner}}}", "values": text}
+    return {"series": f"{name}{{{inner}}}", "values": expanding_notation(values)}
 
 
 def sawtooth(
@@ -104,7 +129,10 @@ def _alerts_selector(alertname: str, labels: dict[str, str]) -> str:
     return "ALERTS{" + ",".join(f'{k}="{v}"' for k, v in sorted(every.items())) + "}"
 
 
-def unit_test_file(input_series: list[dict[str, str]], checks: list[Check]) -> dict[str, Any]:
+def promtool_group(
+    name: str, input_series: list[dict[str, str]], checks: list[Check]
+) -> dict[str, Any]:
+    """One promtool test group: the series, silence checks on alerts, firing checks on ALERTS."""
     alert_tests = [
         {"eval_time": f"{c.minute}m", "alertname": c.alertname, "exp_alerts": []}
         for c in checks
@@ -119,12 +147,18 @@ def unit_test_file(input_series: list[dict[str, str]], checks: list[Check]) -> d
         for c in checks
         if c.firing
     ]
-    test: dict[str, Any] = {"interval": "1m", "input_series": input_series}
+    test: dict[str, Any] = {"name": name, "interval": "1m", "input_series": input_series}
     if alert_tests:
         test["alert_rule_test"] = alert_tests
     if expr_tests:
         test["promql_expr_test"] = expr_tests
-    return {"rule_files": [str(RULES_FILE)], "evaluation_interval": "1m", "tests": [test]}
+    return test
+
+
+def unit_test_file(
+    groups: list[dict[str, Any]], rule_file: str = str(RULES_FILE)
+) -> dict[str, Any]:
+    return {"rule_files": [rule_file], "evaluation_interval": "1m", "tests": groups}
 
 
 def run_promtool(tmp_path: Path, document: dict[str, Any]) -> None:
@@ -148,7 +182,7 @@ RESTARTS = "soak_process_restarts_total"
 
 def memory_leak_under_sawtooth() -> tuple[list[dict[str, str]], list[Check]]:
     m = 240
-    rss = sawtooth(m, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=10 * MB)
+    rss = sawtooth(m, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=12 * MB)
     return (
         [series(RSS, API, rss), series(START, API, constant(m, 0))],
         [
@@ -182,7 +216,7 @@ def healthy_sawtooth() -> tuple[list[dict[str, str]], list[Check]]:
 
 def slow_growth_below_the_threshold() -> tuple[list[dict[str, str]], list[Check]]:
     m = 300
-    rss = sawtooth(m, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=1 * MB)
+    rss = sawtooth(m, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=0.6 * MB)
     return (
         [series(RSS, API, rss), series(START, API, constant(m, 0))],
         silent("SoakMemoryGrowth", 200, 250, 300),
@@ -205,10 +239,10 @@ def leak_then_restart() -> tuple[list[dict[str, str]], list[Check]]:
     m = 300
     restart = 210
     first = sawtooth(
-        restart - 1, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=10 * MB
+        restart - 1, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=12 * MB
     )
     second = sawtooth(
-        m - restart, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=10 * MB
+        m - restart, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=12 * MB
     )
     return (
         [
@@ -446,36 +480,15 @@ SCENARIOS: dict[str, Callable[[], tuple[list[dict[str, str]], list[Check]]]] = {
 }
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_generated_alerts_fire_on_breaking_series_and_stay_silent_on_healthy_ones(
-    scenario: str, tmp_path: Path
-) -> None:
-    input_series, checks = SCENARIOS[scenario]()
-    run_promtool(tmp_path, unit_test_file(input_series, checks))
-
-
-def test_every_generated_alert_is_shown_both_firing_and_silent_by_some_scenario() -> None:
-    generated = {
-        rule["alert"]
-        for group in yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
-        for rule in group["rules"]
-        if "alert" in rule
-    }
-    checks = [check for build in SCENARIOS.values() for check in build()[1]]
-    assert generated == {c.alertname for c in checks if c.firing}
-    assert generated == {c.alertname for c in checks if not c.firing}
-
-
-def test_the_latency_baseline_is_latched_from_the_first_window_after_warm_up(
-    tmp_path: Path,
-) -> None:
+def latch_group() -> dict[str, Any]:
+    """The latency baseline is latched from the first window after warm-up and kept."""
     # FAST: 90 % of requests under 0.1 s, the rest under 0.25 s -> p95 = 0.1 + 0.15 * 0.5.
     input_series = histogram(
         LATENCY, HELLO, 150, lambda t: SLOW_START if t < 10 else FAST if t < 60 else DEGRADED
     )
-    document = unit_test_file(input_series, [])
+    group = promtool_group("latency_baseline_latched_after_warm_up", input_series, [])
     # In milliseconds, rounded: promtool compares floats exactly.
-    document["tests"][0]["promql_expr_test"] = [
+    group["promql_expr_test"] = [
         {
             "expr": "round(soak:latency_degradation:baseline_quantile_seconds * 1000)",
             "eval_time": f"{minute}m",
@@ -489,19 +502,20 @@ def test_the_latency_baseline_is_latched_from_the_first_window_after_warm_up(
             "exp_samples": [],
         }
     ]
-    run_promtool(tmp_path, document)
+    return group
 
 
-def test_the_restart_alert_renders_its_annotations_for_a_person(tmp_path: Path) -> None:
+def annotations_group() -> dict[str, Any]:
+    """The restart alert as a person reads it: every annotation rendered."""
     rules = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
     (generated,) = [
         r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "SoakRestarts"
     ]
     notes = generated["annotations"]
     input_series, _ = restart_seen_only_by_start_time()
-    document = unit_test_file(input_series, [])
+    group = promtool_group("restart_alert_annotations", input_series, [])
     labels = {"service": "api", "severity": "critical", "soak_rule": "restarts"}
-    document["tests"][0]["alert_rule_test"] = [
+    group["alert_rule_test"] = [
         {
             "eval_time": "31m",
             "alertname": "SoakRestarts",
@@ -521,4 +535,69 @@ def test_the_restart_alert_renders_its_annotations_for_a_person(tmp_path: Path) 
             ],
         }
     ]
-    run_promtool(tmp_path, document)
+    return group
+
+
+def all_groups() -> list[dict[str, Any]]:
+    return [
+        *(promtool_group(name, *build()) for name, build in SCENARIOS.items()),
+        latch_group(),
+        annotations_group(),
+    ]
+
+
+def committed_text() -> str:
+    """The committed promtool test file: every group above, the rule file by relative path."""
+    header = (
+        "# Generated by tests/rules/test_prometheus_rules_promtool.py (SOAK_REGENERATE=1 rewrites\n"
+        "# it). Run: promtool test rules rules/prometheus/tests/soak.rules.test.yaml\n"
+    )
+    document = unit_test_file(all_groups(), rule_file="../soak.rules.yaml")
+    return header + yaml.safe_dump(document, sort_keys=False, width=1_000_000)
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_generated_alerts_fire_on_breaking_series_and_stay_silent_on_healthy_ones(
+    scenario: str, tmp_path: Path
+) -> None:
+    run_promtool(tmp_path, unit_test_file([promtool_group(scenario, *SCENARIOS[scenario]())]))
+
+
+def test_every_generated_alert_is_shown_both_firing_and_silent_by_some_scenario() -> None:
+    generated = {
+        rule["alert"]
+        for group in yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    checks = [check for build in SCENARIOS.values() for check in build()[1]]
+    assert generated == {c.alertname for c in checks if c.firing}
+    assert generated == {c.alertname for c in checks if not c.firing}
+
+
+def test_the_latency_baseline_is_latched_from_the_first_window_after_warm_up(
+    tmp_path: Path,
+) -> None:
+    run_promtool(tmp_path, unit_test_file([latch_group()]))
+
+
+def test_the_restart_alert_renders_its_annotations_for_a_person(tmp_path: Path) -> None:
+    run_promtool(tmp_path, unit_test_file([annotations_group()]))
+
+
+def test_the_committed_promtool_test_file_is_current_and_passes() -> None:
+    expected = committed_text()
+    if os.environ.get("SOAK_REGENERATE"):
+        COMMITTED_TESTS.parent.mkdir(exist_ok=True)
+        COMMITTED_TESTS.write_text(expected, encoding="utf-8")
+    assert COMMITTED_TESTS.read_text(encoding="utf-8") == expected, (
+        "rules/prometheus/tests/soak.rules.test.yaml is stale: run this test with SOAK_REGENERATE=1"
+    )
+    assert PROMTOOL is not None
+    done = subprocess.run(
+        [PROMTOOL, "test", "rules", str(COMMITTED_TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
