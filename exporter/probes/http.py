@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -25,7 +26,15 @@ if TYPE_CHECKING:
 
     from soakwatch.configfile import Section
 
-__all__ = ["HttpProbe", "HttpResponse", "check_target", "fetch", "parse_status_ranges", "probe"]
+__all__ = [
+    "HttpProbe",
+    "HttpResponse",
+    "check_target",
+    "client_tls_context",
+    "fetch",
+    "parse_status_ranges",
+    "probe",
+]
 
 MAX_BODY_BYTES = 1 << 20
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
@@ -144,8 +153,17 @@ async def probe(target: str, settings: HttpProbe, log: ProbeLog) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if str(exc) else text
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+@functools.lru_cache(maxsize=2)
+def client_tls_context(verify: bool) -> ssl.SSLContext:
+    """One client context per verification mode: loading the CA store costs milliseconds."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 async def fetch(
@@ -161,12 +179,7 @@ async def fetch(
     host = parts.hostname or ""
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
-    context: ssl.SSLContext | None = None
-    if secure:
-        context = ssl.create_default_context()
-        if not tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+    context = client_tls_context(tls_verify) if secure else None
     reader, writer = await asyncio.open_connection(
         host, port, ssl=context, server_hostname=host if secure else None
     )

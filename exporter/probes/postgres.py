@@ -15,12 +15,12 @@ import base64
 import hashlib
 import hmac
 import os
-import ssl
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from soakwatch.exporter.probes.http import client_tls_context
 from soakwatch.exporter.probes.spec import split_host_port
 
 if TYPE_CHECKING:
@@ -133,10 +133,7 @@ async def _upgrade_to_tls(
     answer = await reader.readexactly(1)
     if answer != b"S":
         raise _ProbeFailed("server refused TLS (sslmode: require)")
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+    context = client_tls_context(verify)
     if hasattr(writer, "start_tls"):  # Python 3.11+
         await writer.start_tls(context, server_hostname=host)
         return writer

@@ -6,11 +6,11 @@ into the exporter, and a cancelled coroutine closes its socket at once."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from soakwatch.exporter.probes.http import client_tls_context
 from soakwatch.exporter.probes.spec import split_host_port
 
 if TYPE_CHECKING:
@@ -88,12 +88,7 @@ async def probe(target: str, settings: RedisProbe, log: ProbeLog) -> bool:
     endpoint = _endpoint(target)
     password = settings.password if settings.password is not None else endpoint.password
     username = settings.username or endpoint.username
-    context: ssl.SSLContext | None = None
-    if endpoint.tls:
-        context = ssl.create_default_context()
-        if not settings.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+    context = client_tls_context(settings.tls_verify) if endpoint.tls else None
     try:
         reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port, ssl=context)
     except OSError as exc:

@@ -92,8 +92,8 @@ def test_every_kind_in_the_table_parses_a_minimal_probe() -> None:
             "URL scheme must be one of http, https: 'ftp://host/'",
         ),
         (
-            {"kind": "tcp", "target": "x:1", "timeout": "-1s"},
-            "soak.yaml: services[0].probes[1].timeout: must be greater than 0, got -1",
+            {"kind": "tcp", "target": "x:1", "timeout": 0},
+            "soak.yaml: services[0].probes[1].timeout: must be greater than 0, got 0",
         ),
         (
             {"kind": "tcp", "target": "x:1", "timeout": "20s"},
