@@ -46,7 +46,7 @@ __all__ = [
     "write_all",
 ]
 
-DASHBOARDS_DIR = Path(__file__).parent
+DASHBOARDS_DIR = Path(__file__).resolve().parent
 OVERVIEW_UID = alerting.OVERVIEW_DASHBOARD_UID
 SERVICE_UID = alerting.SERVICE_DASHBOARD_UID
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -497,15 +497,18 @@ def _variables(spec: DashboardSpec) -> list[Any]:
         .datasource(DATASOURCE)
         .query("label_values(soak_run_info, run_id)")
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        # "All" expands to every run id (no custom all-value): the run annotations match tags
+        # literally, so a regex like ".*" would find none.
+        .multi(True)
         .include_all(True)
-        .all_value(".*")
     )
     return [datasource, service, run_id]
 
 
 def _annotations() -> list[Any]:
     return [
-        # `soak run` and `soak dashboards annotate` write run start/end to Grafana with these tags.
+        # `soak dashboards annotate` (and `mark_run` for `soak run`) tag run start/end with the
+        # run id (and "soakwatch").
         dash.AnnotationQuery()
         .name("Soak runs")
         .datasource(model.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
@@ -514,8 +517,9 @@ def _annotations() -> list[Any]:
         .target(
             dash.AnnotationTarget()
             .type("tags")
-            .tags(["soakwatch", "$run_id"])
-            .match_any(False)
+            # One tag per selected run (all of them for "All"): any of them marks a run.
+            .tags(["$run_id"])
+            .match_any(True)
             .limit(100)
         ),
         dash.AnnotationQuery()

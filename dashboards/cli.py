@@ -69,7 +69,7 @@ def _time(text: str) -> float:
 
 def _dashboards_dir(text: str | None) -> Path:
     # The committed JSON lives next to this module (no SDK import needed to push it).
-    return Path(text) if text else Path(__file__).parent
+    return Path(text) if text else Path(__file__).resolve().parent
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -76,7 +76,8 @@ def test_each_dashboard_is_templated_by_service_and_run_and_marks_runs(path: Pat
     assert {"datasource", "service", "run_id"} <= set(variables)
     assert variables["service"]["multi"] is (data["uid"] == OVERVIEW_UID)
     annotations = {a["name"]: a for a in data["annotations"]["list"]}
-    assert annotations["Soak runs"]["target"]["tags"] == ["soakwatch", "$run_id"]
+    assert annotations["Soak runs"]["target"]["tags"] == ["$run_id"]
+    assert variables["run_id"]["includeAll"] and "allValue" not in variables["run_id"]
     assert "soak_process_start_time_seconds" in annotations["Restarts"]["expr"]
 
 
