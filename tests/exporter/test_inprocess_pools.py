@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 import pytest
 import redis
 import servers
 import sqlalchemy
 from prometheus_client import CollectorRegistry
+from soakwatch.exporter.inprocess import start_in_process
 from soakwatch.exporter.pool_adapters import InProcessPoolCollector, PoolReading, adapt_pool
 
 
@@ -120,3 +123,18 @@ def test_a_pool_that_fails_to_read_drops_only_its_own_series(
         assert reading(registry, "cache") == (0, 0)
     finally:
         client.close()
+
+
+def test_start_in_process_publishes_the_pools_it_is_given(tmp_path: Path) -> None:
+    engine = sqlalchemy.create_engine(
+        f"sqlite:///{tmp_path / 'app.db'}", poolclass=sqlalchemy.pool.QueuePool, pool_size=2
+    )
+    registry = CollectorRegistry()
+    try:
+        with start_in_process(port=0, service="api", registry=registry, pools={"db": engine}):
+            with engine.connect():
+                assert reading(registry, "db") == (1, 0)
+            assert reading(registry, "db") == (0, 1)
+        assert reading(registry, "db") == (None, None)  # stop() unregistered the pools too
+    finally:
+        engine.dispose()
