@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="write the dashboard JSON models")
     build.add_argument("--output-dir", metavar="DIR", help="default: the dashboards/ folder")
     build.add_argument("--check", action="store_true", help="exit 1 when the files are stale")
+    build.add_argument(
+        "--configmap",
+        metavar="FILE",
+        help="also write them as a Kubernetes ConfigMap for Grafana's dashboard sidecar",
+    )
+    build.add_argument("--namespace", help="namespace of the ConfigMap")
     push = commands.add_parser("push", help="create or replace the dashboards in a folder")
     push.add_argument("--grafana-url", required=True, metavar="URL")
     push.add_argument("--folder", default=DEFAULT_FOLDER_TITLE, help="folder title")
@@ -74,7 +80,7 @@ def _dashboards_dir(text: str | None) -> Path:
 
 def _build(args: argparse.Namespace) -> int:
     try:
-        from soakwatch.dashboards.build import build_all
+        from soakwatch.dashboards.build import build_all, render_configmap
     except ImportError as exc:  # the SDK needs Python 3.11; pushing the committed JSON does not
         raise UsageError(
             f"soak dashboards build needs grafana-foundation-sdk ({exc}); "
@@ -83,8 +89,11 @@ def _build(args: argparse.Namespace) -> int:
 
     directory = _dashboards_dir(args.output_dir)
     stale = []
-    for name, text in build_all().items():
-        path = directory / name
+    built = build_all()
+    outputs = {directory / name: text for name, text in built.items()}
+    if args.configmap:
+        outputs[Path(args.configmap)] = render_configmap(built, namespace=args.namespace)
+    for path, text in outputs.items():
         if args.check:
             current = path.read_text(encoding="utf-8") if path.exists() else None
             if current != text:

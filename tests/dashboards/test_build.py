@@ -10,11 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard
 from soakwatch.dashboards import cli
-from soakwatch.dashboards.build import OVERVIEW_UID, SERVICE_UID, build_all, panels_of
+from soakwatch.dashboards.build import (
+    OVERVIEW_UID,
+    SERVICE_UID,
+    build_all,
+    panels_of,
+    render_configmap,
+)
 from soakwatch.rules.alerting import generate
 from soakwatch.rules.model import load_rules
 
@@ -135,3 +142,17 @@ def test_build_check_reports_stale_files_and_build_writes_them(
     assert cli.main(["build", "--output-dir", str(tmp_path)]) == 0
     assert cli.main(["build", "--output-dir", str(tmp_path), "--check"]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.json")) == [p.name for p in COMMITTED]
+
+
+def test_the_kubernetes_configmap_holds_exactly_the_committed_dashboards() -> None:
+    path = REPO / "deploy" / "kubernetes" / "grafana-dashboards.yaml"
+    files = {p.name: p.read_text(encoding="utf-8") for p in COMMITTED}
+    assert path.read_text(encoding="utf-8") == render_configmap(files, namespace="soak"), (
+        "stale: run `soak dashboards build --configmap deploy/kubernetes/grafana-dashboards.yaml"
+        " --namespace soak`"
+    )
+    manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert manifest["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert {name: json.loads(text) for name, text in manifest["data"].items()} == {
+        p.name: load(p) for p in COMMITTED
+    }
