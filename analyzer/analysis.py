@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from soakwatch.analyzer.evaluate import evaluate_rule
 from soakwatch.analyzer.report import Report, Result
@@ -32,24 +33,24 @@ def parse_label_selector(text: str | None) -> tuple[LabelMatcher, ...]:
         raise UsageError(f"bad --selector {text!r}: {exc}") from None
 
 
-def _fetch_rule(
-    source: Source,
-    rule: Rule,
-    start: float,
-    end: float,
-    extra: tuple[LabelMatcher, ...],
-    cache: dict[str, list[Series]],
-) -> dict[str, list[Series]]:
-    data: dict[str, list[Series]] = {}
+# Only the memory series needs every sample (its GC troughs); counters, gauges judged by their
+# spread and start times are read at a coarser step of the range / COARSE_POINTS.
+COARSE_POINTS = 1440
+
+
+def _queries(
+    rule: Rule, start: float, end: float, extra: tuple[LabelMatcher, ...]
+) -> dict[str, tuple[str, MetricSelector, str, float | None]]:
+    """role -> (cache key, selector, suffix, step) of what ``rule`` needs."""
+    coarse = (end - start) / COARSE_POINTS
+    out = {}
     for role, selector in rule.metrics.items():
         suffix = "_bucket" if rule.kind == "quantile_change" else ""
         merged = MetricSelector(selector.metric, selector.matchers + extra)
-        key = merged.promql(suffix=suffix)
-        if key not in cache:
-            log.debug("fetching %s", key)
-            cache[key] = source.fetch(merged, start, end, suffix=suffix)
-        data[role] = cache[key]
-    return data
+        step = None if (rule.kind == "slope" and role == "value") else coarse
+        key = f"{merged.promql(suffix=suffix)}@{step}"
+        out[role] = (key, merged, suffix, step)
+    return out
 
 
 def analyze(
@@ -59,19 +60,35 @@ def analyze(
     end: float,
     selector: str | None = None,
     only: list[str] | tuple[str, ...] | None = None,
+    *,
+    parallel: int = 4,
 ) -> Report:
     """Judge the rules of ``ruleset`` (or just those named in ``only``) on the series that
     ``source`` holds for [start, end] (Unix seconds), restricted by the label ``selector``
     (``'{service="api"}'``). Raises SourceError when the source cannot be read, ConfigError for
-    an unknown rule name, UsageError for a bad selector or range."""
+    an unknown rule name, UsageError for a bad selector or range. Up to ``parallel`` queries
+    run at once."""
     if not end > start:
         raise UsageError(f"the range is empty: start {start:.0f} is not before end {end:.0f}")
     extra = parse_label_selector(selector)
     rules = ruleset.select(only)
-    cache: dict[str, list[Series]] = {}
+    plans = {name: _queries(rule, start, end, extra) for name, rule in rules.rules.items()}
+    wanted = {
+        key: (sel, suffix, step)
+        for plan in plans.values()
+        for key, sel, suffix, step in plan.values()
+    }
+
+    def fetch(item: tuple[str, tuple[MetricSelector, str, float | None]]) -> list[Series]:
+        _key, (sel, suffix, step) = item
+        return source.fetch(sel, start, end, suffix=suffix, step_seconds=step)
+
+    # queries overlap: the server works on one while this process decodes another
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        answers = dict(zip(wanted, pool.map(fetch, wanted.items()), strict=True))
     fetched = {
-        name: _fetch_rule(source, rule, start, end, extra, cache)
-        for name, rule in rules.rules.items()
+        name: {role: answers[key] for role, (key, _s, _x, _t) in plan.items()}
+        for name, plan in plans.items()
     }
     known_services = sorted(
         {

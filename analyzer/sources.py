@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,10 +40,20 @@ class Source(Protocol):
     description: str
 
     def fetch(
-        self, selector: MetricSelector, start: float, end: float, *, suffix: str = ""
+        self,
+        selector: MetricSelector,
+        start: float,
+        end: float,
+        *,
+        suffix: str = "",
+        step_seconds: float | None = None,
     ) -> list[Series]:
         """All series matching ``selector`` (metric name + ``suffix``, e.g. ``_bucket``).
-        Raises SourceError when the data cannot be read; an absent metric is an empty list."""
+
+        ``step_seconds``: the coarsest sampling the caller can use (None: the finest the source
+        offers); a source that returns raw samples may ignore it. Raises SourceError when the
+        data cannot be read; an absent metric is an empty list. Must be safe to call from
+        several threads at once."""
         ...
 
 
@@ -129,10 +140,18 @@ class PrometheusSource:
         )
 
     def fetch(
-        self, selector: MetricSelector, start: float, end: float, *, suffix: str = ""
+        self,
+        selector: MetricSelector,
+        start: float,
+        end: float,
+        *,
+        suffix: str = "",
+        step_seconds: float | None = None,
     ) -> list[Series]:
         query = selector.promql(suffix=suffix)
         step = choose_step(start, end, self.min_step_seconds, self.max_points_per_series)
+        if step_seconds is not None:
+            step = max(step, float(math.ceil(step_seconds)))
         chunk = step * (self.max_points_per_series - 1)
         parts: dict[tuple[tuple[str, str], ...], tuple[str, list[Any]]] = {}
         chunk_start = start
@@ -159,9 +178,8 @@ class PrometheusSource:
         for key, (name, values) in parts.items():
             if not values:
                 continue
-            array = np.asarray(values, dtype=object)
-            t = array[:, 0].astype(np.float64)
-            v = array[:, 1].astype(np.float64)
+            t = np.fromiter((p[0] for p in values), dtype=np.float64, count=len(values))
+            v = np.array([p[1] for p in values], dtype=np.float64)
             order = np.argsort(t, kind="stable")
             t, v = t[order], v[order]
             keep = np.append(t[1:] != t[:-1], True)
@@ -176,8 +194,13 @@ class RunDirSource:
         self.run_dir = Path(run_dir)
         self.description = f"run directory {self.run_dir}"
         self._series: dict[str, list[Series]] | None = None
+        self._lock = threading.Lock()
 
     def _load(self) -> dict[str, list[Series]]:
+        with self._lock:
+            return self._load_locked()
+
+    def _load_locked(self) -> dict[str, list[Series]]:
         if self._series is None:
             from soakwatch.recording import read_samples
 
@@ -195,7 +218,13 @@ class RunDirSource:
         return min(float(s.t[0]) for s in series), max(float(s.t[-1]) for s in series)
 
     def fetch(
-        self, selector: MetricSelector, start: float, end: float, *, suffix: str = ""
+        self,
+        selector: MetricSelector,
+        start: float,
+        end: float,
+        *,
+        suffix: str = "",
+        step_seconds: float | None = None,
     ) -> list[Series]:
         found = []
         for series in self._load().get(selector.metric + suffix, []):

@@ -1,0 +1,276 @@
+"""Speed of a full analysis (all rules): N services x 48 h at 15 s, split into fetch and compute.
+
+- compute: ``analyze()`` over an in-memory source holding the series (no I/O at all), for 100
+  services by default;
+- fetch: the same series served by a real Prometheus (blocks made with promtool) and read over
+  its HTTP API with range queries; by default for 10 services (the import of 100 services x 48 h
+  takes minutes), extrapolated linearly to 100; ``--full`` loads and fetches all 100.
+
+    python -m benchmarks analyzer_speed            # about a minute
+    python -m benchmarks analyzer_speed --full     # 100 services through Prometheus
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from soakwatch.analyzer import PrometheusSource, analyze
+from soakwatch.analyzer.series import Series
+from soakwatch.rules import load_rules
+from soakwatch.rules.model import MetricSelector
+
+RESULTS = Path(__file__).with_name("results") / "analyzer_speed.json"
+HOURS = 48
+INTERVAL = 15.0
+SCENARIOS = 5
+BUCKETS = ("0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf")
+MB = 1e6
+
+
+class MemorySource:
+    """A Source over series held in memory (the pure-compute reference)."""
+
+    description = "memory"
+
+    def __init__(self, series: list[Series]) -> None:
+        self.by_name: dict[str, list[Series]] = {}
+        for s in series:
+            self.by_name.setdefault(s.name, []).append(s)
+
+    def fetch(
+        self,
+        selector: MetricSelector,
+        start: float,
+        end: float,
+        *,
+        suffix: str = "",
+        step_seconds: float | None = None,
+    ) -> list[Series]:
+        return [
+            s.between(start, end)
+            for s in self.by_name.get(selector.metric + suffix, [])
+            if selector.matches(s.labels)
+        ]
+
+
+def make_series(services: int, seed: int = 1) -> tuple[list[Series], float, float]:
+    rng = np.random.default_rng(seed)
+    t = 1.7e9 + np.arange(0.0, HOURS * 3600.0, INTERVAL)
+    x = (t - t[0]) / 3600.0
+    out: list[Series] = []
+    for i in range(services):
+        labels = {"service": f"svc{i:03d}", "instance": f"10.0.0.{i}:9000", "job": "soak"}
+        leak = rng.choice([0.0, 0.0, 0.0, 5.0]) * MB
+        period = rng.uniform(300, 900)
+        rss = 200 * MB + leak * x + ((t - t[0]) % period) / period * 30 * MB
+        rss += rng.normal(0, 1 * MB, t.size)
+        out += [
+            Series("soak_process_resident_memory_bytes", labels, t, rss),
+            Series("soak_process_start_time_seconds", labels, t, np.full(t.size, t[0] - 60)),
+            Series("soak_process_restarts_total", labels, t, np.zeros(t.size)),
+            Series("soak_process_up", labels, t, np.ones(t.size)),
+            Series(
+                "soak_pool_connections",
+                {**labels, "pool": "db", "state": "established"},
+                t,
+                np.full(t.size, 10.0) + (rng.random(t.size) < 0.01),
+            ),
+            Series("soak_probe_success", {**labels, "probe": "http"}, t, np.ones(t.size)),
+        ]
+        for gen in ("0", "1"):
+            g = {**labels, "generation": gen}
+            out += [
+                Series(
+                    "soak_gc_collected_objects_total",
+                    g,
+                    t,
+                    np.cumsum(rng.poisson(300, t.size)).astype(float),
+                ),
+                Series(
+                    "soak_gc_examined_objects_total",
+                    g,
+                    t,
+                    np.cumsum(rng.poisson(700, t.size)).astype(float),
+                ),
+            ]
+    for k in range(SCENARIOS):
+        load = {"scenario": f"s{k}", "instance": "load:9100", "job": "load"}
+        total = np.cumsum(rng.poisson(1500, t.size)).astype(float)
+        for index, le in enumerate(BUCKETS):
+            share = 1.0 if le == "+Inf" else min(0.3 + 0.12 * index, 0.99)
+            out.append(
+                Series(
+                    "soak_load_request_duration_seconds_bucket",
+                    {**load, "le": le},
+                    t,
+                    np.floor(total * share),
+                )
+            )
+        out += [
+            Series("soak_load_requests_total", {**load, "outcome": "ok"}, t, total),
+            Series(
+                "soak_load_requests_total", {**load, "outcome": "error"}, t, np.floor(total * 0.001)
+            ),
+        ]
+    return out, float(t[0]), float(t[-1])
+
+
+def time_compute(services: int) -> dict[str, Any]:
+    series, start, end = make_series(services)
+    source = MemorySource(series)
+    rules = load_rules()
+    began = time.perf_counter()
+    report = analyze(source, rules, start, end)
+    seconds = time.perf_counter() - began
+    return {
+        "services": services,
+        "series": len(series),
+        "samples": int(sum(s.t.size for s in series)),
+        "compute_seconds": seconds,
+        "results": len(report.results),
+        "verdict": report.verdict,
+    }
+
+
+def time_fetch(services: int) -> dict[str, Any]:
+    """Load the series into a real Prometheus with promtool, then time analyze() against it."""
+    import requests
+
+    from soakwatch.recording import format_sample
+
+    promtool, prometheus = shutil.which("promtool"), shutil.which("prometheus")
+    if not promtool or not prometheus:
+        return {"skipped": "promtool/prometheus not installed"}
+    series, start, end = make_series(services)
+    work = Path(tempfile.mkdtemp(prefix="soakwatch-speed-"))
+    process = None
+    try:
+        began = time.perf_counter()
+        with (work / "data.om").open("w") as handle:
+            by_name: dict[str, list[Series]] = {}
+            for s in series:
+                by_name.setdefault(s.name, []).append(s)
+            for name, group in by_name.items():
+                handle.write(f"# TYPE {name} unknown\n")
+                for s in group:
+                    labels = sorted(s.labels.items())
+                    handle.writelines(
+                        format_sample(name, labels, float(v), float(ts)) + "\n"
+                        for ts, v in zip(s.t, s.v, strict=True)
+                    )
+            handle.write("# EOF\n")
+        write_seconds = time.perf_counter() - began
+        began = time.perf_counter()
+        subprocess.run(
+            [
+                promtool,
+                "tsdb",
+                "create-blocks-from",
+                "openmetrics",
+                str(work / "data.om"),
+                str(work / "tsdb"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=3600,
+        )
+        import_seconds = time.perf_counter() - began
+        (work / "data.om").unlink()
+        (work / "p.yml").write_text("global: {}\n")
+        port = 19000 + int(np.random.default_rng().integers(0, 900))
+        process = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={work / 'p.yml'}",
+                f"--storage.tsdb.path={work / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=100y",
+                "--log.level=error",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        rules = load_rules()
+        source = PrometheusSource(url, timeout_seconds=120)
+        began = time.perf_counter()
+        report = analyze(source, rules, start, end)
+        total = time.perf_counter() - began
+        compute = time_compute(services)["compute_seconds"]
+        return {
+            "services": services,
+            "openmetrics_write_seconds": write_seconds,
+            "promtool_import_seconds": import_seconds,
+            "analyze_seconds": total,
+            "fetch_seconds": max(total - compute, 0.0),
+            "compute_seconds": compute,
+            "http_requests": source.requests_made,
+            "verdict": report.verdict,
+        }
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(60)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    full = "--full" in argv
+    compute = time_compute(100)
+    print(
+        f"compute only: 100 services x {HOURS} h at {INTERVAL:g} s, {compute['series']} series, "
+        f"{compute['samples'] / 1e6:.1f} M samples: {compute['compute_seconds']:.2f} s "
+        f"({compute['results']} results)"
+    )
+    fetch_services = 100 if full else 10
+    fetch = time_fetch(fetch_services)
+    output: dict[str, Any] = {"benchmark": "analyzer_speed", "compute": compute, "fetch": fetch}
+    if "skipped" not in fetch:
+        scale = 100 / fetch_services
+        projected_fetch = fetch["fetch_seconds"] * scale
+        projected_total = projected_fetch + compute["compute_seconds"]
+        output["projected_100_services"] = {
+            "fetch_seconds": projected_fetch,
+            "compute_seconds": compute["compute_seconds"],
+            "total_seconds": projected_total,
+            "fetch_share": projected_fetch / projected_total,
+            "measured_not_projected": full,
+        }
+        print(
+            f"through Prometheus, {fetch_services} services: "
+            f"analyze {fetch['analyze_seconds']:.2f} s = fetch {fetch['fetch_seconds']:.2f} s "
+            f"+ compute {fetch['compute_seconds']:.2f} s "
+            f"({fetch['http_requests']} HTTP requests; promtool import "
+            f"{fetch['promtool_import_seconds']:.1f} s)"
+        )
+        print(
+            f"100 services{' (measured)' if full else ' (fetch extrapolated x10)'}: "
+            f"total {projected_total:.1f} s, fetch {projected_fetch:.1f} s "
+            f"({projected_fetch / projected_total:.0%}), compute {compute['compute_seconds']:.1f} s"
+            f"; target < 10 s"
+        )
+    else:
+        print("fetch skipped:", fetch["skipped"])
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(output, indent=2))
+    print(f"written {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
