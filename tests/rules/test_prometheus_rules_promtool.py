@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from soakwatch.rules.model import Rule, load_rules
 
 REPO = Path(__file__).resolve().parents[2]
 RULES_FILE = REPO / "rules" / "prometheus" / "soak.rules.yaml"
@@ -172,95 +173,96 @@ def run_promtool(tmp_path: Path, document: dict[str, Any]) -> None:
 
 
 # -- scenarios ----------------------------------------------------------------------------------
-# memory_growth: window 10m, range 2h, warm-up 5m, for 1h -> judged once a process has lived
-# 135 min, fires 60 min later. Threshold 2 MB/h.
+# memory_growth: judged once a process has lived warm-up + range + window, and fires `for:`
+# later. The timeline is read from the rule, so a change of its windows moves the checks along.
+def _memory_rule() -> Rule:
+    rule: Rule = load_rules().rules["memory_growth"]
+    return rule
+
+
+def _minutes(seconds: float) -> int:
+    return int(seconds // 60)
+
+
+MEMORY = _memory_rule()
+LIVED = _minutes(MEMORY.warmup_seconds + MEMORY.alert.range_seconds + MEMORY.window_seconds)
+FIRES = LIVED + _minutes(MEMORY.alert.for_seconds)  # the earliest minute it may fire
 API = {"service": "api"}
 RSS = "soak_process_resident_memory_bytes"
 START = "soak_process_start_time_seconds"
 RESTARTS = "soak_process_restarts_total"
+GROWTH_LABELS = {"service": "api", "severity": "warning", "soak_rule": "memory_growth"}
+
+
+def leaking(minutes: int) -> list[float]:
+    """12 MB/h under a 30 MB GC sawtooth of 7 minutes (the limit is 2 MB/h)."""
+    return sawtooth(minutes, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=12 * MB)
 
 
 def memory_leak_under_sawtooth() -> tuple[list[dict[str, str]], list[Check]]:
-    m = 240
-    rss = sawtooth(m, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=12 * MB)
+    m = FIRES + 40
     return (
-        [series(RSS, API, rss), series(START, API, constant(m, 0))],
+        [series(RSS, API, leaking(m)), series(START, API, constant(m, 0))],
         [
-            *silent("SoakMemoryGrowth", 60, 130, 190),  # before 135 + 60 min nothing may fire
-            fires(
-                "SoakMemoryGrowth",
-                200,
-                service="api",
-                severity="warning",
-                soak_rule="memory_growth",
-            ),
-            fires(
-                "SoakMemoryGrowth",
-                240,
-                service="api",
-                severity="warning",
-                soak_rule="memory_growth",
-            ),
+            # Nothing before the process has lived long enough plus `for:`.
+            *silent("SoakMemoryGrowth", 60, LIVED - 5, FIRES - 5),
+            fires("SoakMemoryGrowth", FIRES + 5, **GROWTH_LABELS),
+            fires("SoakMemoryGrowth", m, **GROWTH_LABELS),
         ],
     )
 
 
 def healthy_sawtooth() -> tuple[list[dict[str, str]], list[Check]]:
-    m = 300
+    m = FIRES + 100
     rss = sawtooth(m, base=200 * MB, amplitude=30 * MB, period=7)
     return (
         [series(RSS, API, rss), series(START, API, constant(m, 0))],
-        silent("SoakMemoryGrowth", 100, 150, 200, 250, 300),
+        silent("SoakMemoryGrowth", 100, FIRES, FIRES + 50, m),
     )
 
 
 def slow_growth_below_the_threshold() -> tuple[list[dict[str, str]], list[Check]]:
-    m = 300
+    m = FIRES + 100
     rss = sawtooth(m, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=0.6 * MB)
     return (
         [series(RSS, API, rss), series(START, API, constant(m, 0))],
-        silent("SoakMemoryGrowth", 200, 250, 300),
+        silent("SoakMemoryGrowth", FIRES, FIRES + 50, m),
     )
 
 
 def memory_warm_up() -> tuple[list[dict[str, str]], list[Check]]:
-    # +300 MB in the first 5 minutes (imports, caches), flat afterwards.
-    m = 300
+    # +300 MB in the first 5 minutes (imports, caches), flat afterwards: judged without the
+    # warm-up gate, the slope over a range that holds the climb would fire from ~70 min on.
+    m = FIRES + 100
     flat = sawtooth(m, base=300 * MB, amplitude=30 * MB, period=7)
     rss = [min(t * 60 * MB, flat[t]) if t < 5 else flat[t] for t in range(m + 1)]
     return (
         [series(RSS, API, rss), series(START, API, constant(m, 0))],
-        silent("SoakMemoryGrowth", 70, 100, 125, 200, 300),
+        silent("SoakMemoryGrowth", 70, 100, LIVED - 10, FIRES + 10, m),
     )
 
 
 def leak_then_restart() -> tuple[list[dict[str, str]], list[Check]]:
-    # Leaking, firing at 200 min; restarted at 210 min: the new process is judged afresh.
-    m = 300
-    restart = 210
-    first = sawtooth(
-        restart - 1, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=12 * MB
-    )
-    second = sawtooth(
-        m - restart, base=200 * MB, amplitude=30 * MB, period=7, slope_per_hour=12 * MB
-    )
+    # Leaking and firing; then restarted: the new process is judged afresh.
+    restart = FIRES + 10
+    m = restart + 90
     return (
         [
-            series(RSS, API, first + second),
+            series(RSS, API, leaking(restart - 1) + leaking(m - restart)),
             series(START, API, step(m, 0, restart * 60, restart)),
             series(RESTARTS, API, step(m, 0, 1, restart)),
         ],
         [
+            fires("SoakMemoryGrowth", restart - 5, **GROWTH_LABELS),
+            *silent("SoakMemoryGrowth", restart + 2, restart + 40, m),
             fires(
-                "SoakMemoryGrowth",
-                205,
+                "SoakRestarts",
+                restart + 2,
                 service="api",
-                severity="warning",
-                soak_rule="memory_growth",
+                severity="critical",
+                soak_rule="restarts",
             ),
-            *silent("SoakMemoryGrowth", 212, 250, 300),
-            fires("SoakRestarts", 212, service="api", severity="critical", soak_rule="restarts"),
-            *silent("SoakRestarts", 205, 240),
+            *silent("SoakRestarts", restart - 5, restart + 30),
         ],
     )
 
