@@ -286,23 +286,36 @@ def steady_process_never_restarts() -> tuple[list[dict[str, str]], list[Check]]:
     )
 
 
-# gc_efficiency: range 1h, warm-up 5m, for 30m, ratio >= 0.3.
+def _rule(name: str) -> Rule:
+    rule: Rule = load_rules().rules[name]
+    return rule
+
+
+def gate_and_for(rule: Rule) -> tuple[int, int]:
+    """(minute from which the range lies after the warm-up, minute it may fire from)."""
+    age = _minutes(rule.warmup_seconds + rule.alert.range_seconds)
+    return age, age + _minutes(rule.alert.for_seconds)
+
+
+# gc_efficiency: ratio >= 0.3 over the range after the warm-up.
+GC = _rule("gc_efficiency")
 COLLECTED = "soak_gc_collected_objects_total"
 EXAMINED = "soak_gc_examined_objects_total"
 
 
 def gc_inefficient() -> tuple[list[dict[str, str]], list[Check]]:
-    m = 120
+    gate, earliest = gate_and_for(GC)
+    m = earliest + 25
     return (
         [
             series(COLLECTED, API, counter(m, lambda t: 100)),
             series(EXAMINED, API, counter(m, lambda t: 1000)),
         ],
         [
-            *silent("SoakGcEfficiency", 60, 90),
+            *silent("SoakGcEfficiency", gate - 5, earliest - 5),
             fires(
                 "SoakGcEfficiency",
-                100,
+                earliest + 5,
                 service="api",
                 severity="warning",
                 soak_rule="gc_efficiency",
@@ -312,39 +325,49 @@ def gc_inefficient() -> tuple[list[dict[str, str]], list[Check]]:
 
 
 def gc_efficient_after_a_costly_warm_up() -> tuple[list[dict[str, str]], list[Check]]:
-    # At start the collector examines much and frees little (imports build long-lived objects).
-    m = 150
+    # During the warm-up the collector examines much and frees little (imports build long-lived
+    # objects): over a range that held it, the ratio would fail.
+    warm_up = _minutes(GC.warmup_seconds)
+    gate, earliest = gate_and_for(GC)
+    m = earliest + 55
     return (
         [
-            series(COLLECTED, API, counter(m, lambda t: 0 if t < 5 else 500)),
-            series(EXAMINED, API, counter(m, lambda t: 10000 if t < 5 else 1000)),
+            series(COLLECTED, API, counter(m, lambda t: 0 if t < warm_up else 500)),
+            series(EXAMINED, API, counter(m, lambda t: 10000 if t < warm_up else 1000)),
         ],
-        silent("SoakGcEfficiency", 40, 60, 90, 120, 150),
+        silent("SoakGcEfficiency", 40, gate - 5, gate + 25, earliest, m),
     )
 
 
-# pool_variation: range 1h, warm-up 10m, for 30m, CV < 5 %.
+# pool_variation: coefficient of variation < 5 % over the range after the warm-up.
+POOLS = _rule("pool_variation")
 POOL = "soak_pool_connections"
 POOL_LABELS = {"service": "api", "pool": "postgres", "state": "established"}
 
 
 def pool_steady_after_ramp_up() -> tuple[list[dict[str, str]], list[Check]]:
-    m = 150
+    # The pool opens its 10 connections one a minute during the warm-up.
+    ramp = _minutes(POOLS.warmup_seconds)
+    gate, earliest = gate_and_for(POOLS)
+    m = earliest + 50
     return (
-        [series(POOL, POOL_LABELS, [min(t, 10) for t in range(m + 1)])],
-        silent("SoakPoolVariation", 50, 80, 120, 150),
+        [series(POOL, POOL_LABELS, [min(t, ramp) for t in range(m + 1)])],
+        silent("SoakPoolVariation", gate - 20, gate + 10, earliest + 20, m),
     )
 
 
 def pool_leaking_connections() -> tuple[list[dict[str, str]], list[Check]]:
-    m = 150
+    # After the warm-up one more connection every minute, never given back.
+    ramp = _minutes(POOLS.warmup_seconds)
+    gate, earliest = gate_and_for(POOLS)
+    m = earliest + 50
     return (
-        [series(POOL, POOL_LABELS, [min(t, 10) + max(0, t - 10) for t in range(m + 1)])],
+        [series(POOL, POOL_LABELS, [min(t, ramp) + max(0, t - ramp) for t in range(m + 1)])],
         [
-            *silent("SoakPoolVariation", 60, 95),
+            *silent("SoakPoolVariation", gate - 10, earliest - 5),
             fires(
                 "SoakPoolVariation",
-                105,
+                earliest + 5,
                 **POOL_LABELS,
                 severity="warning",
                 soak_rule="pool_variation",
@@ -353,7 +376,11 @@ def pool_leaking_connections() -> tuple[list[dict[str, str]], list[Check]]:
     )
 
 
-# latency_degradation: window 30m, warm-up 10m, for 15m, p95 change < 25 %.
+# latency_degradation: p95 of the last window against the first window after the warm-up.
+LATENCY_RULE = _rule("latency_degradation")
+LATENCY_WARM_UP = _minutes(LATENCY_RULE.warmup_seconds)
+LATCHED = LATENCY_WARM_UP + _minutes(LATENCY_RULE.window_seconds)  # the baseline is set then
+DEGRADES = LATCHED + 20
 LATENCY = "soak_load_request_duration_seconds"
 HELLO = {"scenario": "hello"}
 SLOW_START = {"0.1": 0.0, "0.25": 20.0, "0.5": 80.0, "1": 100.0, "+Inf": 100.0}
@@ -361,27 +388,33 @@ FAST = {"0.1": 90.0, "0.25": 100.0, "0.5": 100.0, "1": 100.0, "+Inf": 100.0}
 DEGRADED = {"0.1": 50.0, "0.25": 80.0, "0.5": 100.0, "1": 100.0, "+Inf": 100.0}
 
 
+def slow_then(t: int, later: dict[str, float]) -> dict[str, float]:
+    return SLOW_START if t < LATENCY_WARM_UP else later
+
+
 def latency_steady_after_slow_warm_up() -> tuple[list[dict[str, str]], list[Check]]:
-    m = 180
+    m = LATCHED + 140
     return (
-        histogram(LATENCY, HELLO, m, lambda t: SLOW_START if t < 10 else FAST),
-        silent("SoakLatencyDegradation", 30, 60, 90, 120, 180),
+        histogram(LATENCY, HELLO, m, lambda t: slow_then(t, FAST)),
+        silent("SoakLatencyDegradation", 30, LATCHED + 20, LATCHED + 50, LATCHED + 80, m),
     )
+
+
+def degrading(t: int) -> dict[str, float]:
+    return slow_then(t, FAST if t < DEGRADES else DEGRADED)
 
 
 def latency_degrading_after_an_hour() -> tuple[list[dict[str, str]], list[Check]]:
     # The warm-up is slow too: the baseline must come from after it, or nothing would fire.
-    m = 120
-    profile = {**HELLO}
+    fires_by = DEGRADES + _minutes(LATENCY_RULE.window_seconds + LATENCY_RULE.alert.for_seconds)
+    m = fires_by + 10
     return (
-        histogram(
-            LATENCY, profile, m, lambda t: SLOW_START if t < 10 else FAST if t < 60 else DEGRADED
-        ),
+        histogram(LATENCY, HELLO, m, degrading),
         [
-            *silent("SoakLatencyDegradation", 50, 62),
+            *silent("SoakLatencyDegradation", DEGRADES - 10, DEGRADES + 2),
             fires(
                 "SoakLatencyDegradation",
-                100,
+                fires_by,
                 scenario="hello",
                 severity="warning",
                 soak_rule="latency_degradation",
@@ -485,9 +518,7 @@ SCENARIOS: dict[str, Callable[[], tuple[list[dict[str, str]], list[Check]]]] = {
 def latch_group() -> dict[str, Any]:
     """The latency baseline is latched from the first window after warm-up and kept."""
     # FAST: 90 % of requests under 0.1 s, the rest under 0.25 s -> p95 = 0.1 + 0.15 * 0.5.
-    input_series = histogram(
-        LATENCY, HELLO, 150, lambda t: SLOW_START if t < 10 else FAST if t < 60 else DEGRADED
-    )
+    input_series = histogram(LATENCY, HELLO, DEGRADES + 90, degrading)
     group = promtool_group("latency_baseline_latched_after_warm_up", input_series, [])
     # In milliseconds, rounded: promtool compares floats exactly.
     group["promql_expr_test"] = [
@@ -496,11 +527,11 @@ def latch_group() -> dict[str, Any]:
             "eval_time": f"{minute}m",
             "exp_samples": [{"labels": '{scenario="hello"}', "value": 175}],
         }
-        for minute in (41, 90, 150)
+        for minute in (LATCHED + 1, DEGRADES + 30, DEGRADES + 90)
     ] + [
         {
             "expr": "soak:latency_degradation:baseline_quantile_seconds",
-            "eval_time": "39m",
+            "eval_time": f"{LATCHED - 1}m",
             "exp_samples": [],
         }
     ]
