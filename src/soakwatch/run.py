@@ -65,8 +65,8 @@ EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3, "error": 2}
 RUN_FILE = "run.json"
 START_TIMEOUT_SECONDS = 30.0
 PROGRESS_WINDOW_POINTS = 240
-# --fail-fast re-analyzes every this many sampling intervals (at least every 5 s)
-FAIL_FAST_EVERY_INTERVALS = 10
+# --fail-fast re-analyzes every this many sampling intervals (never more often than every 5 s)
+FAIL_FAST_EVERY_INTERVALS = 5
 
 
 class AvailabilityError(SoakwatchError):
@@ -224,7 +224,7 @@ def _ols_slope(points: Sequence[tuple[float, float]]) -> float:
 
 
 def progress_line(elapsed: float, total: float, recorder: Recorder) -> str:
-    parts = [f"{format_duration(elapsed)}/{format_duration(total)}"]
+    parts = [f"{format_duration(min(elapsed, total))}/{format_duration(total)}"]
     rate = recorder.load_rate()
     if rate is not None:
         parts.append(f"load {rate[0]:.1f}/s, {rate[1] * 100:.1f}% errors")
@@ -617,16 +617,20 @@ def analyze_run(
     verdict: dict[str, Any] | None = None
     log_path = run_dir / "logs" / "analyze.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    for fmt, name in REPORTS.items():
-        output = run_dir / name
-        argv = _analyze_command(
-            run_dir, fmt, output, rules, prometheus_url, started, ended, step_seconds
-        )
-        with open(log_path, "ab") as out:
-            code = subprocess.run(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=_child_env()
-            ).returncode
-        if code in status_by_code and output.exists():
+    # The three formats are analyzed side by side: each is a separate soak-analyze process.
+    running = []
+    with open(log_path, "ab") as out:
+        for fmt, name in REPORTS.items():
+            output = run_dir / name
+            argv = _analyze_command(
+                run_dir, fmt, output, rules, prometheus_url, started, ended, step_seconds
+            )
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=_child_env())
+            running.append((fmt, output, process))
+        for fmt, output, process in running:
+            code = process.wait()
+            if code not in status_by_code or not output.exists():
+                continue
             reports[fmt] = output
             if fmt == "json":
                 status = status_by_code[code]

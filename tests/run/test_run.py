@@ -112,7 +112,7 @@ def test_a_short_run_records_samples_load_and_a_verdict_and_skips_what_needs_aut
     tmp_path: Path, sample_service_factory: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     service = sample_service_factory()
-    config = soak_config(tmp_path, service, duration="15s")
+    config = soak_config(tmp_path, service, duration="12s")
     run_dir = tmp_path / "run"
     code = main(["--config", str(config), "--out", str(run_dir)])
     captured = capsys.readouterr()
@@ -128,15 +128,15 @@ def test_a_short_run_records_samples_load_and_a_verdict_and_skips_what_needs_aut
     rss = series(run_dir, "soak_process_resident_memory_bytes")
     [(key, (t, values))] = rss.items()
     assert ("service", "backend") in key[1]
-    assert t[-1] - t[0] >= 12 and len(t) >= 10
+    assert t[-1] - t[0] >= 10 and len(t) >= 8
     assert values.min() > 10e6
     requests_total = series(run_dir, "soak_load_requests_total")
     assert any(("scenario", "api") in key[1] for key in requests_total)
     summary = json.loads((run_dir / "load-summary.json").read_text())
-    assert summary["totals"]["operations"] >= 100
+    assert summary["totals"]["operations"] >= 80
     assert "ws_auth" not in json.dumps(summary["scenarios"])
     resolved = json.loads((run_dir / "config.json").read_text())
-    assert resolved["duration_seconds"] == 15.0
+    assert resolved["duration_seconds"] == 12.0
     assert resolved["skipped_scenarios"].keys() == {"ws_auth"}
     # the children are gone
     for pid in info["pids"].values():
@@ -253,7 +253,7 @@ def test_local_prometheus_scrapes_the_run_and_serves_the_analysis(
     tmp_path: Path, sample_service_factory: Any
 ) -> None:
     service = sample_service_factory()
-    config = soak_config(tmp_path, service, duration="12s")
+    config = soak_config(tmp_path, service, duration="10s")
     run_dir = tmp_path / "run"
     code = main(["--config", str(config), "--out", str(run_dir), "--local-prometheus"])
     info = json.loads((run_dir / "run.json").read_text())
