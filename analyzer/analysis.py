@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from soakwatch.analyzer.evaluate import evaluate_rule
+from soakwatch.analyzer.baseline import baseline_results
+from soakwatch.analyzer.evaluate import evaluate_rule, evaluate_sliding
 from soakwatch.analyzer.report import Report, Result
 from soakwatch.analyzer.series import Series
 from soakwatch.analyzer.sources import Source
@@ -61,13 +63,19 @@ def analyze(
     selector: str | None = None,
     only: list[str] | tuple[str, ...] | None = None,
     *,
+    sliding_window_seconds: float | None = None,
+    baselines: list[dict[str, Any]] | None = None,
     parallel: int = 4,
 ) -> Report:
     """Judge the rules of ``ruleset`` (or just those named in ``only``) on the series that
     ``source`` holds for [start, end] (Unix seconds), restricted by the label ``selector``
     (``'{service="api"}'``). Raises SourceError when the source cannot be read, ConfigError for
     an unknown rule name, UsageError for a bad selector or range. Up to ``parallel`` queries
-    run at once."""
+    run at once.
+
+    ``sliding_window_seconds`` judges every rule on half-overlapping windows of that length as
+    well (rules may set their own ``sliding_window``); ``baselines`` (earlier JSON reports,
+    oldest first) enable the rules' ``baseline`` comparisons."""
     if not end > start:
         raise UsageError(f"the range is empty: start {start:.0f} is not before end {end:.0f}")
     extra = parse_label_selector(selector)
@@ -102,7 +110,13 @@ def analyze(
     )
     results: list[Result] = []
     for name, rule in rules.rules.items():
-        results += evaluate_rule(rule, fetched[name], start, end, known_services)
+        judged = evaluate_rule(rule, fetched[name], start, end, known_services)
+        results += judged
+        window = sliding_window_seconds or rule.sliding_window_seconds
+        if window:
+            results += evaluate_sliding(rule, fetched[name], start, end, window, known_services)
+        if baselines:
+            results += baseline_results(rule, judged, baselines)
     return Report(
         start=start,
         end=end,

@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         "--watch-for", metavar="DURATION", help="stop watching after this long (default: never)"
     )
     parser.add_argument(
+        "--sliding-window",
+        metavar="DURATION",
+        help="also judge every rule on half-overlapping windows of this length",
+    )
+    parser.add_argument(
         "--compare",
         metavar="PREVIOUS.json",
         nargs="+",
@@ -214,6 +219,7 @@ def _run(args: argparse.Namespace) -> int:
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
     ruleset.select(only)  # unknown names fail before any fetch
     baselines = _load_baselines(args.compare) if args.compare else None
+    sliding = _duration("--sliding-window", args.sliding_window) if args.sliding_window else None
     source = _source(args)
     from soakwatch.analyzer.analysis import analyze
 
@@ -223,7 +229,16 @@ def _run(args: argparse.Namespace) -> int:
     )
     while True:
         start, end = _time_range(source, span, end_at)
-        report = analyze(source, ruleset, start, end, selector=args.selector, only=only)
+        report = analyze(
+            source,
+            ruleset,
+            start,
+            end,
+            selector=args.selector,
+            only=only,
+            sliding_window_seconds=sliding,
+            baselines=baselines,
+        )
         # while watching, only a failure is final early: a pass needs the whole run
         if watch is None or report.verdict == "fail" or time.monotonic() >= deadline:
             break

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from soakwatch.rules.model import Rule
 
 from soakwatch.durations import format_duration
 
-__all__ = ["RoleData", "evaluate_rule"]
+__all__ = ["RoleData", "evaluate_rule", "evaluate_sliding"]
 
 RoleData = Mapping[str, list[Series]]
 Subject = tuple[tuple[str, str], ...]
@@ -163,6 +164,9 @@ def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Resul
         f"{_fmt(rule, slope)} ({rule.confidence:.0%} interval {_show(rule, lower):.3g}"
         f"..{_show(rule, upper):.3g})"
     )
+    projection = _projection(rule, estimate)
+    if projection:
+        details.update(projection)
     limit = rule.threshold_base
     if upper < limit:
         status: Status = "pass"
@@ -175,7 +179,31 @@ def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Resul
         reason = f"slope {interval} straddles {rule.threshold:g} {rule.unit}: needs more data"
     if estimate.segments > 1:
         reason += f"; {estimate.segments - 1} restart(s), judged within segments"
+    if projection and status != "pass":
+        reason += (
+            f"; reaches the limit {projection['limit']:.4g} in about "
+            f"{format_duration(projection['projected_seconds_to_limit'])} at this rate"
+        )
     return _result(rule, labels, status, reason, slope, details, evidence)
+
+
+def _projection(rule: Rule, estimate: Any) -> dict[str, float] | None:
+    """When the rule has a ``limit``: the fitted level at the last point and how long until the
+    growth reaches the limit at the estimated slope (None when not growing)."""
+    fit = estimate.fit
+    if rule.limit is None or fit is None or not fit.slope > 0 or not estimate.blocks:
+        return None
+    last_block = len(estimate.blocks) - 1
+    last = estimate.blocks[last_block]
+    if last.stop - last.start < 1 or last_block >= len(fit.intercepts):
+        return None
+    x_last = float(estimate.points_t[last.stop - 1] - estimate.origin)
+    level = fit.slope * x_last + fit.intercepts[last_block]
+    return {
+        "limit": rule.limit,
+        "level": level,
+        "projected_seconds_to_limit": max((rule.limit - level) / fit.slope, 0.0),
+    }
 
 
 def _slope_evidence(rule: Rule, value: Series, estimate: Any, restarts: FloatArray) -> Evidence:
@@ -544,6 +572,88 @@ def evaluate_rule(
                 {},
                 status,
                 f"{what} {rule.metrics[_primary_role(rule)].promql()} has no series in the range",
+            )
+        )
+    return results
+
+
+def _slice(data: RoleData, start: float, end: float) -> dict[str, list[Series]]:
+    return {
+        role: [part for part in (s.between(start, end) for s in series) if part.t.size]
+        for role, series in data.items()
+    }
+
+
+def evaluate_sliding(
+    rule: Rule,
+    data: RoleData,
+    start: float,
+    end: float,
+    window_seconds: float,
+    known_services: Iterable[str] = (),
+) -> list[Result]:
+    """Judge ``rule`` on every window of ``window_seconds`` (half-overlapping, the last one
+    ending at ``end``) as well: one result per subject named ``<rule>@<window>``. It fails when
+    any window fails (the reason names the first such window), passes when some window passed
+    and none failed, and is inconclusive otherwise. Windows after the first skip no warm-up."""
+    if end - start < window_seconds:
+        return []
+    stride = window_seconds / 2.0
+    starts = list(np.arange(end - window_seconds, start - 1e-9, -stride))[::-1]
+    name = f"{rule.name}@{format_duration(window_seconds)}"
+    per_subject: dict[tuple[tuple[str, str], ...], list[tuple[float, Result]]] = {}
+    for index, a in enumerate(starts):
+        a = float(a)
+        windowed = (
+            rule
+            if index == 0 and a <= start + 1e-9
+            else replace(rule, warmup_seconds=0.0, warmup_auto=False)
+        )
+        for result in evaluate_rule(
+            windowed, _slice(data, a, a + window_seconds), a, a + window_seconds, known_services
+        ):
+            per_subject.setdefault(tuple(result.subject.items()), []).append((a, result))
+    results = []
+    for subject, judged in per_subject.items():
+        failed = [(a, r) for a, r in judged if r.status == "fail"]
+        passed = [(a, r) for a, r in judged if r.status == "pass"]
+        figures = [r.figure for _, r in judged if r.figure is not None and math.isfinite(r.figure)]
+        worst = None
+        if figures:
+            worst = max(figures) if rule.lower_is_better else min(figures)
+        details = {
+            "window_seconds": window_seconds,
+            "windows": [
+                {"start": a, "end": a + window_seconds, "status": r.status, "figure": r.figure}
+                for a, r in judged
+            ],
+        }
+        sample = judged[0][1]
+        if failed:
+            a, first = failed[0]
+            status: Status = "fail"
+            reason = (
+                f"{len(failed)} of {len(judged)} windows fail; first from "
+                f"{format_duration(a - start)} into the range: {first.reason}"
+            )
+        elif passed:
+            status = "pass"
+            reason = f"{len(passed)} of {len(judged)} windows pass, none fails"
+        else:
+            status = "inconclusive" if sample.status != "not_applicable" else "not_applicable"
+            reason = f"no window is conclusive: {sample.reason}"
+        results.append(
+            Result(
+                rule=name,
+                kind=rule.kind,
+                subject=dict(subject),
+                status=status,
+                figure=worst,
+                unit=rule.unit,
+                threshold=sample.threshold,
+                comparison=rule.comparison,
+                reason=reason,
+                details=details,
             )
         )
     return results

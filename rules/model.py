@@ -25,12 +25,14 @@ __all__ = [
     "SPEC_VERSION",
     "UNITS",
     "AlertHints",
+    "BaselineRule",
     "LabelMatcher",
     "MetricSelector",
     "Rule",
     "RuleOverride",
     "RuleSet",
     "load_rules",
+    "parse_bytes",
     "parse_selector",
 ]
 
@@ -168,6 +170,16 @@ class AlertHints:
 
 
 @dataclass(frozen=True)
+class BaselineRule:
+    """A rule relative to earlier runs (Keptn's ``compare_with: several_results``): the figure
+    may move at most ``max_change`` (a ratio, 0.1 = 10 %) in the worse direction from the
+    median of the same figure in the last ``runs`` passing runs."""
+
+    max_change: float
+    runs: int
+
+
+@dataclass(frozen=True)
 class RuleOverride:
     """Per-service changes to a rule; ``None`` keeps the rule's value."""
 
@@ -207,6 +219,13 @@ class Rule:
     quantile: float | None = None
     alert: AlertHints = field(default_factory=lambda: AlertHints(3600.0, 600.0, "warning"))
     services: Mapping[str, RuleOverride] = field(default_factory=lambda: MappingProxyType({}))
+    limit: float | None = None
+    sliding_window_seconds: float | None = None
+    baseline: BaselineRule | None = None
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.comparison in ("<", "<=")
 
     @property
     def base_unit(self) -> str:
@@ -324,6 +343,59 @@ def _parse(section: Section, role: str, text: str) -> MetricSelector:
         raise section.error(role, str(exc)) from None
 
 
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*\Z")
+_SIZE_FACTORS = {
+    None: 1.0,
+    "B": 1.0,
+    "KB": 1e3,
+    "MB": 1e6,
+    "GB": 1e9,
+    "TB": 1e12,
+    "KiB": 1024.0,
+    "MiB": 1024.0**2,
+    "GiB": 1024.0**3,
+    "TiB": 1024.0**4,
+}
+
+
+def parse_bytes(value: object) -> float:
+    """Bytes from a number or "512MiB", "2GB", "1.5 GiB". Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size, got {value!r}")
+    if isinstance(value, (int, float)):
+        size = float(value)
+    else:
+        found = _SIZE.match(str(value))
+        if not found:
+            raise ValueError(f"not a size: {value!r} (use e.g. 512MiB, 2GB)")
+        size = float(found.group(1)) * _SIZE_FACTORS[found.group(2)]
+    if not size > 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return size
+
+
+def _limit(section: Section, kind: str) -> float | None:
+    """``limit``: a level (bytes) that only slope rules project towards."""
+    if kind != "slope":
+        if "limit" in section:
+            raise section.error("limit", f"not used by a {kind} rule")
+        section.raw("limit", None)
+        return None
+    limit: float | None = section.convert("limit", parse_bytes, None)
+    return limit
+
+
+def _baseline(section: Section) -> BaselineRule:
+    unit = section.string("unit", "percent", choices=("percent", "ratio"))
+    change = section.number("max_change", minimum=0.0)
+    result = BaselineRule(
+        max_change=change * (0.01 if unit == "percent" else 1.0),
+        runs=section.number("runs", 3, minimum=1, integer=True),
+    )
+    section.finish()
+    return result
+
+
 def _rule(name: str, section: Section) -> Rule:
     if not _NAME.match(name) or ":" in name:
         raise section.error("", f"rule names must be identifiers, got {name!r}")
@@ -377,7 +449,12 @@ def _rule(name: str, section: Section) -> Rule:
         quantile=quantile,
         alert=alert,
         services=MappingProxyType(overrides),
+        limit=_limit(section, kind),
+        sliding_window_seconds=section.duration("sliding_window", None),
+        baseline=_baseline(section.section("baseline")) if "baseline" in section else None,
     )
+    if "baseline" not in section:
+        section.raw("baseline", None)
     if not auto:
         # "min_warmup" only makes sense with automatic detection; read it so finish() accepts it
         section.raw("min_warmup", None)

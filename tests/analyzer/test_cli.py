@@ -229,3 +229,49 @@ def test_end_takes_unix_seconds_or_rfc3339() -> None:
     assert parse_time("2025-11-24T17:00:00+01:00") == 1764000000.0
     with pytest.raises(UsageError):
         parse_time("soon")
+
+
+def test_watch_stops_at_the_first_look_that_fails(
+    capsys: pytest.CaptureFixture[str], leaky_run: Path
+) -> None:
+    code, out, _ = run(
+        capsys, "--run-dir", str(leaky_run), "--watch", "1h", "--only", "memory_growth"
+    )
+    assert code == 1 and "FAIL" in out  # no sleep: the first look was decisive
+
+
+def test_watch_never_passes_early_and_ends_with_the_last_look(
+    capsys: pytest.CaptureFixture[str], healthy_run: Path
+) -> None:
+    code, _out, err = run(
+        capsys,
+        "--run-dir",
+        str(healthy_run),
+        "--watch",
+        "0.2s",
+        "--watch-for",
+        "0.5s",
+        "--only",
+        "memory_growth",
+    )
+    assert code == 0 and "next look in" in err
+
+
+def test_sliding_window_results_appear_next_to_the_whole_run(
+    capsys: pytest.CaptureFixture[str], leaky_run: Path
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "--run-dir",
+        str(leaky_run),
+        "--only",
+        "memory_growth",
+        "--sliding-window",
+        "3h",
+        "--format",
+        "json",
+    )
+    rules = {(r["rule"], r["subject"]["service"]): r["status"] for r in json.loads(out)["results"]}
+    assert rules[("memory_growth@3h", "api")] == "fail"
+    assert rules[("memory_growth@3h", "worker")] == "pass"
+    assert code == 1

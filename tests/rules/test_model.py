@@ -129,3 +129,23 @@ def test_a_bad_spec_is_rejected_with_the_file_and_key_path(
         load_rules(path)
     assert str(caught.value).startswith(f"{path}: ")
     assert message in str(caught.value)
+
+
+def test_limit_sliding_window_and_baseline_are_parsed_into_the_model(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        MINIMAL_RULE
+        + "    limit: 2GiB\n    sliding_window: 6h\n"
+        + "    baseline: {max_change: 10, unit: percent, runs: 3}\n",
+    )
+    rule = load_rules(path).rules["memory_growth"]
+    assert rule.limit == 2 * 1024**3
+    assert rule.sliding_window_seconds == 6 * 3600
+    assert rule.baseline is not None and rule.baseline.max_change == pytest.approx(0.1)
+    assert rule.baseline.runs == 3
+
+
+def test_a_limit_on_a_rule_that_is_not_a_slope_is_rejected(tmp_path: Path) -> None:
+    text = MINIMAL_RULE.replace("kind: slope", "kind: variation").replace("MB/h", "percent")
+    with pytest.raises(ConfigError, match=r"rules\.memory_growth\.limit: not used by a variation"):
+        load_rules(write(tmp_path, text + "    limit: 1GB\n"))
