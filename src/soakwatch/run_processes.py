@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["ChildProcess", "free_port", "wait_until"]
 
@@ -47,6 +48,18 @@ def _as_user(user: str) -> Callable[[], None]:
         _die_with_parent()
 
     return preexec
+
+
+def _posix_options(user: str | None) -> dict[str, Any]:
+    """Popen options that exist only on POSIX: own session (a Ctrl-C in the terminal reaches
+    only the run, which then stops its children in order, the load driver first so it can write
+    its summary), and the parent-death signal / user switch before exec."""
+    if os.name != "posix":
+        return {}
+    return {
+        "start_new_session": True,
+        "preexec_fn": _as_user(user) if user else _die_with_parent,
+    }
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -104,10 +117,7 @@ class ChildProcess:
                 stderr=subprocess.STDOUT,
                 env=None if env is None else dict(env),
                 cwd=cwd,
-                # Own session: a Ctrl-C in the terminal reaches only the run, which then stops
-                # its children in order (the load driver first, so it can write its summary).
-                start_new_session=True,
-                preexec_fn=_as_user(user) if user else _die_with_parent,
+                **_posix_options(user),
             )
         log.debug("started %s pid %d", name, self.process.pid)
 
@@ -144,8 +154,12 @@ class ChildProcess:
     def stop(self, timeout: float = 15.0) -> int | None:
         """Send the stop signal to our PID, wait, then SIGKILL. Returns the exit code."""
         if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 self.process.send_signal(self.stop_signal)
+            except ProcessLookupError:
+                pass
+            except ValueError:  # Windows knows no SIGINT for another process: terminate it
+                self.process.terminate()
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
