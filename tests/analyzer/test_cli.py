@@ -275,3 +275,38 @@ def test_sliding_window_results_appear_next_to_the_whole_run(
     assert rules[("memory_growth@3h", "api")] == "fail"
     assert rules[("memory_growth@3h", "worker")] == "pass"
     assert code == 1
+
+
+def test_the_json_report_keeps_the_documented_schema(
+    capsys: pytest.CaptureFixture[str], healthy_run: Path
+) -> None:
+    _code, out, _ = run(capsys, "--run-dir", str(healthy_run), "--format", "json")
+    report = json.loads(out)
+    assert list(report) == [
+        "schema",
+        "verdict",
+        "exit_code",
+        "range",
+        "source",
+        "selector",
+        "rules",
+        "generated_at",
+        "counts",
+        "results",
+    ]
+    assert set(report["counts"]) == {"pass", "fail", "inconclusive", "not_applicable"}
+    for result in report["results"]:
+        assert list(result) == [
+            "rule",
+            "kind",
+            "subject",
+            "status",
+            "figure",
+            "unit",
+            "threshold",
+            "comparison",
+            "reason",
+            "details",
+        ]
+    memory = next(r for r in report["results"] if r["rule"] == "memory_growth")
+    assert {"slope", "lower", "upper", "confidence", "points", "segments"} <= set(memory["details"])
