@@ -43,7 +43,7 @@ HEADER = "# soakwatch samples v1: name{labels} value timestamp_seconds\n"
 # (metric name, sorted (label, value) pairs): hashable and the same for the same series
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
-_LINE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)\s+(\S+)\s*\Z")
+_SERIES = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\Z")
 _LABEL_PAIR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 _UNESCAPE = re.compile(r"\\(.)")
 
@@ -165,13 +165,6 @@ def _parse_labels(text: str, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
-def _parse_float(text: str, where: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise SourceError(f"{where}: not a number: {text!r}") from None
-
-
 def iter_samples(
     run_dir: str | os.PathLike[str], names: Iterable[str] | None = None
 ) -> Iterator[tuple[SeriesKey, float, float]]:
@@ -185,25 +178,49 @@ def iter_samples(
         handle = path.open("r", encoding="utf-8", newline="\n")
     except OSError as exc:
         raise SourceError(f"cannot read samples: {path}: {exc.strerror}") from None
-    label_cache: dict[str, tuple[tuple[str, str], ...]] = {}
+    # one parse per distinct series text: a run repeats the same few series every scrape
+    keys: dict[str, SeriesKey | None] = {}
     with handle:
         for number, line in enumerate(handle, start=1):
             if not line.endswith("\n"):
                 return  # a run killed mid-write: the partial last line is not a sample
-            if line.startswith("#") or not line.strip():
+            if line[0] == "#" or not line.strip():
                 continue
-            found = _LINE.match(line)
-            where = f"{path}:{number}"
-            if not found:
-                raise SourceError(f"{where}: not a sample line")
-            name, label_text, value_text, ts_text = found.groups()
-            if wanted is not None and name not in wanted:
+            parts = line.rsplit(None, 2)
+            if len(parts) != 3:
+                raise SourceError(f"{path}:{number}: not a sample line")
+            series_text, value_text, ts_text = parts
+            if series_text in keys:
+                key = keys[series_text]
+            else:
+                key = keys[series_text] = _series_key(series_text, wanted, f"{path}:{number}")
+            if key is None:
                 continue
-            label_text = label_text or ""
-            labels = label_cache.get(label_text)
-            if labels is None:
-                labels = label_cache[label_text] = _parse_labels(label_text, where)
-            yield (name, labels), _parse_float(ts_text, where), _parse_float(value_text, where)
+            try:
+                sample = key, float(ts_text), float(value_text)
+            except ValueError:
+                bad = ts_text if not _is_float(ts_text) else value_text
+                raise SourceError(f"{path}:{number}: not a number: {bad!r}") from None
+            yield sample
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _series_key(text: str, wanted: set[str] | None, where: str) -> SeriesKey | None:
+    """The key of ``name{labels}`` (None when its name is not wanted)."""
+    found = _SERIES.match(text)
+    if not found:
+        raise SourceError(f"{where}: not a sample line")
+    name, label_text = found.groups()
+    if wanted is not None and name not in wanted:
+        return None
+    return name, _parse_labels(label_text or "", where)
 
 
 def read_samples(
