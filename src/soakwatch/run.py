@@ -738,7 +738,7 @@ def report(result: RunResult) -> None:
     for scenario, reason in result.skipped_scenarios.items():
         console.out(f"  skipped scenario {scenario}: {reason}")
     if "html" in result.reports:
-        console.out(f"report: {result.reports['html']}")
+        console.out(f"report: {result.reports['html'].resolve()}")
 
 
 def summarize_verdict(verdict: Mapping[str, Any] | None) -> list[str]:
