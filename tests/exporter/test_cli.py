@@ -192,6 +192,24 @@ def test_output_survives_a_narrow_console_encoding(spawn_child, start_exporter):
     assert "UnicodeEncodeError" not in stderr and "Traceback" not in stderr
 
 
+def test_an_error_naming_characters_a_narrow_console_lacks_is_printed_replaced(tmp_path):
+    config = tmp_path / "exporter.yaml"
+    config.write_text(
+        "services:\n  - {name: démo, match: {pid: 1}, sérvice✓: x}\n", encoding="utf-8"
+    )
+    result = subprocess.run(
+        [EXPORTER, "--config", str(config), "--check"],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONIOENCODING": "cp1252"},
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.decode("cp1252") == (
+        f"soak-exporter: {config}: services[0].sérvice?: unknown key\n"
+    )
+
+
 def test_probes_report_a_stopped_server_and_never_show_the_password(
     spawn_child, start_exporter, tmp_path
 ):
@@ -283,3 +301,137 @@ def test_soak_exporter_is_also_the_exporter_subcommand_of_soak(capsys):
 
     assert soak_main(["exporter", "--pid", "1", "--service", "init", "--check"]) == 0
     assert capsys.readouterr().out == "soak-exporter: config OK: init (pid 1)\n"
+
+
+def _type_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("# TYPE ")]
+
+
+def test_a_config_with_several_services_each_with_pools_and_probes_runs_end_to_end(
+    spawn_child, start_exporter, tmp_path, redis_server, postgres_server
+):
+    # "api" holds 3 connections to a real Redis and probes Redis and PostgreSQL (its DSN has a
+    # password); "worker" is found by its command line, holds 2 connections to a queue
+    # endpoint and probes it over TCP; "batch" has no process yet.
+    with socket.create_server(("127.0.0.1", 0)) as queue:
+        queue_port = queue.getsockname()[1]
+        api = spawn_child(
+            "import socket\n"
+            f"conns = [socket.create_connection(('127.0.0.1', {redis_server.port}))"
+            " for _ in range(3)]\n"
+        )
+        worker = spawn_child(
+            "import socket\n"
+            f"conns = [socket.create_connection(('127.0.0.1', {queue_port})) for _ in range(2)]\n"
+        )
+        config = tmp_path / "exporter.yaml"
+        config.write_text(
+            "listen: 127.0.0.1:0\n"
+            "scan_interval: 0.5s\n"
+            "services:\n"
+            "  - name: api\n"
+            f"    match: {{pid: {api.pid}}}\n"
+            "    pools:\n"
+            f"      - {{name: cache, host: 127.0.0.1, port: {redis_server.port}}}\n"
+            f"      - {{name: queue, port: {queue_port}}}\n"
+            "    probes:\n"
+            f"      - {{name: cache, kind: redis, target: '{redis_server.url}',"
+            " timeout: 1s, interval: 1s}\n"
+            f"      - {{name: db, kind: postgres, target: '{postgres_server.dsn}',"
+            " timeout: 1s, interval: 1s}\n"
+            "  - name: worker\n"
+            f"    match: {{cmdline: '{worker.marker}'}}\n"
+            "    pools:\n"
+            f"      - {{name: queue, host: localhost, port: {queue_port}}}\n"
+            "    probes:\n"
+            f"      - {{name: queue, kind: tcp, target: '127.0.0.1:{queue_port}',"
+            " timeout: 1s, interval: 1s}\n"
+            "  - name: batch\n"
+            f"    match: {{pidfile: '{tmp_path / 'batch.pid'}'}}\n"
+            "    pools:\n"
+            f"      - {{name: cache, port: {redis_server.port}}}\n"
+        )
+        exporter = start_exporter("--config", str(config), "--log-level", "debug")
+
+        probes = [("api", "cache"), ("api", "db"), ("worker", "queue")]
+        deadline = time.monotonic() + 20
+        while any(exporter.value("soak_probe_success", service=s, probe=p) is None
+                  for s, p in probes):  # fmt: skip
+            assert time.monotonic() < deadline, "the probes never reported"
+            time.sleep(0.2)
+        with urllib.request.urlopen(exporter.url, timeout=10) as response:
+            text = response.read().decode("utf-8")
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+        def get(name: str, **labels: str) -> float | None:
+            return samples.get((name, tuple(sorted(labels.items()))))
+
+        for service, probe in probes:
+            assert get("soak_probe_success", service=service, probe=probe) == 1, (service, probe)
+            duration = get("soak_probe_duration_seconds", service=service, probe=probe)
+            assert duration is not None and 0 < duration < 1.5
+        assert get("soak_process_up", service="api") == 1
+        assert get("soak_process_up", service="worker") == 1
+        assert get("soak_process_up", service="batch") == 0
+        assert get("soak_pool_connections", service="api", pool="cache", state="established") == 3
+        assert get("soak_pool_connections", service="api", pool="queue", state="established") == 0
+        assert (
+            get("soak_pool_connections", service="worker", pool="queue", state="established") == 2
+        )
+        assert not any(
+            name == "soak_pool_connections" and ("service", "batch") in labels
+            for name, labels in samples
+        )
+        api_rss = get("soak_process_resident_memory_bytes", service="api")
+        assert api_rss is not None and abs(api_rss - vmrss_bytes(api.pid)) <= 256 * 1024
+        types = _type_lines(text)
+        assert len(types) == len(set(types)), "a family appears twice"
+        code, stderr = exporter.stop()
+    assert code == 0
+    assert "Traceback" not in stderr
+    assert postgres_server.password not in text and postgres_server.password not in stderr
+
+
+def test_a_scrape_stays_fast_while_a_probe_hangs(spawn_child, start_exporter, tmp_path):
+    child = spawn_child()
+    timeout_seconds = 4.0
+    with socket.create_server(("127.0.0.1", 0)) as hung:
+        config = tmp_path / "exporter.yaml"
+        config.write_text(
+            "listen: 127.0.0.1:0\n"
+            "services:\n"
+            "  - name: demo\n"
+            f"    match: {{pid: {child.pid}}}\n"
+            "    probes:\n"
+            f"      - {{name: stuck, kind: redis, target: '127.0.0.1:{hung.getsockname()[1]}',"
+            f" timeout: {timeout_seconds:g}s, interval: 30s}}\n"
+        )
+        exporter = start_exporter("--config", str(config))
+        hung.settimeout(20)
+        connection, _ = hung.accept()  # the probe has connected and now waits for +PONG
+        with connection:
+            accepted = time.monotonic()
+            scrape_seconds = []
+            for _ in range(5):
+                started = time.monotonic()
+                assert exporter.value("soak_process_up", service="demo") == 1
+                scrape_seconds.append(time.monotonic() - started)
+                # still in flight: no result yet, and not one scrape waited for it
+                assert exporter.value("soak_probe_success", service="demo", probe="stuck") is None
+            assert time.monotonic() - accepted < timeout_seconds - 1, "scrapes took too long"
+            assert max(scrape_seconds) < 1.0, scrape_seconds
+
+            deadline = accepted + timeout_seconds + 10
+            while exporter.value("soak_probe_success", service="demo", probe="stuck") is None:
+                assert time.monotonic() < deadline, "the hung probe never reported"
+                time.sleep(0.2)
+        assert exporter.value("soak_probe_success", service="demo", probe="stuck") == 0
+        duration = exporter.value("soak_probe_duration_seconds", service="demo", probe="stuck")
+        assert duration is not None and timeout_seconds * 0.9 <= duration < timeout_seconds + 2
+        code, stderr = exporter.stop()
+    assert code == 0
+    assert "timed out after 4s" in stderr

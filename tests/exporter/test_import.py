@@ -60,6 +60,26 @@ def test_the_exporter_works_on_a_platform_without_resource_and_fcntl():
     assert result.stdout.strip() == "ok"
 
 
+def test_the_in_process_mode_works_on_a_platform_without_resource_and_fcntl():
+    result = run_python(
+        "import sys, gc, psutil\n"
+        "sys.modules['resource'] = None\n"
+        "sys.modules['fcntl'] = None\n"
+        "import urllib.request\n"
+        "from soakwatch.exporter import start_in_process\n"
+        "exporter = start_in_process(port=0, service='me')\n"
+        "gc.collect()\n"
+        "text = urllib.request.urlopen(exporter.url, timeout=10).read().decode()\n"
+        "exporter.stop()\n"
+        "assert 'soak_process_up{service=\"me\"} 1.0' in text, text\n"
+        'assert \'soak_gc_collections_total{generation="2",service="me"}\' in text, text\n'
+        "print('ok')\n"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 def test_the_in_process_mode_is_loaded_only_when_asked_for():
     result = run_python(
         "import sys\n"

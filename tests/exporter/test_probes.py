@@ -274,40 +274,61 @@ def test_a_probe_against_a_stopped_server_reports_zero_within_its_timeout() -> N
 
 # -- the runner ------------------------------------------------------------------------------
 def test_the_runner_probes_in_the_background_and_a_scrape_reads_the_last_results(
-    redis_server: servers.RedisServer, hung_port: int, refused_port: int
+    redis_server: servers.RedisServer, refused_port: int
 ) -> None:
     registry = CollectorRegistry()
     up = f"{redis_server.host}:{redis_server.port}"
-    probes = [
-        spec("redis", up, name="up", interval=0.3, timeout=0.3),
-        spec("redis", f"127.0.0.1:{refused_port}", name="refused", interval=0.3, timeout=0.3),
-        spec("redis", f"127.0.0.1:{hung_port}", name="hung", interval=1.5),
-    ]
-    runner = ProbeRunner("svc", probes, registry=registry)
+    hung_timeout = 3.0
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(4)
+        probes = [
+            spec("redis", up, name="up", interval=0.3, timeout=0.3),
+            spec("redis", f"127.0.0.1:{refused_port}", name="refused", interval=0.3, timeout=0.3),
+            spec(
+                "redis",
+                f"127.0.0.1:{hung.getsockname()[1]}",
+                name="hung",
+                interval=30,
+                timeout=hung_timeout,
+            ),
+        ]
+        runner = ProbeRunner("svc", probes, registry=registry)
 
-    def value(name: str, probe: str) -> float | None:
-        return registry.get_sample_value(name, {"service": "svc", "probe": probe})
+        def value(name: str, probe: str) -> float | None:
+            return registry.get_sample_value(name, {"service": "svc", "probe": probe})
 
-    assert value("soak_probe_success", "up") is None  # no result yet: absent, not 0
-    runner.start()
-    try:
-        deadline = time.monotonic() + 10
-        while value("soak_probe_success", "hung") is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # a scrape while the hung probe is still waiting returns at once
-        started = time.monotonic()
-        assert value("soak_probe_success", "up") == 1
-        assert time.monotonic() - started < 2.0
-        assert value("soak_probe_success", "refused") == 0
-        assert value("soak_probe_success", "hung") == 0
-        hung_duration = value("soak_probe_duration_seconds", "hung")
-        assert hung_duration is not None and hung_duration >= TIMEOUT * 0.9
-        first_run = value("soak_probe_last_run_timestamp_seconds", "up")
-        time.sleep(1.0)
-        later_run = value("soak_probe_last_run_timestamp_seconds", "up")
-        assert first_run is not None and later_run is not None and later_run > first_run
-    finally:
-        runner.stop()
+        assert value("soak_probe_success", "up") is None  # no result yet: absent, not 0
+        runner.start()
+        try:
+            hung.settimeout(10)
+            connection, _ = hung.accept()  # the hung probe has connected; it waits for +PONG
+            with connection:
+                accepted = time.monotonic()
+                # a scrape while the hung probe is in flight returns at once, without its result
+                started = time.monotonic()
+                assert value("soak_probe_success", "hung") is None
+                assert time.monotonic() - started < 1.0
+                deadline = time.monotonic() + 10
+                while value("soak_probe_success", "up") is None:
+                    assert time.monotonic() < deadline, "the up probe never reported"
+                    time.sleep(0.05)
+                assert value("soak_probe_success", "up") == 1
+                assert value("soak_probe_success", "hung") is None
+                assert time.monotonic() - accepted < hung_timeout, "too slow to tell"
+                while value("soak_probe_success", "hung") is None:
+                    assert time.monotonic() < deadline, "the hung probe never reported"
+                    time.sleep(0.05)
+            assert value("soak_probe_success", "refused") == 0
+            assert value("soak_probe_success", "hung") == 0
+            hung_duration = value("soak_probe_duration_seconds", "hung")
+            assert hung_duration is not None and hung_duration >= hung_timeout * 0.9
+            first_run = value("soak_probe_last_run_timestamp_seconds", "up")
+            time.sleep(1.0)
+            later_run = value("soak_probe_last_run_timestamp_seconds", "up")
+            assert first_run is not None and later_run is not None and later_run > first_run
+        finally:
+            runner.stop()
     assert not any(t.name == "soakwatch-probes-svc" for t in threading.enumerate())
 
 

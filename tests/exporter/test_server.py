@@ -83,7 +83,7 @@ def test_probe_series_of_several_services_share_one_family(spawn_child):
             ]
         )
     )
-    exporter.start()
+    server = exporter.start()
     try:
 
         def both_reported() -> bool:
@@ -96,6 +96,10 @@ def test_probe_series_of_several_services_share_one_family(spawn_child):
             )
 
         wait_until(both_reported)
+        text = urllib.request.urlopen(server.url, timeout=10).read().decode()
+        for family in ("soak_probe_success", "soak_probe_duration_seconds"):
+            assert text.count(f"# TYPE {family} gauge") == 1, family
+        assert text.count("soak_probe_success{") == 2
     finally:
         exporter.stop()
 
