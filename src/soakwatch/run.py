@@ -517,6 +517,8 @@ def execute(request: RunRequest) -> RunResult:
             prometheus.stop()
     if "junit" in reports:
         add_skipped_scenarios(reports["junit"], skipped)
+    if "html" in reports:
+        note_skipped_in_html(reports["html"], skipped)
     run.write_info(status=status, reports={k: str(v) for k, v in reports.items()})
     return RunResult(
         run_id=run_id,
@@ -660,6 +662,26 @@ def add_skipped_scenarios(junit_path: Path, skipped: Mapping[str, str]) -> None:
     suite.set("skipped", str(int(suite.get("skipped", "0")) + len(skipped)))
     ET.indent(tree)
     tree.write(junit_path, encoding="UTF-8", xml_declaration=True)
+
+
+def note_skipped_in_html(html_path: Path, skipped: Mapping[str, str]) -> None:
+    """Say in the HTML report which scenarios were left out and why (before its findings)."""
+    import html
+
+    if not skipped or not html_path.exists():
+        return
+    text = html_path.read_text(encoding="utf-8")
+    items = "".join(
+        f"<li><b>{html.escape(name)}</b>: {html.escape(reason)}</li>"
+        for name, reason in skipped.items()
+    )
+    note = f"<h2>Scenarios left out of this run</h2><ul>{items}</ul>\n"
+    marker = "<h2>Findings</h2>"
+    if marker in text:
+        text = text.replace(marker, note + marker, 1)
+    else:
+        text = text.replace("</body>", note + "</body>", 1)
+    html_path.write_text(text, encoding="utf-8")
 
 
 def early_verdict(run_dir: Path, rules: Path | None) -> str | None:

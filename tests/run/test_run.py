@@ -148,6 +148,8 @@ def test_a_short_run_records_samples_load_and_a_verdict_and_skips_what_needs_aut
     junit = (run_dir / "junit.xml").read_text()
     assert '<testcase classname="soakwatch.scenario" name="ws_auth">' in junit
     assert '<skipped message="scenario left out: auth unavailable (Connection' in junit
+    html = (run_dir / "report.html").read_text()
+    assert "<h2>Scenarios left out of this run</h2><ul><li><b>ws_auth</b>: auth unavailable" in html
 
 
 def start_run(config: Path, run_dir: Path) -> subprocess.Popen[bytes]:
