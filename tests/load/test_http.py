@@ -109,7 +109,8 @@ async def test_metrics_are_served_during_the_run_with_the_shard_label_and_stop_e
             host, port = driver.metrics_address
             async with session.get(f"http://{host}:{port}/metrics") as reply:
                 text = await reply.text()
-            if 'soak_load_requests_total{outcome="http_5xx",scenario="fails",shard="1/2"}' in text:
+            series = 'soak_load_requests_total{outcome="http_5xx",scenario="fails",shard="1/2"}'
+            if series in text and f"{series} 0.0" not in text:  # present, and counted some
                 break
     driver.stop("test")
     summary = await asyncio.wait_for(run, 15)
