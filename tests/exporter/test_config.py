@@ -223,3 +223,21 @@ def test_the_documented_example_config_is_valid_and_uses_every_key():
     assert pool_keys == {"name", "port", "host"}
     for key in [*top_keys, *service_keys, *match_keys, *pool_keys]:
         assert f"`{key}`" in DOC.read_text(encoding="utf-8"), f"{key} is not documented"
+
+
+def test_every_probe_key_and_every_in_process_argument_is_documented():
+    import dataclasses
+    import inspect
+
+    from soakwatch.exporter.inprocess import start_in_process
+    from soakwatch.exporter.probes import KINDS
+
+    doc = DOC.read_text(encoding="utf-8")
+    probe_keys = {"name", "kind", "target", "timeout", "interval"}
+    for kind in KINDS.values():
+        settings_class = kind.parse_settings.__self__  # type: ignore[attr-defined]
+        assert dataclasses.is_dataclass(settings_class), settings_class
+        probe_keys |= {f.name for f in dataclasses.fields(settings_class)}
+    arguments = set(inspect.signature(start_in_process).parameters)
+    for key in sorted(probe_keys | arguments):
+        assert f"`{key}`" in doc, f"{key} is not documented in {DOC.name}"
