@@ -1,11 +1,14 @@
 """Real servers for the tests: started on 127.0.0.1 at free ports, each in its own temporary
 directory, stopped by PID.
 
-Every server runs as a child of the test process with its output in ``<data_dir>/server.log``.
-Ports come from binding port 0; if the chosen port is taken before the server binds it (another
-test session raced us), the start is retried with fresh ports. On Linux the children get
-PR_SET_PDEATHSIG, so a killed test session does not leave servers behind, and the next
-session's first start removes the data dirs such a session left (marked with its PID).
+The machinery, Redis and PostgreSQL live in ``soakwatch.localservers`` (``soak run --demo`` starts
+its servers with the same code); this module adds the servers only the tests need (ClickHouse,
+Prometheus, Alertmanager, VictoriaMetrics) and the pytest side. Every server runs as a child of
+the test process with its output in ``<data_dir>/server.log``. Ports come from binding port 0;
+if the chosen port is taken before the server binds it (another test session raced us), the
+start is retried with fresh ports. On Linux the children get PR_SET_PDEATHSIG, so a killed test
+session does not leave servers behind, and the next session's first start removes the data dirs
+such a session left (marked with its PID).
 
 A missing binary skips the test with the Debian package to install, or fails it when the
 environment variable ``CI`` is set (CI must have every server).
@@ -21,25 +24,35 @@ that a fixture does not cover (e.g. one test that must stop a server mid-way).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import os
-import pwd
-import shutil
-import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 import yaml
+
+from soakwatch import localservers
+from soakwatch.localservers import (
+    HOST,
+    MissingBinaryError,
+    PortTakenError,
+    PostgresServer,
+    RedisServer,
+    Server,
+    ServerStartError,
+    SinglePortServer,
+    find_binary,
+    free_port,
+    launch,
+    spawn,
+    start_in_temp_dir,
+    wait_for_port,
+)
 
 __all__ = [
     "AlertmanagerServer",
@@ -63,197 +76,43 @@ __all__ = [
     "wait_for_port",
 ]
 
-HOST = "127.0.0.1"
-START_TIMEOUT_SECONDS = 60.0
-STOP_TIMEOUT_SECONDS = 15.0
-START_ATTEMPTS = 3
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
-# PostgreSQL refuses to run as root; the tests do, so its files belong to this user.
-POSTGRES_OS_USER = "nobody"
+# The OS user PostgreSQL runs as when the tests run as root (tests give it files they write).
+POSTGRES_OS_USER = localservers.POSTGRES_OS_USER
 
 
-ServerT = TypeVar("ServerT", bound="Server")
-
-
-class ServerStartError(RuntimeError):
-    """A server did not become ready; the message carries the tail of its log."""
-
-
-class PortTakenError(ServerStartError):
-    """The server exited while starting because its port was taken: worth another attempt."""
-
-
-# -- small public helpers ---------------------------------------------------------------------
-def free_port(host: str = HOST) -> int:
-    """A TCP port that was free a moment ago (bind to port 0). Racy by nature: callers retry."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
-    """Return once ``host:port`` accepts a TCP connection; TimeoutError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=1.0):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{host}:{port} did not accept connections in {timeout}s"
-                ) from None
-            time.sleep(0.05)
+# -- the pytest side: a missing binary skips the test (fails it under CI) ---------------------
+def _skip_or_fail(missing: MissingBinaryError) -> NoReturn:
+    if os.environ.get("CI"):
+        pytest.fail(str(missing), pytrace=False)
+    pytest.skip(str(missing))
 
 
 def require_binary(path: str | Path, package: str) -> str:
     """The full path of ``path`` (a name on PATH or an absolute path), or skip/fail the test."""
-    found = shutil.which(str(path))
-    if found:
-        return found
-    reason = f"{path} not found: install the Debian package {package!r} (./dev.sh setup)"
-    if os.environ.get("CI"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    try:
+        return find_binary(path, package)
+    except MissingBinaryError as missing:
+        _skip_or_fail(missing)
 
 
-# -- the process wrapper ----------------------------------------------------------------------
-_PR_SET_PDEATHSIG = 1
+def start_redis() -> RedisServer:
+    """``soakwatch.localservers.start_redis``; skips/fails the test without redis-server."""
+    try:
+        return localservers.start_redis()
+    except MissingBinaryError as missing:
+        _skip_or_fail(missing)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the test process dies."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def start_postgres() -> PostgresServer:
+    """``soakwatch.localservers.start_postgres`` (password ``soak-secret``); skips/fails the
+    test without PostgreSQL 15."""
+    try:
+        return localservers.start_postgres()
+    except MissingBinaryError as missing:
+        _skip_or_fail(missing)
 
 
-def _as_user(user: str) -> Callable[[], None]:
-    entry = pwd.getpwnam(user)
-
-    def preexec() -> None:
-        # Credentials first: changing the user clears the parent-death signal.
-        os.setgroups([])
-        os.setgid(entry.pw_gid)
-        os.setuid(entry.pw_uid)
-        _die_with_parent()
-
-    return preexec
-
-
-def _log_tail(paths: Sequence[Path], lines: int = 30) -> str:
-    chunks = []
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        tail = "\n".join(text.splitlines()[-lines:])
-        if tail:
-            chunks.append(f"--- {path} (last {lines} lines) ---\n{tail}")
-    return "\n".join(chunks) or "(no log output)"
-
-
-class Server:
-    """A started server: its process, data directory and log. ``stop()`` is idempotent."""
-
-    name = "server"
-    stop_signal = signal.SIGTERM
-
-    def __init__(self, process: subprocess.Popen[bytes], data_dir: Path, log_path: Path) -> None:
-        self.process = process
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.host = HOST
-        self.extra_logs: list[Path] = []
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        return _log_tail([self.log_path, *self.extra_logs], lines)
-
-    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-        """Signal the process by PID, wait, SIGKILL after ``timeout`` s; remove the data dir."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, self.stop_signal)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self: ServerT) -> ServerT:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} pid={self.pid} dir={self.data_dir}>"
-
-
-def _spawn(
-    argv: Sequence[str],
-    data_dir: Path,
-    *,
-    user: str | None = None,
-    env: dict[str, str] | None = None,
-) -> tuple[subprocess.Popen[bytes], Path]:
-    log_path = data_dir / "server.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=data_dir,
-            env=env,
-            # Own session: a Ctrl-C in the terminal reaches pytest, which then stops us in order.
-            start_new_session=True,
-            preexec_fn=_as_user(user) if user else _die_with_parent,
-        )
-    return process, log_path
-
-
-def _wait_ready(
-    server: Server, ready: Callable[[], bool], timeout: float = START_TIMEOUT_SECONDS
-) -> None:
-    """Poll ``ready()`` (an exception or False means "not yet") with short, growing sleeps."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    last_error = ""
-    while True:
-        if not server.running():
-            tail = server.log_tail()
-            # Another process bound the port between free_port() and the server's bind.
-            kind = PortTakenError if "address already in use" in tail.lower() else ServerStartError
-            raise kind(
-                f"{server.name} exited with code {server.process.returncode} before it was "
-                f"ready\n{tail}"
-            )
-        try:
-            if ready():
-                return
-        except Exception as exc:  # not up yet: connection refused, 503, "starting up", ...
-            last_error = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() > deadline:
-            raise ServerStartError(
-                f"{server.name} not ready after {timeout:.0f}s "
-                f"(last check: {last_error or 'not ready'})\n{server.log_tail()}"
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
-
-
+# -- the servers only the tests need ----------------------------------------------------------
 def _http_ok(url: str, body: bytes | None = None) -> Callable[[], bool]:
     def check() -> bool:
         response = requests.get(url, timeout=2)
@@ -261,74 +120,6 @@ def _http_ok(url: str, body: bytes | None = None) -> Callable[[], bool]:
         return response.status_code == 200 and (body is None or response.content == body)
 
     return check
-
-
-_OWNER_FILE = ".soakwatch-test-owner"
-_swept = False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _sweep_stale_dirs() -> None:
-    """Once per process: remove the data dirs of test sessions that were killed (their servers
-    died with them, see _die_with_parent). Only dirs carrying our owner file are touched."""
-    global _swept
-    if _swept:
-        return
-    _swept = True
-    for marker in Path(tempfile.gettempdir()).glob(f"soakwatch-*/{_OWNER_FILE}"):
-        try:
-            owner = int(marker.read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if not _pid_alive(owner):
-            shutil.rmtree(marker.parent, ignore_errors=True)
-
-
-def _start_with_retries(
-    name: str, attempt: Callable[[Path], ServerT], *, owner: str | None = None
-) -> ServerT:
-    """Run ``attempt(data_dir)`` in a fresh temporary directory, retrying with new ports when the
-    server exits because its port was taken between choosing and binding it (another session).
-    Any other failure is raised at once with the log tail."""
-    _sweep_stale_dirs()
-    last_error = ""
-    for _ in range(START_ATTEMPTS):
-        # Directly in the system temp dir, not under pytest's 0700 tree: PostgreSQL's user
-        # must be able to reach it.
-        data_dir = Path(tempfile.mkdtemp(prefix=f"soakwatch-{name}-"))
-        (data_dir / _OWNER_FILE).write_text(f"{os.getpid()}\n")
-        if owner is not None:
-            entry = pwd.getpwnam(owner)
-            os.chown(data_dir, entry.pw_uid, entry.pw_gid)
-        try:
-            return attempt(data_dir)
-        except PortTakenError as exc:
-            last_error = str(exc)
-            shutil.rmtree(data_dir, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(data_dir, ignore_errors=True)
-            raise
-    raise ServerStartError(
-        f"{name} failed to start {START_ATTEMPTS} times; last error:\n{last_error}"
-    )
-
-
-def _launch(server: ServerT, ready: Callable[[], bool]) -> ServerT:
-    try:
-        _wait_ready(server, ready)
-    except BaseException:
-        server.stop(timeout=5)
-        raise
-    return server
 
 
 # -- PromQL over the Prometheus HTTP API (Prometheus and VictoriaMetrics) ---------------------
@@ -364,127 +155,6 @@ class _PromQLMixin:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{promql!r} returned nothing for {timeout}s on {self.url}")
             time.sleep(interval)
-
-
-# -- Redis ------------------------------------------------------------------------------------
-class RedisServer(Server):
-    name = "redis"
-
-    def __init__(
-        self, process: subprocess.Popen[bytes], data_dir: Path, log_path: Path, *, port: int
-    ) -> None:
-        super().__init__(process, data_dir, log_path)
-        self.port = port
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
-
-
-def start_redis() -> RedisServer:
-    binary = require_binary("redis-server", "redis-server")
-
-    def attempt(data_dir: Path) -> RedisServer:
-        port = free_port()
-        argv = [binary, "--port", str(port), "--bind", HOST, "--dir", str(data_dir)]
-        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
-        process, log_path = _spawn(argv, data_dir)
-        server = RedisServer(process, data_dir, log_path, port=port)
-
-        def ready() -> bool:
-            with socket.create_connection((HOST, port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-
-        return _launch(server, ready)
-
-    return _start_with_retries("redis", attempt)
-
-
-# -- PostgreSQL -------------------------------------------------------------------------------
-class PostgresServer(Server):
-    name = "postgres"
-    # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM ("smart") waits for every client to leave.
-    stop_signal = signal.SIGINT
-    user = "soak"
-    password = "soak-secret"
-    dbname = "soak"
-
-    def __init__(
-        self, process: subprocess.Popen[bytes], data_dir: Path, log_path: Path, *, port: int
-    ) -> None:
-        super().__init__(process, data_dir, log_path)
-        self.port = port
-
-    @property
-    def dsn(self) -> str:
-        """``postgresql://soak:soak-secret@127.0.0.1:PORT/soak`` for psycopg 3, asyncpg, SQLAlchemy
-        (with the ``postgresql+psycopg://`` prefix)."""
-        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.dbname}"
-
-
-def start_postgres() -> PostgresServer:
-    initdb = require_binary(POSTGRES_BIN / "initdb", "postgresql-15")
-    postgres = require_binary(POSTGRES_BIN / "postgres", "postgresql-15")
-    run_as = POSTGRES_OS_USER if os.geteuid() == 0 else None
-    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "TZ": "UTC"}
-
-    def attempt(data_dir: Path) -> PostgresServer:
-        pgdata = data_dir / "pgdata"
-        pwfile = data_dir / "pwfile"
-        pwfile.write_text(PostgresServer.password + "\n")
-        if run_as is not None:
-            entry = pwd.getpwnam(run_as)
-            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-        initdb_argv = [initdb, "-D", str(pgdata), "-U", PostgresServer.user, f"--pwfile={pwfile}"]
-        initdb_argv += ["--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"]
-        initdb_argv += ["--encoding=UTF8", "--no-instructions"]
-        init = subprocess.run(
-            initdb_argv,
-            cwd=data_dir,
-            env=env,
-            capture_output=True,
-            preexec_fn=_as_user(run_as) if run_as else None,
-            timeout=120,
-        )
-        if init.returncode != 0:
-            output = (init.stdout + init.stderr).decode(errors="replace")
-            raise ServerStartError(f"initdb failed ({init.returncode}):\n{output[-3000:]}")
-        port = free_port()
-        argv = [postgres, "-D", str(pgdata), "-p", str(port), "-h", HOST, "-k", str(data_dir)]
-        for setting in (
-            "fsync=off",
-            "synchronous_commit=off",
-            "full_page_writes=off",
-            "shared_buffers=16MB",
-            "max_connections=100",
-        ):
-            argv += ["-c", setting]
-        process, log_path = _spawn(argv, data_dir, user=run_as, env=env)
-        server = PostgresServer(process, data_dir, log_path, port=port)
-
-        def ready() -> bool:
-            import psycopg
-
-            with psycopg.connect(
-                host=HOST,
-                port=port,
-                user=server.user,
-                password=server.password,
-                dbname="postgres",
-                connect_timeout=2,
-                autocommit=True,
-            ) as conn:
-                exists = conn.execute(
-                    "SELECT 1 FROM pg_database WHERE datname = %s", (server.dbname,)
-                ).fetchone()
-                if not exists:
-                    conn.execute(f'CREATE DATABASE "{server.dbname}"')
-            return True
-
-        return _launch(server, ready)
-
-    return _start_with_retries("postgres", attempt, owner=run_as)
 
 
 # -- ClickHouse (Debian's 18.16 line) ---------------------------------------------------------
@@ -571,7 +241,7 @@ def start_clickhouse() -> ClickHouseServer:
             _CLICKHOUSE_CONFIG.format(dir=data_dir, http_port=http_port, tcp_port=tcp_port)
         )
         (data_dir / "users.xml").write_text(_CLICKHOUSE_USERS)
-        process, log_path = _spawn([binary, f"--config-file={config}"], data_dir)
+        process, log_path = spawn([binary, f"--config-file={config}"], data_dir)
         server = ClickHouseServer(
             process, data_dir, log_path, http_port=http_port, tcp_port=tcp_port
         )
@@ -583,13 +253,13 @@ def start_clickhouse() -> ClickHouseServer:
             wait_for_port(HOST, tcp_port, timeout=0)
             return True
 
-        return _launch(server, ready)
+        return launch(server, ready)
 
-    return _start_with_retries("clickhouse", attempt)
+    return start_in_temp_dir("clickhouse", attempt)
 
 
 # -- Prometheus -------------------------------------------------------------------------------
-class PrometheusServer(_PromQLMixin, Server):
+class PrometheusServer(_PromQLMixin, SinglePortServer):
     name = "prometheus"
 
     def __init__(
@@ -602,8 +272,7 @@ class PrometheusServer(_PromQLMixin, Server):
         config_path: Path,
         storage_path: Path,
     ) -> None:
-        super().__init__(process, data_dir, log_path)
-        self.port = port
+        super().__init__(process, data_dir, log_path, port=port)
         self.config_path = config_path
         self.storage_path = storage_path
 
@@ -718,7 +387,7 @@ def start_prometheus(
             "--log.level=warn",
             *extra_args,
         ]
-        process, log_path = _spawn(argv, data_dir)
+        process, log_path = spawn(argv, data_dir)
         server = PrometheusServer(
             process,
             data_dir,
@@ -727,13 +396,13 @@ def start_prometheus(
             config_path=config_path,
             storage_path=storage_path,
         )
-        return _launch(server, _http_ok(f"http://{HOST}:{port}/-/ready"))
+        return launch(server, _http_ok(f"http://{HOST}:{port}/-/ready"))
 
-    return _start_with_retries("prometheus", attempt)
+    return start_in_temp_dir("prometheus", attempt)
 
 
 # -- Alertmanager -----------------------------------------------------------------------------
-class AlertmanagerServer(Server):
+class AlertmanagerServer(SinglePortServer):
     name = "alertmanager"
 
     def __init__(
@@ -745,8 +414,7 @@ class AlertmanagerServer(Server):
         port: int,
         config_path: Path,
     ) -> None:
-        super().__init__(process, data_dir, log_path)
-        self.port = port
+        super().__init__(process, data_dir, log_path, port=port)
         self.config_path = config_path
 
     @property
@@ -776,22 +444,16 @@ def start_alertmanager(config_text: str) -> AlertmanagerServer:
             "--cluster.listen-address=",
             "--log.level=warn",
         ]
-        process, log_path = _spawn(argv, data_dir)
+        process, log_path = spawn(argv, data_dir)
         server = AlertmanagerServer(process, data_dir, log_path, port=port, config_path=config_path)
-        return _launch(server, _http_ok(f"http://{HOST}:{port}/-/ready"))
+        return launch(server, _http_ok(f"http://{HOST}:{port}/-/ready"))
 
-    return _start_with_retries("alertmanager", attempt)
+    return start_in_temp_dir("alertmanager", attempt)
 
 
 # -- VictoriaMetrics --------------------------------------------------------------------------
-class VictoriaMetricsServer(_PromQLMixin, Server):
+class VictoriaMetricsServer(_PromQLMixin, SinglePortServer):
     name = "victoriametrics"
-
-    def __init__(
-        self, process: subprocess.Popen[bytes], data_dir: Path, log_path: Path, *, port: int
-    ) -> None:
-        super().__init__(process, data_dir, log_path)
-        self.port = port
 
     @property
     def url(self) -> str:
@@ -827,8 +489,8 @@ def start_victoriametrics() -> VictoriaMetricsServer:
             "-retentionPeriod=100y",
             "-loggerLevel=WARN",
         ]
-        process, log_path = _spawn(argv, data_dir)
+        process, log_path = spawn(argv, data_dir)
         server = VictoriaMetricsServer(process, data_dir, log_path, port=port)
-        return _launch(server, _http_ok(f"http://{HOST}:{port}/health"))
+        return launch(server, _http_ok(f"http://{HOST}:{port}/health"))
 
-    return _start_with_retries("victoriametrics", attempt)
+    return start_in_temp_dir("victoriametrics", attempt)

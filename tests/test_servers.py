@@ -21,6 +21,9 @@ import servers
 from clickhouse_driver import Client as ClickHouseClient
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from soakwatch import localservers
+from soakwatch.errors import SoakwatchError
+
 pytestmark = pytest.mark.slow
 
 TESTS_DIR = Path(__file__).parent
@@ -95,6 +98,35 @@ def test_postgres_runs_as_a_non_root_user(postgres_server: servers.PostgresServe
     status = Path(f"/proc/{postgres_server.pid}/status").read_text()
     real_uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
     assert real_uid != 0
+
+
+def test_postgres_started_with_its_own_password_accepts_that_one_only() -> None:
+    # soak run --demo starts its PostgreSQL with a random password through the same code.
+    with localservers.start_postgres(password="demo-only-secret") as server:
+        assert server.password == "demo-only-secret"
+        assert ":demo-only-secret@" in server.dsn
+        with psycopg.connect(server.dsn, connect_timeout=5) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("soak",)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(
+                server.dsn.replace("demo-only-secret", "soak-secret"), connect_timeout=5
+            )
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("", pytest.skip.Exception), ("1", pytest.fail.Exception)]
+)
+def test_a_missing_binary_skips_the_test_or_fails_it_under_ci(
+    ci: str, outcome: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="install the Debian package 'soak-nothing'"):
+        servers.require_binary("/nonexistent/soak-no-such-server", "soak-nothing")
+
+
+def test_a_missing_binary_is_a_soakwatch_error_naming_the_package_outside_pytest() -> None:
+    with pytest.raises(SoakwatchError, match="install the Debian package 'soak-nothing'"):
+        localservers.find_binary("/nonexistent/soak-no-such-server", "soak-nothing")
 
 
 def test_clickhouse_answers_ping_and_a_query_over_http(
@@ -222,11 +254,18 @@ def test_a_port_taken_between_choosing_and_binding_is_retried_with_a_fresh_port(
         taken_port = taken.getsockname()[1]
         fresh_port = servers.free_port
         handed_out = iter([taken_port])
-        monkeypatch.setattr(servers, "free_port", lambda: next(handed_out, None) or fresh_port())
+
+        def racy_free_port() -> int:
+            return next(handed_out, None) or fresh_port()
+
+        # Redis starts in soakwatch.localservers, VictoriaMetrics in servers: patch both.
+        monkeypatch.setattr(localservers, "free_port", racy_free_port)
+        monkeypatch.setattr(servers, "free_port", racy_free_port)
         with start() as server:
             port = server.port  # type: ignore[attr-defined]
             assert port != taken_port
             servers.wait_for_port("127.0.0.1", port, timeout=5)
+        assert next(handed_out, None) is None, "the taken port was never handed out"
 
 
 def test_a_start_failure_reports_the_tail_of_the_server_log() -> None:
@@ -280,7 +319,7 @@ def test_servers_die_with_a_killed_test_process_and_the_next_session_removes_the
         assert _wait_gone(pid), f"redis (pid {pid}) outlived the killed test process"
         assert Path(data_dir.strip()).is_dir()
         # The first start in a new session sweeps the dirs of dead sessions.
-        monkeypatch.setattr(servers, "_swept", False)
+        monkeypatch.setattr(localservers, "_swept", False)
         servers.start_redis().stop()
         assert not Path(data_dir.strip()).exists()
     finally:
