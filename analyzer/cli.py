@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         "--watch-for", metavar="DURATION", help="stop watching after this long (default: never)"
     )
     parser.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="e.g. 2GiB: a growing memory series reports when it would reach this",
+    )
+    parser.add_argument(
         "--sliding-window",
         metavar="DURATION",
         help="also judge every rule on half-overlapping windows of this length",
@@ -196,10 +201,30 @@ def _load_baselines(paths: list[str]) -> list[dict[str, Any]]:
     return baselines
 
 
+def _with_memory_limit(ruleset: Any, text: str) -> Any:
+    """The rule set with ``limit`` set on every slope rule."""
+    import dataclasses
+    from types import MappingProxyType
+
+    from soakwatch.rules.model import parse_bytes
+
+    try:
+        limit = parse_bytes(text)
+    except ValueError as exc:
+        raise UsageError(f"--memory-limit: {exc}") from None
+    rules = {
+        name: dataclasses.replace(rule, limit=limit) if rule.kind == "slope" else rule
+        for name, rule in ruleset.rules.items()
+    }
+    return dataclasses.replace(ruleset, rules=MappingProxyType(rules))
+
+
 def _run(args: argparse.Namespace) -> int:
     from soakwatch.rules.model import load_rules
 
     ruleset = load_rules(args.rules)
+    if args.memory_limit:
+        ruleset = _with_memory_limit(ruleset, args.memory_limit)
     if args.list_rules:
         for rule in ruleset.rules.values():
             console.out(

@@ -310,3 +310,28 @@ def test_the_json_report_keeps_the_documented_schema(
         ]
     memory = next(r for r in report["results"] if r["rule"] == "memory_growth")
     assert {"slope", "lower", "upper", "confidence", "points", "segments"} <= set(memory["details"])
+
+
+def test_memory_limit_adds_the_projected_time_to_reach_it(
+    capsys: pytest.CaptureFixture[str], leaky_run: Path
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "--run-dir",
+        str(leaky_run),
+        "--only",
+        "memory_growth",
+        "--selector",
+        '{service="api"}',
+        "--memory-limit",
+        "250MB",
+        "--format",
+        "json",
+    )
+    (result,) = json.loads(out)["results"]
+    # about 210 MB at the end, growing 10 MB/h: 250 MB in about 4 h
+    assert 3 * 3600 < result["details"]["projected_seconds_to_limit"] < 5 * 3600
+    assert "reaches the limit 2.5e+08 in about" in result["reason"]
+    assert code == 1
+    code, _, err = run(capsys, "--run-dir", str(leaky_run), "--memory-limit", "lots")
+    assert code == 2 and "--memory-limit: not a size" in err
