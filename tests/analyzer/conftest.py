@@ -112,7 +112,8 @@ def start_prometheus_on_blocks(openmetrics_file: Path, work_dir: Path) -> Any:
                 pass
             time.sleep(0.1)
         tail = server.log_tail()
-        server.process.kill() if server.running() else None
+        if server.running():  # not ready in time: stop it by PID, keep the blocks for a retry
+            server.process.kill()
         server.process.wait(10)
         if "address already in use" not in tail.lower():
             raise AssertionError(f"prometheus did not start:\n{tail}")
