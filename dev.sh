@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 # python3-venv: a fresh Debian image has neither Python's venv nor ensurepip.
 APT_PACKAGES=(python3 python3-venv prometheus prometheus-alertmanager redis-server postgresql
-              clickhouse-server victoria-metrics prometheus-process-exporter)
+              clickhouse-server victoria-metrics prometheus-process-exporter wrk)
 VENV=${SOAKWATCH_VENV:-.venv}
 
 quiet() {  # run a command, show its output only when it fails
