@@ -104,3 +104,20 @@ def test_command_line_mistakes_exit_2_with_a_reason(
 def test_without_a_config_the_command_asks_for_one(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "--config FILE is required (or --demo)" in capsys.readouterr().err
+
+
+def test_a_websocket_scenario_may_leave_its_connection_count_to_the_profile() -> None:
+    config = parse_run_config(
+        {"load": {"scenarios": [{"name": "ws", "kind": "websocket", "url": "ws://127.0.0.1:9/"}]}},
+        source="test",
+    )
+    assert config.scenario_names == ("ws",)
+    with pytest.raises(ConfigError, match=r"test: load\.scenarios\[0\]\.rate"):
+        parse_run_config(
+            {
+                "load": {
+                    "scenarios": [{"kind": "http", "rate": "0/s", "url": "http://127.0.0.1:9/"}]
+                }
+            },
+            source="test",
+        )
