@@ -2,6 +2,7 @@
 
     soak load --http URL --rate 100/s --duration 10s --summary out.json
     soak load --config load.yaml --profile ci --shard 0/4 --metrics-listen 0.0.0.0:9105
+    soak load --config load.yaml --run-id nightly-42 --metrics-listen 0.0.0.0:9105
 
 Exit codes: 0 when the run ended (at its end or stopped by SIGINT/SIGTERM, summary written),
 2 for a bad command line or config (the message names the key) or a failed precondition."""
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--ramp-down", help="ramp-down after the steady stage (default 0)")
     add("--shard", metavar="I/N", help="run shard I of N: 1/N of every rate and connection count")
     add("--metrics-listen", metavar="HOST:PORT", help="serve /metrics here")
+    add("--run-id", metavar="ID", help="publish soak_run_info{run_id=ID} 1 while running")
     add("--summary", metavar="FILE", help="write the JSON summary here (atomically)")
     add("--status-interval", help="seconds between status lines (default 5s)")
     add("--quiet", action="store_true", help="no live status line")
@@ -63,6 +65,7 @@ def _flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any
         ("ramp_down", "ramp_down"),
         ("shard", "shard"),
         ("metrics_listen", "metrics_listen"),
+        ("run_id", "run_id"),
         ("summary", "summary"),
         ("status_interval", "status_interval"),
     ):

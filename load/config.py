@@ -36,6 +36,7 @@ __all__ = [
     "WebSocketScenario",
     "load_config",
     "parse_listen",
+    "parse_run_id",
     "parse_shard",
 ]
 
@@ -147,6 +148,7 @@ class LoadConfig:
     stop_grace_seconds: float = 5.0
     profile: str | None = None
     buckets: tuple[float, ...] = field(default=DEFAULT_BUCKETS)
+    run_id: str | None = None  # published as soak_run_info{run_id,profile,shard} 1 while running
 
 
 # -- small parsers (ValueError with a reason; Section.convert names the key) ----------------
@@ -184,6 +186,17 @@ def parse_listen(text: Any) -> tuple[str, int]:
     if not sep or not host or not 0 <= port <= 65535:
         raise ValueError(f"expected HOST:PORT, got {text!r}")
     return host, port
+
+
+def parse_run_id(text: Any) -> str:
+    """A run id: printable text without spaces, at most 128 characters (it becomes a label
+    value, a Grafana tag and part of a dashboard link)."""
+    if not isinstance(text, (str, int)) or isinstance(text, bool):
+        raise ValueError(f"expected a string, got {type(text).__name__}")
+    value = str(text)
+    if not value or len(value) > 128 or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError(f"expected 1 to 128 printable characters without spaces, got {value!r}")
+    return value
 
 
 def _headers(section: Section, key: str) -> tuple[tuple[str, str], ...]:
@@ -383,6 +396,8 @@ def _top(section: Section, environ: Mapping[str, str]) -> dict[str, Any]:
                                                         exclusive_minimum=None)  # fmt: skip
     if "buckets" in section:
         values["buckets"] = section.convert("buckets", _buckets)
+    if "run_id" in section:
+        values["run_id"] = section.convert("run_id", parse_run_id)
     return values
 
 

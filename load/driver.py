@@ -28,7 +28,7 @@ from soakwatch.load.config import (
     WebSocketScenario,
 )
 from soakwatch.load.deadlines import within
-from soakwatch.load.metrics import LoadCollector
+from soakwatch.load.metrics import LoadCollector, RunInfoCollector
 from soakwatch.load.outcomes import AUTH_ERROR, CONNECT_ERROR, DROPPED, ERROR
 from soakwatch.load.schedule import Schedule
 from soakwatch.load.stats import ScenarioStats
@@ -84,6 +84,15 @@ class Driver:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.collector = LoadCollector(lambda: self.stats, shard=config.shard, registry=None)
         self.registry.register(self.collector)
+        self._running = False
+        if config.run_id is not None:
+            RunInfoCollector(
+                config.run_id,
+                config.profile,
+                lambda: self._running,
+                shard=config.shard,
+                registry=self.registry,
+            )
         self.metrics_address: tuple[str, int] | None = None
         self._status = status
         self._stop_event: asyncio.Event | None = None
@@ -115,6 +124,7 @@ class Driver:
         closers: list[Callable[[], Awaitable[None]]] = []
         error: str | None = None
         metrics_runner = None
+        self._running = True
         try:
             for scenario, stats in zip(self.config.scenarios, self.stats, strict=True):
                 made = self._make(scenario, stats)
@@ -132,6 +142,9 @@ class Driver:
             error = str(exc)
             raise
         finally:
+            # The run is over for anyone reading the registry in-process; the /metrics server
+            # closes below, so a Prometheus scraping it marks every series stale.
+            self._running = False
             self._active_end = self._active_end or loop.time()
             for close in closers:
                 with contextlib.suppress(Exception):

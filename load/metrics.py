@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from soakwatch.load.outcomes import OUTCOMES
 from soakwatch.load.stats import ScenarioStats
 
-__all__ = ["LoadCollector"]
+__all__ = ["LoadCollector", "RunInfoCollector"]
 
 DATABASE_KINDS = ("redis", "postgres", "clickhouse")
 
@@ -110,6 +110,35 @@ class LoadCollector(Collector):
             db_ops.add_metric([db, outcome, shard], value)
         sessions.add_metric([shard], sessions_total)
         yield from (requests, duration, scheduled, connections, reconnects, sessions, db_ops)
+
+
+class RunInfoCollector(Collector):
+    """``soak_run_info{run_id,profile,shard} 1`` while ``running()`` is true, nothing otherwise:
+    an info series is there or not (never 0), so ``soak_run_info == 1`` means "a run is on"."""
+
+    def __init__(
+        self,
+        run_id: str,
+        profile: str | None,
+        running: Callable[[], bool],
+        *,
+        shard: tuple[int, int] = (0, 1),
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._labels = [run_id, profile or "", f"{shard[0]}/{shard[1]}"]
+        self._running = running
+        if registry is not None:
+            registry.register(self)
+
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            "soak_run_info",
+            "The soak run this load belongs to (1 while it runs)",
+            labels=["run_id", "profile", "shard"],
+        )
+        if self._running():
+            info.add_metric(self._labels, 1.0)
+        yield info
 
 
 def _le(bound: float) -> str:

@@ -1,7 +1,7 @@
 """``soak run``: a whole soak, from availability checks to a verdict and a report.
 
     soak run --profile ci --config soak.yaml [--duration 30m] [--prometheus URL]
-             [--local-prometheus] [--fail-fast] [--out DIR]
+             [--local-prometheus] [--fail-fast] [--out DIR] [--grafana-url URL]
     soak run --demo
 
 Order of events: check every configured service (a required one down: exit 2 listing each; an
@@ -61,6 +61,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PROG = "soak run"
+GRAFANA_TOKEN_VARIABLE = "SOAK_GRAFANA_TOKEN"  # as `soak dashboards push`
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3, "error": 2}
 RUN_FILE = "run.json"
 START_TIMEOUT_SECONDS = 30.0
@@ -88,6 +89,7 @@ class RunRequest:
     progress: Callable[[str, bool], None] | None = None
     stop_event: threading.Event | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    grafana_url: str | None = None
 
 
 @dataclass
@@ -143,15 +145,19 @@ class Recorder:
         self.profile = profile
         self.timeout = timeout
         self.targets: list[ScrapeTarget] = []
+        # The target that publishes soak_run_info itself (the load driver, given the run id):
+        # then its series is the one recorded, and the recorder writes none of its own.
+        self.run_info_target: str | None = None
         self.session = requests.Session()
         self.rss: dict[str, deque[tuple[float, float]]] = {}
         self.load_totals: deque[tuple[float, float, float]] = deque(maxlen=PROGRESS_WINDOW_POINTS)
         self.scrapes = 0
 
     def scrape(self, timestamp: float) -> None:
-        self.writer.write_sample(
-            "soak_run_info", {"run_id": self.run_id, "profile": self.profile}, 1.0, timestamp
-        )
+        if self.run_info_target is None:
+            self.writer.write_sample(
+                "soak_run_info", {"run_id": self.run_id, "profile": self.profile}, 1.0, timestamp
+            )
         for target in self.targets:
             instance = target.url.split("://", 1)[-1].split("/", 1)[0]
             labels = {"job": target.name, "instance": instance}
@@ -356,6 +362,7 @@ class _Run:
             duration=f"{duration:g}s",
             summary=str(self.run_dir / "load-summary.json"),
             metrics_listen=listen,
+            run_id=self.run_id,  # its soak_run_info is the run's, for recording and Prometheus
         )
         data.setdefault("ramp_up", "0s")
         data.setdefault("ramp_down", "0s")
@@ -469,6 +476,7 @@ def execute(request: RunRequest) -> RunResult:
             load = run.start_load(skipped, duration)
             if load:
                 recorder.targets.append(load)
+                recorder.run_info_target = load.name
             recorder.targets.extend(request.config.scrape)
             if request.local_prometheus:
                 from soakwatch.run_prometheus import start_local_prometheus
@@ -485,6 +493,10 @@ def execute(request: RunRequest) -> RunResult:
                 prometheus=prometheus_url and redact_url(prometheus_url),
             )
             say(f"run {run_id}: recording into {run_dir} every {format_duration(interval)}", True)
+            if request.grafana_url:
+                _mark_in_grafana(
+                    run, started, None, f"soak run {run_id} started ({profile.name} profile)"
+                )
             stopped_early = _record_until_done(
                 request, run, recorder, stop, started, duration, interval
             )
@@ -520,6 +532,8 @@ def execute(request: RunRequest) -> RunResult:
     if "html" in reports:
         note_skipped_in_html(reports["html"], skipped)
     run.write_info(status=status, reports={k: str(v) for k, v in reports.items()})
+    if request.grafana_url:
+        _mark_in_grafana(run, started, ended, f"soak run {run_id}: {status}")
     return RunResult(
         run_id=run_id,
         run_dir=run_dir,
@@ -531,6 +545,32 @@ def execute(request: RunRequest) -> RunResult:
         availability=availability,
         reports=reports,
     )
+
+
+def _mark_in_grafana(run: _Run, start: float, end: float | None, text: str) -> None:
+    """Annotate the run on the Grafana dashboards (a point at the start, a region at the end).
+    Grafana down or refusing is a warning: a soak never dies for a missing annotation."""
+    url = run.request.grafana_url
+    assert url is not None
+    token = os.environ.get(GRAFANA_TOKEN_VARIABLE) or None
+    try:
+        from soakwatch.dashboards.push import mark_run
+
+        annotation = mark_run(
+            url, run.run_id, start_seconds=start, end_seconds=end, text=text, token=token
+        )
+    except Exception as exc:  # SourceError, a bad answer, grafana-client missing: all alike
+        reason = str(exc) or type(exc).__name__
+        if token:
+            reason = reason.replace(token, "***")
+        log.warning(
+            "Grafana annotation of run %s at %s failed (the run goes on): %s",
+            run.run_id,
+            redact_url(url),
+            reason,
+        )
+        return
+    run.say(f"grafana: run {'end' if end is not None else 'start'} annotated ({annotation})", True)
 
 
 def _record_until_done(
@@ -719,6 +759,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", metavar="DIR", help="the run directory (default soak-runs/RUN_ID)")
     parser.add_argument(
+        "--grafana-url",
+        metavar="URL",
+        help=f"annotate the run's start and end in this Grafana (token: ${GRAFANA_TOKEN_VARIABLE})",
+    )
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="start Redis, PostgreSQL and two sample services (healthy, leaking) and soak them",
@@ -802,6 +847,12 @@ def build_request(args: argparse.Namespace, stop: threading.Event) -> RunRequest
         )
         if args.local_prometheus:
             raise UsageError("--prometheus and --local-prometheus exclude each other")
+    if args.grafana_url:
+        check_url(
+            args.grafana_url,
+            schemes=("http", "https"),
+            fail=lambda m: UsageError(f"--grafana-url: {m}"),
+        )
     return RunRequest(
         config=config,
         profile=profile,
@@ -811,6 +862,7 @@ def build_request(args: argparse.Namespace, stop: threading.Event) -> RunRequest
         fail_fast=args.fail_fast,
         progress=_console_progress,
         stop_event=stop,
+        grafana_url=args.grafana_url,
     )
 
 

@@ -158,6 +158,7 @@ def run_demo(args: argparse.Namespace, stop: threading.Event) -> int:
                     fail_fast=args.fail_fast,
                     progress=_console_progress,
                     stop_event=stop,
+                    grafana_url=args.grafana_url,
                 )
             )
     finally:
