@@ -6,8 +6,8 @@
    cut too (:mod:`soakwatch.analyzer.warmup`).
 3. The samples are reduced to one point per window, either the window minimum (the floor after
    each collection: a GC sawtooth then reads flat) or the window median (more efficient under
-   plain noise). When the series has a sawtooth, windows are widened to at least the longest
-   interval between collections, so each window holds a trough. Both reductions estimate the
+   plain noise). When the series has a sawtooth, windows are widened to 1.5 times the median
+   interval between collections, so nearly every window holds a trough. Both reductions estimate the
    same slope; the one with the smaller spread of successive differences is used.
 4. One level shift per segment is cut out (:func:`segments.level_shift`).
 5. Blocked Theil-Sen with Sen's interval over all pieces (:func:`slopes.theil_sen`).
@@ -73,9 +73,9 @@ def _robust_scale(values: FloatArray) -> float:
 
 
 def sawtooth_period(t: FloatArray, y: FloatArray, pieces: list[slice]) -> float | None:
-    """The longest usual interval between sudden drops (garbage collections), or None when the
-    series has fewer than three such drops. A drop is a fall of more than six robust standard
-    deviations of the first differences."""
+    """The median interval between sudden drops (garbage collections), or None when the series
+    has fewer than three such drops or they do not recur along the series. A drop is a fall of
+    more than six robust standard deviations of the first differences."""
     diffs = [np.diff(y[p]) for p in pieces if p.stop - p.start > 2]
     if not diffs:
         return None
@@ -89,9 +89,15 @@ def sawtooth_period(t: FloatArray, y: FloatArray, pieces: list[slice]) -> float 
         drop_times.append(at)
         if at.size > 1:
             intervals.append(np.diff(at))
-    if sum(a.size for a in drop_times) < 3 or not intervals:
+    drops = sum(a.size for a in drop_times)
+    if drops < 3 or not intervals:
         return None
-    return float(np.percentile(np.concatenate(intervals), 90))
+    period = float(np.median(np.concatenate(intervals)))
+    covered = sum(float(t[p][-1] - t[p][0]) for p in pieces if p.stop > p.start)
+    # a few noise-made "drops" far apart are not a sawtooth: a sawtooth's drops recur all along
+    if drops * period < 0.8 * covered:
+        return None
+    return period
 
 
 def estimate_growth(
@@ -126,7 +132,7 @@ def estimate_growth(
     window = min(window_seconds, analysed / min_windows) if analysed > 0 else window_seconds
     period = sawtooth_period(x, y, pieces)
     if period is not None:
-        window = max(window, 1.1 * period)
+        window = max(window, 1.5 * period)
     window = max(window, 4.0 * interval)
 
     best: GrowthEstimate | None = None
