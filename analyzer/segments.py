@@ -100,7 +100,11 @@ def level_shift(y: FloatArray, *, ratio: float = 6.0, min_run: int = 3) -> int |
     medians = np.median(windows, axis=1)  # medians[i] = median(y[i:i+m])
     candidates = np.arange(m, n - m + 1)
     statistic = medians[candidates] - medians[candidates - m] - per_point * m
-    floor = 1e-9 * max(float(np.max(np.abs(y))), 1.0)
+    # A jump must also stand out from the trend itself: on a steady leak with almost no noise
+    # (page-sized steps of an allocator) the spread is tiny and the memory rule would otherwise
+    # report "steps" along a straight line. One point's worth of trend is the smallest jump
+    # that is told apart from the slope.
+    floor = max(1e-9 * max(float(np.max(np.abs(y))), 1.0), abs(per_point))
     # the spread of the statistic without a jump: from the statistics themselves, or from the
     # first differences (one jump moves one of them) through the spread of a median of m
     # points, 1.2533 sigma / sqrt(m); the smaller wins (a false cut costs power, not bias)
