@@ -28,6 +28,17 @@ def _thin(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t[::step], v[::step]
 
 
+def _title(result: Result) -> str:
+    """Rule, subject, status and the judged figure against its threshold."""
+    title = f"{result.rule} {result.subject_text}: {result.status}"
+    if result.figure is not None:
+        title += (
+            f"  ({result.figure:.3g} {result.unit}, passes when"
+            f" {result.comparison} {result.threshold:g})"
+        )
+    return title
+
+
 def _plot(result: Result, evidence: Evidence) -> str:
     """A PNG of the evidence, base64-encoded."""
     import matplotlib
@@ -81,8 +92,15 @@ def _plot(result: Result, evidence: Evidence) -> str:
             va="top",
         )
     axes.xaxis_date(tz=timezone.utc)
-    axes.set_ylabel(evidence.y_label)
-    axes.set_title(f"{result.rule} {result.subject_text}: {result.status}", fontsize=10)
+    if evidence.y_label.endswith("_bytes"):
+        # the rules speak MB (10^6 bytes); raw bytes with a 1e7 offset hide the scale
+        from matplotlib.ticker import FuncFormatter
+
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value / 1e6:,.1f}"))
+        axes.set_ylabel(f"{evidence.y_label.removesuffix('_bytes')}\n(MB)", fontsize=8)
+    else:
+        axes.set_ylabel(evidence.y_label)
+    axes.set_title(_title(result), fontsize=10)
     axes.grid(alpha=0.3)
     handles, _labels = axes.get_legend_handles_labels()
     if handles:
