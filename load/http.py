@@ -6,10 +6,10 @@ from bisect import bisect_right
 from itertools import accumulate
 
 import aiohttp
-from soakwatch.load.config import HttpCall, HttpScenario
+from soakwatch.load.config import AuthSettings, HttpCall, HttpScenario
 from soakwatch.load.outcomes import classify_exception, classify_status
 
-__all__ = ["HttpLoad", "WeightedPicker", "drain", "new_session", "send"]
+__all__ = ["HttpLoad", "WeightedPicker", "drain", "fetch", "new_session", "send"]
 
 _GOLDEN = 0.6180339887498949  # low-discrepancy sequence: endpoints interleave evenly
 
@@ -44,13 +44,24 @@ async def drain(response: aiohttp.ClientResponse) -> None:
         pass
 
 
-async def send(session: aiohttp.ClientSession, call: HttpCall, url: str | None = None) -> str:
+async def send(session: aiohttp.ClientSession, call: HttpCall) -> str:
     """One request; the outcome class of its reply."""
     async with session.request(
-        call.method, url or call.url, headers=call.headers or None, data=call.body
+        call.method, call.url, headers=call.headers or None, data=call.body
     ) as response:
         await drain(response)
         return classify_status(response.status)
+
+
+async def fetch(
+    session: aiohttp.ClientSession, call: HttpCall | AuthSettings, limit: int
+) -> tuple[int, bytes]:
+    """One request whose reply is read (a session id, a token): its status and at most
+    ``limit`` bytes of its body."""
+    async with session.request(
+        call.method, call.url, headers=call.headers or None, data=call.body
+    ) as response:
+        return response.status, await response.content.read(limit)
 
 
 class HttpLoad:

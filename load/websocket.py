@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from soakwatch.load.config import AuthSettings, WebSocketScenario
 from soakwatch.load.deadlines import within
+from soakwatch.load.http import fetch
 from soakwatch.load.outcomes import (
     AUTH_ERROR,
     CLOSED,
@@ -53,7 +54,9 @@ async def fetch_token(session: aiohttp.ClientSession, auth: AuthSettings) -> str
     if auth.url.startswith("skip://"):
         raise AuthUnavailable("auth disabled by SKIP_AUTH_TESTS")
     try:
-        status, body = await within(auth.timeout_seconds, _ask_token(session, auth))
+        status, body = await within(
+            auth.timeout_seconds, fetch(session, auth, MAX_TOKEN_REPLY_BYTES)
+        )
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise AuthUnavailable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
     if status != 200:
@@ -69,13 +72,6 @@ async def fetch_token(session: aiohttp.ClientSession, auth: AuthSettings) -> str
     if not token:
         raise AuthUnavailable("empty token")
     return token
-
-
-async def _ask_token(session: aiohttp.ClientSession, auth: AuthSettings) -> tuple[int, bytes]:
-    async with session.request(
-        auth.method, auth.url, data=auth.body, headers=auth.headers or None
-    ) as response:
-        return response.status, await response.content.read(MAX_TOKEN_REPLY_BYTES)
 
 
 class WebSocketLoad:

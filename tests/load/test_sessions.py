@@ -60,3 +60,29 @@ async def test_a_create_reply_without_the_id_is_a_protocol_error_and_nothing_is_
     )
     part = (await Driver(config).run())["scenarios"]["sessions"]
     assert part["outcomes"]["protocol_error"] == 5 and part["sessions_started"] == 0
+
+
+@pytest.mark.asyncio
+async def test_a_session_whose_use_times_out_is_still_deleted_so_none_is_left_behind(
+    load_app: Any,
+) -> None:
+    before = load_app.stats()
+    config = load_config(
+        flags={"duration": "1s"},
+        flag_scenarios=[
+            {
+                "kind": "sessions",
+                "rate": "4/s",
+                "timeout": "300ms",
+                "create": {"url": f"{load_app.url}/sessions"},
+                "use": [{"url": f"{load_app.url}/stall?seconds=3"}],
+                "delete": {"url": f"{load_app.url}/sessions/{{id}}"},
+            }
+        ],
+        environ={},
+    )
+    part = (await Driver(config).run())["scenarios"]["sessions"]
+    after = load_app.stats()
+    assert part["outcomes"]["timeout"] == 4 and part["sessions_started"] == 4
+    assert after["hits"]["session_delete"] - before["hits"].get("session_delete", 0) == 4
+    assert after["live_sessions"] == before["live_sessions"]
