@@ -16,6 +16,7 @@ import contextlib
 import math
 import os
 import random
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -333,6 +334,14 @@ def _database(section: Section, name: str, kind: str, profile: Profile | None) -
     statements = section.string_list("statements")
     if not statements:
         raise section.error("statements", "needs at least one statement")
+    if kind == "redis":
+        for statement in statements:
+            try:
+                words = shlex.split(statement)
+            except ValueError as exc:
+                raise section.error("statements", f"{statement!r}: {exc}") from None
+            if not words:
+                raise section.error("statements", "a Redis command line is empty")
     return DatabaseScenario(
         name=name,
         kind=kind,

@@ -39,6 +39,26 @@ class _Statements:
         return text.replace("{n}", str(n % self._key_space))
 
 
+class _CommandLines:
+    """Redis command lines split once (config checked they split), ``{n}`` filled per call:
+    the number is digits only, so filling after the split gives the words splitting after
+    the fill would."""
+
+    def __init__(self, scenario: DatabaseScenario) -> None:
+        self._commands = [
+            (words, any("{n}" in word for word in words))
+            for words in map(shlex.split, scenario.statements)
+        ]
+        self._key_space = scenario.key_space
+
+    def __call__(self, n: int) -> list[str]:
+        words, numbered = self._commands[n % len(self._commands)]
+        if not numbered:
+            return words
+        key = str(n % self._key_space)
+        return [word.replace("{n}", key) for word in words]
+
+
 class RedisLoad:
     """Each statement is one Redis command line, split like a shell: ``SET soak:{n} hello``."""
 
@@ -47,14 +67,14 @@ class RedisLoad:
 
         self.scenario = scenario
         self._stats = stats
-        self._statements = _Statements(scenario)
+        self._commands = _CommandLines(scenario)
         self._pool = redis.asyncio.BlockingConnectionPool.from_url(
             scenario.url, max_connections=scenario.pool_size, timeout=None
         )
         self._client = redis.asyncio.Redis(connection_pool=self._pool)
 
     async def operate(self, n: int) -> str:
-        await self._client.execute_command(*shlex.split(self._statements(n)))
+        await self._client.execute_command(*self._commands(n))
         self._stats.open_connections = len(getattr(self._pool, "_connections", ()))
         return OK
 

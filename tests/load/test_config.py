@@ -44,6 +44,10 @@ INVALID = [
         "scenarios[0].auth.on_failure: must be one of error, skip, got 'ignore'",
     ),
     ("load-invalid-shard.yaml", "shard: expected i/N with 0 <= i < N, got '4/4'"),
+    (
+        "load-invalid-redis-command.yaml",
+        """scenarios[0].statements: 'SET soak:{n} "unclosed': No closing quotation""",
+    ),
 ]
 
 
