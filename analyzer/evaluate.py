@@ -96,6 +96,72 @@ def _split_subjects(subject: Subject, members: list[Series]) -> list[tuple[Subje
     return [(subject + tuple((k, s.labels.get(k, "")) for k in differing), s) for s in members]
 
 
+def _sum_subjects(
+    subject: Subject, members: list[Series], sum_over: tuple[str, ...]
+) -> list[tuple[Subject, list[Series]]]:
+    """The members of one subject by exporter: series that differ only in the ``sum_over``
+    labels are summed together; those that also differ in another label (``instance``, ``job``:
+    another process) make a subject of their own, with the labels that tell them apart added."""
+    apart: dict[tuple[tuple[str, str], ...], list[Series]] = {}
+    for s in members:
+        key = tuple(sorted((k, v) for k, v in s.labels.items() if k not in sum_over))
+        apart.setdefault(key, []).append(s)
+    if len(apart) == 1:
+        return [(subject, members)]
+    keys = sorted({k for key in apart for k, _ in key})
+    differing = [k for k in keys if len({dict(key).get(k, "") for key in apart}) > 1]
+    return [
+        (subject + tuple((k, dict(key).get(k, "")) for k in differing), group)
+        for key, group in sorted(apart.items())
+    ]
+
+
+def _sum_members(members: list[Series]) -> tuple[Series, str | None]:
+    """The sum of ``members`` at their shared sample times, and a note when the times had to be
+    aligned.
+
+    Series of one exporter share scrape timestamps exactly; a member without a sample at one of
+    those times counts as 0 there (the sidecar publishes states other than ``established`` only
+    while non-zero). When the members' times do not coincide (different scrapes), every sample
+    is counted at the nearest sample time of the member with the most samples, if within half
+    its median interval; samples farther away are left out, and the note says so."""
+    if len(members) == 1:
+        return members[0], None
+    name = members[0].name
+    common = {
+        k: v for k, v in members[0].labels.items() if all(m.labels.get(k) == v for m in members)
+    }
+    grid = np.unique(np.concatenate([m.t for m in members]))
+    reference = max(members, key=lambda m: m.t.size)
+    spacing = float(np.median(np.diff(reference.t))) if reference.t.size > 1 else 0.0
+    gaps = np.diff(grid)
+    if spacing <= 0 or gaps.size == 0 or float(np.min(gaps)) >= spacing / 2:
+        total = np.zeros(grid.size)
+        for m in members:
+            total[np.searchsorted(grid, m.t)] += m.v
+        return Series(name, common, grid, total), None
+    grid = reference.t
+    total = np.zeros(grid.size)
+    dropped = 0
+    for m in members:
+        right = np.clip(np.searchsorted(grid, m.t), 1, grid.size - 1)
+        left = right - 1
+        nearest = np.where(np.abs(m.t - grid[left]) <= np.abs(grid[right] - m.t), left, right)
+        close = np.abs(grid[nearest] - m.t) <= spacing / 2
+        dropped += int(np.sum(~close))
+        # one sample per member and time: the last one wins when two fall on the same time
+        values = np.full(grid.size, np.nan)
+        values[nearest[close]] = m.v[close]
+        total += np.nan_to_num(values)
+    note = (
+        f"the summed series were not sampled at the same times: each sample counted at the "
+        f"nearest sample time of {reference.label_text() or reference.name}"
+    )
+    if dropped:
+        note += f" ({dropped} sample(s) farther than half an interval left out)"
+    return Series(name, common, grid, total), note
+
+
 def _companion(target: Series, candidates: list[Series]) -> Series | None:
     """The candidate series (start time, restarts, up) of the same process as ``target``:
     all shared labels equal, most shared labels wins."""
@@ -296,20 +362,36 @@ def _counter_ratio(
     )
 
 
-def _variation(rule: Rule, subject: Subject, series: Series, start: float, end: float) -> Result:
+def _variation(
+    rule: Rule, subject: Subject, members: list[Series], start: float, end: float
+) -> Result:
+    """The coefficient of variation of one series, or of the sum of ``members`` (the series
+    that differ only in the rule's ``sum_over`` labels) at each sample time."""
     labels = dict(subject)
     begin = start + rule.warmup_seconds
+    series, note = _sum_members(members)
     inside = series.between(begin, end)
     covered = float(inside.t[-1] - inside.t[0]) if inside.t.size else 0.0
     details: dict[str, Any] = {"samples": int(inside.t.size), "analysed_seconds": covered}
+    plotted = [(series.label_text(), series.t, series.v)]
+    if len(members) > 1:
+        details["summed"] = sorted(m.label_text() for m in members)
+        details["aligned_to_nearest"] = note is not None
+        plotted = [(f"sum of {', '.join(rule.sum_over)}", series.t, series.v)] + [
+            (m.label_text(), m.t, m.v) for m in members[:7]
+        ]
     evidence = Evidence(
-        series=[(series.label_text(), series.t, series.v)],
+        series=plotted,
         spans=[("warm-up", start, begin)] if rule.warmup_seconds else [],
         y_label=series.name,
     )
+
+    def with_note(reason: str) -> str:
+        return f"{reason}; {note}" if note else reason
+
     short = _not_enough(rule, inside.t.size, covered, "samples")
     if short:
-        return _result(rule, labels, "inconclusive", short, None, details, evidence)
+        return _result(rule, labels, "inconclusive", with_note(short), None, details, evidence)
     cv = coefficient_of_variation(inside.v)
     details.update(mean=float(np.mean(inside.v)), std=float(np.std(inside.v, ddof=1)))
     if math.isnan(cv):
@@ -317,13 +399,14 @@ def _variation(rule: Rule, subject: Subject, series: Series, start: float, end: 
             rule,
             labels,
             "inconclusive",
-            "mean of 0 with spread: no coefficient",
+            with_note("mean of 0 with spread: no coefficient"),
             None,
             details,
             evidence,
         )
-    status, reason = _judge(rule, cv, "coefficient of variation")
-    return _result(rule, labels, status, reason, cv, details, evidence)
+    what = f"coefficient of variation of the sum over {', '.join(rule.sum_over)}"
+    status, reason = _judge(rule, cv, what if len(members) > 1 else "coefficient of variation")
+    return _result(rule, labels, status, with_note(reason), cv, details, evidence)
 
 
 def _window_quantile(buckets: list[Series], q: float, a: float, b: float) -> tuple[float, float]:
@@ -502,9 +585,14 @@ def evaluate_rule(
             ]
         elif effective.kind == "counter_ratio":
             results.append(_counter_ratio(effective, subject, data, start, end))
+        elif effective.kind == "variation" and effective.sum_over:
+            results += [
+                _variation(effective, sub, group, start, end)
+                for sub, group in _sum_subjects(subject, members, effective.sum_over)
+            ]
         elif effective.kind == "variation":
             results += [
-                _variation(effective, sub, s, start, end)
+                _variation(effective, sub, [s], start, end)
                 for sub, s in _split_subjects(subject, members)
             ]
         elif effective.kind == "quantile_change":

@@ -14,7 +14,9 @@ How each kind becomes PromQL (docs/alerting.md has the why):
   and only once the process has lived warm-up + range + window, so a restart resets the judgment
   (the restart itself is the ``increase`` rule's alert).
 - ``counter_ratio``: ``increase`` of numerator over denominator over the alert range.
-- ``variation``: ``stddev_over_time / avg_over_time`` (coefficient of variation) per series.
+- ``variation``: ``stddev_over_time / avg_over_time`` (coefficient of variation) per series;
+  with ``sum_over`` of a recorded ``sum without (<sum_over>)`` first (a pool's size from its
+  states, per exporter: instance and job are kept).
 - ``quantile_change``: ``histogram_quantile`` over the rule's window, against a baseline latched
   once from the first window after warm-up (a recording rule that keeps its own last value).
 - ``increase``: restarts counted by the exporter, or start-time changes it did not count.
@@ -171,6 +173,8 @@ RATIO = T(
     )
 )
 VARIATION = T("stddev_over_time(${value}[${range}]) / avg_over_time(${value}[${range}])")
+# The members of one subject added up per exporter: only the summed labels are dropped.
+VARIATION_SUM = T("sum without (${over}) (${value})")
 QUANTILE = T("histogram_quantile(${quantile}, sum by (le, ${by}) (rate(${bucket}[${window}])))")
 # Latches the quantile once the histogram has counted, without a reset, for warm-up + window:
 # the recorded value then describes the first window after warm-up, and is kept (the rule reads
@@ -228,6 +232,7 @@ class _Judgment:
 STAGE_SMOOTHED = "smoothed_bytes"
 STAGE_SLOPE = "slope_bytes_per_hour"
 STAGE_RATIO = "ratio"
+STAGE_SUM = "sum"
 STAGE_VARIATION = "coefficient_of_variation"
 STAGE_QUANTILE = "quantile_seconds"
 STAGE_BASELINE = "baseline_quantile_seconds"
@@ -349,11 +354,20 @@ def _counter_ratio(rule: Rule) -> _Judgment:
 def _variation(rule: Rule) -> _Judgment:
     value = _metric(rule, "value")
     cv = _record_name(rule, STAGE_VARIATION)
-    records = (
+    varying = value.promql()
+    records: tuple[RecordingRule, ...] = ()
+    if rule.sum_over:
+        varying = _record_name(rule, STAGE_SUM)
+        records = (
+            RecordingRule(
+                varying, VARIATION_SUM.substitute(over=_by(rule.sum_over), value=value.promql())
+            ),
+        )
+    records += (
         RecordingRule(
             cv,
             VARIATION.substitute(
-                value=value.promql(), range=prometheus_duration(rule.alert.range_seconds)
+                value=varying, range=prometheus_duration(rule.alert.range_seconds)
             ),
         ),
     )
@@ -361,10 +375,11 @@ def _variation(rule: Rule) -> _Judgment:
     def condition(judged: Rule, selector_filter: str) -> str:
         return _gated(judged, _filtered(cv, selector_filter), value.promql())
 
+    what = "size" if rule.sum_over else "({{ $labels.state }})"
     return _Judgment(
         records,
         condition,
-        summary="{{ $labels.service }} pool {{ $labels.pool }} ({{ $labels.state }}) varies by "
+        summary=f"{{{{ $labels.service }}}} pool {{{{ $labels.pool }}}} {what} varies by "
         "{{ $value | humanizePercentage }} (limit %{limit})",
         look_at="the pools panel: a pool that keeps growing leaks connections, one that swings "
         "is re-created under load",

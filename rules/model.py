@@ -197,7 +197,10 @@ class Rule:
     in which the analyzer computes the rule's figure (bytes/hour, ratio, count).
 
     ``warmup_seconds`` are skipped at the start of each segment; with ``warmup_auto`` the
-    analyzer detects a longer warm-up (at most ``max_warmup_fraction`` of the segment)."""
+    analyzer detects a longer warm-up (at most ``max_warmup_fraction`` of the segment).
+
+    ``sum_over`` (variation rules): labels whose series are summed at each sample time into one
+    value per subject and exporter, e.g. ``("state",)`` for a pool's size."""
 
     name: str
     kind: Kind
@@ -222,6 +225,7 @@ class Rule:
     limit: float | None = None
     sliding_window_seconds: float | None = None
     baseline: BaselineRule | None = None
+    sum_over: tuple[str, ...] = ()
 
     @property
     def lower_is_better(self) -> bool:
@@ -385,6 +389,23 @@ def _limit(section: Section, kind: str) -> float | None:
     return limit
 
 
+def _sum_over(section: Section, kind: str, group_by: list[str]) -> tuple[str, ...]:
+    """``sum_over``: labels whose series are added up into one value per subject and time (the
+    states of one pool make its size). Only variation rules take it."""
+    if kind != "variation":
+        if "sum_over" in section:
+            raise section.error("sum_over", f"not used by a {kind} rule")
+        section.raw("sum_over", None)
+        return ()
+    labels = section.string_list("sum_over", ())
+    for label in labels:
+        if not _LABEL.match(label):
+            raise section.error("sum_over", f"not a label name: {label!r}")
+        if label in group_by:
+            raise section.error("sum_over", f"{label!r} is also in group_by")
+    return tuple(labels)
+
+
 def _baseline(section: Section) -> BaselineRule:
     unit = section.string("unit", "percent", choices=("percent", "ratio"))
     change = section.number("max_change", minimum=0.0)
@@ -452,6 +473,7 @@ def _rule(name: str, section: Section) -> Rule:
         limit=_limit(section, kind),
         sliding_window_seconds=section.duration("sliding_window", None),
         baseline=_baseline(section.section("baseline")) if "baseline" in section else None,
+        sum_over=_sum_over(section, kind, group_by),
     )
     if "baseline" not in section:
         section.raw("baseline", None)

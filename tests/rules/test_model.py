@@ -149,3 +149,31 @@ def test_a_limit_on_a_rule_that_is_not_a_slope_is_rejected(tmp_path: Path) -> No
     text = MINIMAL_RULE.replace("kind: slope", "kind: variation").replace("MB/h", "percent")
     with pytest.raises(ConfigError, match=r"rules\.memory_growth\.limit: not used by a variation"):
         load_rules(write(tmp_path, text + "    limit: 1GB\n"))
+
+
+def test_the_pool_rule_sums_the_open_states_of_each_pool() -> None:
+    rule = load_rules().rules["pool_variation"]
+    assert rule.group_by == ("service", "pool")
+    assert rule.sum_over == ("state",)
+    selector = rule.metrics["value"]
+    assert selector.matches({"state": "in_use"}) and selector.matches({"state": "established"})
+    assert not selector.matches({"state": "close_wait"})
+
+
+VARIATION_RULE = MINIMAL_RULE.replace("kind: slope", "kind: variation").replace("MB/h", "percent")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (MINIMAL_RULE + "    sum_over: [state]\n", "sum_over: not used by a slope rule"),
+        (VARIATION_RULE + "    sum_over: [service]\n", "sum_over: 'service' is also in group_by"),
+        (VARIATION_RULE + "    sum_over: [st-ate]\n", "sum_over: not a label name"),
+        (VARIATION_RULE + "    sum_over: {state: 1}\n", "sum_over: expected a list of strings"),
+    ],
+)
+def test_a_misplaced_or_malformed_sum_over_is_rejected(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"rules\.memory_growth\.{message}"):
+        load_rules(write(tmp_path, text))

@@ -37,27 +37,37 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def expanding_notation(values: Sequence[float]) -> str:
+def expanding_notation(values: Sequence[float | None]) -> str:
     """``values`` in promtool's notation, runs with a constant step as ``a+bxn`` (a, a+b, …,
-    a+n·b), so a committed test file stays readable: a GC tooth is one term."""
+    a+n·b), so a committed test file stays readable: a GC tooth is one term. ``None`` is a
+    minute without a sample (``_``)."""
     terms, i = [], 0
     while i < len(values):
+        first = values[i]
+        if first is None:
+            terms.append("_")
+            i += 1
+            continue
         j = i + 1
-        if j < len(values):
-            step = values[j] - values[i]
-            while j + 1 < len(values) and values[j + 1] - values[j] == step:
+        if j < len(values) and values[j] is not None:
+            step = values[j] - first  # type: ignore[operator]
+            while (
+                j + 1 < len(values)
+                and values[j + 1] is not None
+                and values[j + 1] - values[j] == step  # type: ignore[operator]
+            ):
                 j += 1
             if j - i >= 2:
                 sign = "+" if step >= 0 else "-"
-                terms.append(f"{_number(values[i])}{sign}{_number(abs(step))}x{j - i}")
+                terms.append(f"{_number(first)}{sign}{_number(abs(step))}x{j - i}")
                 i = j + 1
                 continue
-        terms.append(_number(values[i]))
+        terms.append(_number(first))
         i += 1
     return " ".join(terms)
 
 
-def series(name: str, labels: dict[str, str], values: Sequence[float]) -> dict[str, str]:
+def series(name: str, labels: dict[str, str], values: Sequence[float | None]) -> dict[str, str]:
     """One input series sampled every minute."""
     inner = ",".join(f'{key}="{value}"' for key, value in labels.items())
     return {"series": f"{name}{{{inner}}}", "values": expanding_notation(values)}
@@ -342,7 +352,8 @@ def gc_efficient_after_a_costly_warm_up() -> tuple[list[dict[str, str]], list[Ch
 # pool_variation: coefficient of variation < 5 % over the range after the warm-up.
 POOLS = _rule("pool_variation")
 POOL = "soak_pool_connections"
-POOL_LABELS = {"service": "api", "pool": "postgres", "state": "established"}
+POOL_SUBJECT = {"service": "api", "pool": "postgres"}
+POOL_LABELS = {**POOL_SUBJECT, "state": "established"}
 
 
 def pool_steady_after_ramp_up() -> tuple[list[dict[str, str]], list[Check]]:
@@ -356,23 +367,63 @@ def pool_steady_after_ramp_up() -> tuple[list[dict[str, str]], list[Check]]:
     )
 
 
+def close_wait_flicker(minutes: int) -> list[float | None]:
+    """The sidecar publishes close_wait only while non-zero: 1 or 2 sockets during 2 minutes of
+    every 4, absent otherwise (often enough that the series is never stale, so judged on its
+    own it would vary by about 30 %)."""
+    return [float(1 + (t // 4) % 2) if t % 4 < 2 else None for t in range(minutes + 1)]
+
+
 def pool_leaking_connections() -> tuple[list[dict[str, str]], list[Check]]:
-    # After the warm-up one more connection every minute, never given back.
+    # After the warm-up one more established connection every minute, never given back; the
+    # flickering close_wait beside it does not hide the growth.
     ramp = _minutes(POOLS.warmup_seconds)
     gate, earliest = gate_and_for(POOLS)
     m = earliest + 50
     return (
-        [series(POOL, POOL_LABELS, [min(t, ramp) + max(0, t - ramp) for t in range(m + 1)])],
+        [
+            series(POOL, POOL_LABELS, [min(t, ramp) + max(0, t - ramp) for t in range(m + 1)]),
+            series(POOL, {**POOL_SUBJECT, "state": "close_wait"}, close_wait_flicker(m)),
+        ],
         [
             *silent("SoakPoolVariation", gate - 10, earliest - 5),
             fires(
                 "SoakPoolVariation",
                 earliest + 5,
-                **POOL_LABELS,
+                **POOL_SUBJECT,
                 severity="warning",
                 soak_rule="pool_variation",
             ),
         ],
+    )
+
+
+def pool_alert_stays_silent_when_only_close_wait_flickers() -> tuple[
+    list[dict[str, str]], list[Check]
+]:
+    # 10 established connections throughout, close_wait flickering beside them.
+    gate, earliest = gate_and_for(POOLS)
+    m = earliest + 50
+    return (
+        [
+            series(POOL, POOL_LABELS, constant(m, 10)),
+            series(POOL, {**POOL_SUBJECT, "state": "close_wait"}, close_wait_flicker(m)),
+        ],
+        silent("SoakPoolVariation", gate - 10, gate + 10, earliest + 20, m),
+    )
+
+
+def pool_in_use_and_idle_trade_places_under_load() -> tuple[list[dict[str, str]], list[Check]]:
+    # An in-process pool of 10: load moves connections between in_use and idle, the size stays.
+    gate, earliest = gate_and_for(POOLS)
+    m = earliest + 50
+    busy = [float(t % 10) for t in range(m + 1)]
+    return (
+        [
+            series(POOL, {**POOL_SUBJECT, "state": "in_use"}, busy),
+            series(POOL, {**POOL_SUBJECT, "state": "idle"}, [10 - b for b in busy]),
+        ],
+        silent("SoakPoolVariation", gate - 10, gate + 10, earliest + 20, m),
     )
 
 
@@ -505,6 +556,8 @@ SCENARIOS: dict[str, Callable[[], tuple[list[dict[str, str]], list[Check]]]] = {
         gc_efficient_after_a_costly_warm_up,
         pool_steady_after_ramp_up,
         pool_leaking_connections,
+        pool_alert_stays_silent_when_only_close_wait_flickers,
+        pool_in_use_and_idle_trade_places_under_load,
         latency_steady_after_slow_warm_up,
         latency_degrading_after_an_hour,
         errors_within_budget,
