@@ -11,7 +11,7 @@ from soakwatch.load.outcomes import classify_exception, classify_status
 
 __all__ = ["HttpLoad", "WeightedPicker", "drain", "fetch", "new_session", "send"]
 
-_GOLDEN = 0.6180339887498949  # low-discrepancy sequence: endpoints interleave evenly
+GOLDEN = 0.6180339887498949  # low-discrepancy sequence: endpoints interleave evenly
 
 
 class WeightedPicker:
@@ -22,7 +22,7 @@ class WeightedPicker:
         self._bounds = [w / total for w in accumulate(weights)]
 
     def index(self, n: int) -> int:
-        return min(bisect_right(self._bounds, (n * _GOLDEN) % 1.0), len(self._bounds) - 1)
+        return min(bisect_right(self._bounds, (n * GOLDEN) % 1.0), len(self._bounds) - 1)
 
 
 def new_session(limit: int) -> aiohttp.ClientSession:

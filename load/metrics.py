@@ -14,12 +14,11 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
+from soakwatch.load.config import DATABASE_KINDS
 from soakwatch.load.outcomes import OUTCOMES
 from soakwatch.load.stats import ScenarioStats
 
 __all__ = ["LoadCollector", "RunInfoCollector"]
-
-DATABASE_KINDS = ("redis", "postgres", "clickhouse")
 
 
 class LoadCollector(Collector):

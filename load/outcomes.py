@@ -54,8 +54,6 @@ def classify_exception(exc: BaseException) -> str:
 
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return TIMEOUT
-    if isinstance(exc, aiohttp.ServerTimeoutError):  # pragma: no cover - a TimeoutError
-        return TIMEOUT
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
         return CLOSED
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -64,8 +62,6 @@ def classify_exception(exc: BaseException) -> str:
         return CLOSED
     if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.WSServerHandshakeError)):
         return PROTOCOL_ERROR
-    if isinstance(exc, ConnectionRefusedError):
-        return CONNECT_ERROR
     if isinstance(exc, ConnectionError | OSError):
         return CONNECT_ERROR
     return ERROR

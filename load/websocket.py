@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from soakwatch.load.config import AuthSettings, WebSocketScenario
 from soakwatch.load.deadlines import within
-from soakwatch.load.http import fetch
+from soakwatch.load.http import GOLDEN, fetch
 from soakwatch.load.outcomes import (
     AUTH_ERROR,
     CLOSED,
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 MAX_TOKEN_REPLY_BYTES = 64 * 1024
 MAX_NEW_CONNECTIONS_PER_TICK = 250  # connection storms overflow listen backlogs
 TICK_SECONDS = 0.1
-_GOLDEN = 0.6180339887498949
 
 
 class AuthUnavailable(Exception):
@@ -188,7 +187,7 @@ class WebSocketLoad:
         message = self.scenario.message
         stats = self._stats
         # Spread the connections' sends evenly over the interval.
-        due = loop.time() + interval * ((index * _GOLDEN) % 1.0)
+        due = loop.time() + interval * ((index * GOLDEN) % 1.0)
         while True:
             delay = due - loop.time()
             if delay > 0:
