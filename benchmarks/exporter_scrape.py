@@ -16,13 +16,9 @@ Ratios are soakwatch / process-exporter (below 1: soakwatch is cheaper). Results
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -38,48 +34,12 @@ from soakwatch.exporter.matching import PidMatcher, ProcessTracker
 from soakwatch.exporter.pools import PoolCollector
 from soakwatch.exporter.process import ProcessCollector
 
-RESULTS = Path(__file__).parent / "results" / "exporter_scrape.json"
+from benchmarks._measure import cpu_seconds, machine, ratio, time_calls, write_results
+from benchmarks._servers import start_listening
+
 PROCESS_EXPORTER = "prometheus-process-exporter"
 SCRAPE_INTERVAL_SECONDS = 15.0
 CHILD_CODE = "import sys\nblock = bytearray(8 * 1024 * 1024)\nsys.stdin.read()\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
-            time.sleep(0.05)
-
-
-def _quantiles(seconds: list[float]) -> dict[str, float]:
-    ordered = sorted(seconds)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "median_ms": statistics.median(ordered) * 1e3,
-        "p99_ms": p99 * 1e3,
-        "samples": len(ordered),
-    }
-
-
-def _time(call: Callable[[], Any], repeat: int) -> dict[str, float]:
-    call()  # warm up (first reads of /proc, imports)
-    seconds = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return _quantiles(seconds)
 
 
 @contextmanager
@@ -122,7 +82,7 @@ def _in_process_scrape(pids: list[int], detail_interval: float, repeat: int) -> 
         {name: (t, [PoolSpec(name="db", port=5432)]) for name, t in trackers.items()},
         registry=registry,
     )
-    return _time(lambda: generate_latest(registry), repeat)
+    return time_calls(lambda: generate_latest(registry), repeat)
 
 
 def _soak_config(directory: Path, token: str, count: int, port: int) -> Path:
@@ -147,19 +107,20 @@ def _process_exporter_config(directory: Path, token: str, count: int) -> Path:
     return path
 
 
-@contextmanager
-def _exporter(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    popen = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_for_port(port)
-        yield popen
-    finally:
-        popen.terminate()
-        try:
-            popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
+def _soak_exporter(binary: str, token: str, count: int) -> Callable[[int, Path], list[str]]:
+    def argv(port: int, directory: Path) -> list[str]:
+        config = _soak_config(directory, token, count, port)
+        return [binary, "--config", str(config), "--log-level", "warning"]
+
+    return argv
+
+
+def _process_exporter(binary: str, token: str, count: int) -> Callable[[int, Path], list[str]]:
+    def argv(port: int, directory: Path) -> list[str]:
+        config = _process_exporter_config(directory, token, count)
+        return [binary, "-config.path", str(config), "-web.listen-address", f"127.0.0.1:{port}"]
+
+    return argv
 
 
 def _get(url: str) -> bytes:
@@ -169,13 +130,13 @@ def _get(url: str) -> bytes:
 
 
 def _http_scrape(url: str, repeat: int) -> dict[str, float]:
-    return _time(lambda: _get(url), repeat)
+    return time_calls(lambda: _get(url), repeat)
 
 
 def _own_cost(pids: dict[str, int], urls: dict[str, str], period: float) -> dict[str, Any]:
     """Scrape each exporter every 15 s for ``period`` seconds; their RSS and CPU."""
     processes = {name: psutil.Process(pid) for name, pid in pids.items()}
-    cpu_start = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
+    cpu_start = {name: cpu_seconds(p) for name, p in processes.items()}
     peak_rss = dict.fromkeys(pids, 0)
     started = time.monotonic()
     scrapes = 0
@@ -191,7 +152,7 @@ def _own_cost(pids: dict[str, int], urls: dict[str, str], period: float) -> dict
     elapsed = time.monotonic() - started
     result: dict[str, Any] = {"period_seconds": elapsed, "scrapes": scrapes}
     for name, process in processes.items():
-        cpu = sum(process.cpu_times()[:2]) - cpu_start[name]
+        cpu = cpu_seconds(process) - cpu_start[name]
         result[name] = {
             "rss_mb": process.memory_info().rss / 1e6,
             "peak_rss_mb": peak_rss[name] / 1e6,
@@ -199,10 +160,6 @@ def _own_cost(pids: dict[str, int], urls: dict[str, str], period: float) -> dict
             "cpu_percent": 100 * cpu / elapsed,
         }
     return result
-
-
-def _ratio(ours: float, theirs: float) -> float | None:
-    return ours / theirs if theirs else None
 
 
 def main(argv: list[str]) -> int:
@@ -217,7 +174,7 @@ def main(argv: list[str]) -> int:
     soak_exporter = str(Path(sys.executable).with_name("soak-exporter"))
     token = uuid.uuid4().hex[:8]
     results: dict[str, Any] = {
-        "machine": {"cpus": psutil.cpu_count(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "reference": PROCESS_EXPORTER if other else None,
         "in_process": {},
         "http": {},
@@ -240,32 +197,15 @@ def main(argv: list[str]) -> int:
                 flush=True,
             )
 
-        directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         for count in counts:
-            ports = {"soakwatch": _free_port(), "process_exporter": _free_port()}
-            urls = {name: f"http://127.0.0.1:{port}/metrics" for name, port in ports.items()}
-            commands = {
-                "soakwatch": [
-                    soak_exporter,
-                    "--config",
-                    str(_soak_config(directory, token, count, ports["soakwatch"])),
-                    "--log-level",
-                    "warning",
-                ]
-            }
+            starts = {"soakwatch": _soak_exporter(soak_exporter, token, count)}
             if other:
-                commands["process_exporter"] = [
-                    other,
-                    "-config.path",
-                    str(_process_exporter_config(directory, token, count)),
-                    "-web.listen-address",
-                    f"127.0.0.1:{ports['process_exporter']}",
-                ]
+                starts["process_exporter"] = _process_exporter(other, token, count)
             running = {
-                name: stack.enter_context(_exporter(command, ports[name]))
-                for name, command in commands.items()
+                name: stack.enter_context(start_listening(name, argv_for))
+                for name, argv_for in starts.items()
             }
-            urls = {name: urls[name] for name in running}
+            urls = {name: f"{server.url}/metrics" for name, server in running.items()}
             if other:
                 groups = _get(urls["process_exporter"]).count(b"namedprocess_namegroup_num_procs{")
                 ours = _get(urls["soakwatch"]).count(b"soak_process_up{")
@@ -278,7 +218,7 @@ def main(argv: list[str]) -> int:
             for name, url in urls.items():
                 http[name] = _http_scrape(url, 200 if count == 1 else 40)
             if other:
-                http["ratio_median"] = _ratio(
+                http["ratio_median"] = ratio(
                     http["soakwatch"]["median_ms"], http["process_exporter"]["median_ms"]
                 )
             results["http"][str(count)] = http
@@ -311,8 +251,8 @@ def main(argv: list[str]) -> int:
                     )
                 if other:
                     ours, theirs = own["soakwatch"], own["process_exporter"]
-                    own["ratio_rss"] = _ratio(ours["rss_mb"], theirs["rss_mb"])
-                    own["ratio_cpu"] = _ratio(ours["cpu_seconds"], theirs["cpu_seconds"])
+                    own["ratio_rss"] = ratio(ours["rss_mb"], theirs["rss_mb"])
+                    own["ratio_cpu"] = ratio(ours["cpu_seconds"], theirs["cpu_seconds"])
                     print(
                         f"ratios soakwatch/process-exporter: RSS {own['ratio_rss']:.2f}, "
                         f"CPU {own['ratio_cpu']:.2f}",
@@ -328,9 +268,7 @@ def main(argv: list[str]) -> int:
             f"target: exporter RSS under 40 MB -> {rss:.1f} MB "
             f"({'meets' if rss < 40 else 'MISSES'})"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results("exporter_scrape", results)
     return 0
 
 

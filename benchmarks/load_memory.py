@@ -25,8 +25,6 @@ import base64
 import gc
 import hashlib
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,8 +35,10 @@ from typing import Any
 
 import psutil
 
-RESULTS = Path(__file__).parent / "results" / "load_memory.json"
-ROOT = Path(__file__).parent.parent
+from benchmarks._measure import machine, write_results
+from benchmarks._servers import ROOT, start_benchmark_server
+from soakwatch.localservers import free_port
+
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MB = 1024 * 1024
 
@@ -120,51 +120,26 @@ def hold_websockets(url: str, count: int) -> None:
     print(json.dumps(asyncio.run(run())))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def _spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT)
-
-
 def idle_websockets(count: int) -> dict[str, Any]:
-    port = _free_port()
-    server = _spawn("benchmarks.load_memory", "--ws-serve", str(port))
-    try:
-        _wait_for_port(port)
+    with start_benchmark_server("load_memory", "--ws-serve") as server:
         output = subprocess.run(
             [sys.executable, "-m", "benchmarks.load_memory", "--ws-hold",
-             f"ws://127.0.0.1:{port}/", str(count)],
+             f"ws://127.0.0.1:{server.port}/", str(count)],
             cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
         ).stdout  # fmt: skip
-        result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
-        return result
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return result
 
 
 # -- RSS over a run ---------------------------------------------------------------------------
 def rss_over_run(seconds: float, rate: float) -> dict[str, Any]:
-    http_port, metrics_port, closed_port = _free_port(), _free_port(), _free_port()
-    server = _spawn("benchmarks.load_throughput", "--serve", str(http_port))
+    metrics_port, closed_port = free_port(), free_port()
     samples: list[tuple[float, int]] = []
-    with tempfile.TemporaryDirectory() as workdir:
+    with (
+        start_benchmark_server("load_throughput") as server,
+        tempfile.TemporaryDirectory() as workdir,
+    ):
+        http_port = server.port
         config = Path(workdir) / "load.yaml"
         config.write_text(
             f"duration: {seconds}\n"
@@ -175,31 +150,26 @@ def rss_over_run(seconds: float, rate: float) -> dict[str, Any]:
             encoding="utf-8",
         )
         summary_path = Path(workdir) / "summary.json"
-        try:
-            _wait_for_port(http_port)
-            driver = subprocess.Popen(
-                [sys.executable, "-m", "soakwatch.cli", "load", "--config", str(config),
-                 "--metrics-listen", f"127.0.0.1:{metrics_port}", "--summary",
-                 str(summary_path), "--quiet"],
-                cwd=ROOT, stdout=subprocess.DEVNULL,
-            )  # fmt: skip
-            process = psutil.Process(driver.pid)
-            start = time.monotonic()
-            while driver.poll() is None:
-                now = time.monotonic() - start
-                try:
-                    samples.append((now, process.memory_info().rss))
-                    with urllib.request.urlopen(
-                        f"http://127.0.0.1:{metrics_port}/metrics", timeout=5
-                    ) as reply:
-                        reply.read()
-                except (OSError, psutil.Error):
-                    pass
-                time.sleep(1.0)
-            summary = json.loads(summary_path.read_text())
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "soakwatch.cli", "load", "--config", str(config),
+             "--metrics-listen", f"127.0.0.1:{metrics_port}", "--summary",
+             str(summary_path), "--quiet"],
+            cwd=ROOT, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        process = psutil.Process(driver.pid)
+        start = time.monotonic()
+        while driver.poll() is None:
+            now = time.monotonic() - start
+            try:
+                samples.append((now, process.memory_info().rss))
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{metrics_port}/metrics", timeout=5
+                ) as reply:
+                    reply.read()
+            except (OSError, psutil.Error):
+                pass
+            time.sleep(1.0)
+        summary = json.loads(summary_path.read_text())
     warmup = min(seconds / 4, 60.0)
     steady = [(t, r) for t, r in samples if warmup <= t <= seconds]
     result: dict[str, Any] = {
@@ -254,7 +224,7 @@ def main(argv: list[str]) -> int:
         return 0
     seconds = args.seconds or (600.0 if args.full else 60.0)
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "idle_websockets": [],
     }
     for count in (1000, 10_000) if args.full else (1000,):
@@ -262,7 +232,8 @@ def main(argv: list[str]) -> int:
         results["idle_websockets"].append(held)
         print(
             f"{held['opened']:,} idle WebSockets: {held['rss_bytes'] / MB:.1f} MB RSS "
-            f"(baseline {held['baseline_rss_bytes'] / MB:.1f} MB), "
+            f"(baseline {held['baseline_rss_bytes'] / MB:.1f} MB, "
+            f"ratio {held['rss_bytes'] / held['baseline_rss_bytes']:.2f}), "
             f"{held['bytes_per_connection'] / 1024:.1f} KiB per connection, "
             f"opened in {held['open_seconds']:.1f} s",
             flush=True,
@@ -274,7 +245,8 @@ def main(argv: list[str]) -> int:
             f"RSS over {seconds:.0f} s at {args.rate:.0f}/s ({run['ok']:,} ok): "
             f"{run['rss_after_warmup_bytes'] / MB:.1f} MB after {run['warmup_seconds']:.0f} s "
             f"warm-up -> {run['rss_end_bytes'] / MB:.1f} MB at the end "
-            f"({run['rss_change_bytes'] / MB:+.2f} MB)",
+            f"({run['rss_change_bytes'] / MB:+.2f} MB, "
+            f"ratio {run['rss_end_bytes'] / run['rss_after_warmup_bytes']:.3f})",
             flush=True,
         )
     if "rule_slope_mb_per_hour" in run:
@@ -287,9 +259,7 @@ def main(argv: list[str]) -> int:
             f"(upper {run['theil_sen_upper_mb_per_hour']:+.2f})",
             flush=True,
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {RESULTS}")
+    write_results("load_memory", results)
     return 0
 
 

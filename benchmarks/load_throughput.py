@@ -19,20 +19,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import json
 import os
 import re
 import resource
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results" / "load_throughput.json"
+from benchmarks._measure import machine, ratio, run_child, write_results
+from benchmarks._servers import start_benchmark_server
+
 CONNECTIONS = 32
 # Above what one Python process can send: the driver sends what it can, the rest is dropped.
 SATURATING_RATE = 20_000.0
@@ -66,43 +64,6 @@ def serve(port: int) -> None:
     asyncio.run(run())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def _run_child(command: list[str], timeout: float) -> tuple[str, float]:
-    """Run ``command``; its stdout and the CPU seconds it used (from wait4)."""
-    with tempfile.TemporaryFile() as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                process.returncode = os.waitstatus_to_exitcode(status)
-                break
-            if time.monotonic() > deadline:
-                process.kill()
-                os.wait4(process.pid, 0)
-                raise TimeoutError(f"{command[0]} did not finish in {timeout}s")
-            time.sleep(0.05)
-        out.seek(0)
-        return out.read().decode(errors="replace"), usage.ru_utime + usage.ru_stime
-
-
 # -- the tools --------------------------------------------------------------------------------
 def _seconds(value: str, unit: str) -> float:
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
@@ -113,7 +74,7 @@ def run_wrk(url: str, seconds: float) -> dict[str, Any] | None:
     if wrk is None:
         return None
     command = [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{int(seconds)}s", "--latency", url]
-    text, cpu = _run_child(command, seconds + 30)
+    text, cpu = run_child(command, seconds + 30)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.MULTILINE)
     total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", text)
@@ -198,7 +159,7 @@ def run_locust(
         "-r", str(CONNECTIONS), "-t", f"{int(seconds)}s", "--only-summary",
         "--csv", str(prefix), "--loglevel", "WARNING", "--stop-timeout", "1",
     ]  # fmt: skip
-    text, cpu = _run_child(command, seconds + 60)
+    text, cpu = run_child(command, seconds + 60)
     rows = list(csv.DictReader((prefix.parent / f"{prefix.name}_stats.csv").open()))
     total = next((r for r in rows if r["Name"] == "Aggregated"), None)
     if total is None:
@@ -216,10 +177,6 @@ def run_locust(
     }
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a and b else None
-
-
 def _fmt(value: float | None, scale: float = 1.0, unit: str = "") -> str:
     return "n/a" if value is None else f"{value * scale:,.1f}{unit}"
 
@@ -235,17 +192,14 @@ def main(argv: list[str]) -> int:
         serve(args.serve)
         return 0
     seconds = args.seconds or (30.0 if args.full else 5.0)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen([sys.executable, "-m", "benchmarks.load_throughput",
-                               "--serve", str(port)], cwd=Path(__file__).parent.parent)  # fmt: skip
+    server = start_benchmark_server("load_throughput")
+    url = f"{server.url}/"
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "seconds_per_measurement": seconds,
         "connections": CONNECTIONS,
     }
     try:
-        _wait_for_port(port)
         print(f"server: minimal asyncio HTTP on {url}; {CONNECTIONS} connections each", flush=True)
         wrk = run_wrk(url, seconds)
         results["wrk"] = wrk
@@ -298,16 +252,15 @@ def main(argv: list[str]) -> int:
                     flush=True,
                 )
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
     ratios = {
-        "soak_vs_wrk_requests_per_cpu_second": _ratio(
+        "soak_vs_wrk_requests_per_cpu_second": ratio(
             soak["requests_per_cpu_second"], wrk and wrk["requests_per_cpu_second"]
         ),
-        "soak_vs_locust_requests_per_cpu_second": _ratio(
+        "soak_vs_locust_requests_per_cpu_second": ratio(
             soak["requests_per_cpu_second"], peer and peer["requests_per_cpu_second"]
         ),
-        "soak_vs_locust_p99_at_fixed_rate": _ratio(
+        "soak_vs_locust_p99_at_fixed_rate": ratio(
             soak_fixed["p99_seconds"],
             results.get("locust", {}).get("fixed_rate", {}).get("p99_seconds"),
         ),
@@ -315,9 +268,7 @@ def main(argv: list[str]) -> int:
     results["ratios"] = ratios
     for name, value in ratios.items():
         print(f"{name}: {'n/a' if value is None else f'{value:.2f}'}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {RESULTS}")
+    write_results("load_throughput", results)
     return 0
 
 

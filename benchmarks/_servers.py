@@ -1,0 +1,117 @@
+"""The servers the benchmarks start on 127.0.0.1, built on ``soakwatch.localservers``: a child
+listening on a free port (a benchmark's own minimal server, an exporter), and a Prometheus over
+a TSDB made with ``promtool tsdb create-blocks-from openmetrics``.
+
+Each runs in its own temporary directory (its output in ``server.log`` there), dies with this
+process, and is stopped by its PID (``with`` or ``.stop()``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from soakwatch.localservers import (
+    HOST,
+    SinglePortServer,
+    find_binary,
+    free_port,
+    launch,
+    spawn,
+    start_in_temp_dir,
+)
+
+ROOT = Path(__file__).parent.parent
+
+
+class ListeningServer(SinglePortServer):
+    """A child process listening on ``.port``; ``.url`` is its HTTP root."""
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def _accepts(port: int) -> Callable[[], bool]:
+    def ready() -> bool:
+        with socket.create_connection((HOST, port), timeout=1):
+            return True
+
+    return ready
+
+
+def _answers_200(url: str) -> Callable[[], bool]:
+    def ready() -> bool:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return int(reply.status) == 200
+
+    return ready
+
+
+def start_listening(
+    name: str, argv_for: Callable[[int, Path], list[str]], *, python_env: bool = False
+) -> ListeningServer:
+    """Start ``argv_for(port, data_dir)`` on a free port; return once the port accepts
+    connections. ``python_env``: the repository root on PYTHONPATH (for ``-m benchmarks.x``)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)} if python_env else None
+
+    def attempt(data_dir: Path) -> ListeningServer:
+        port = free_port()
+        process, log_path = spawn(argv_for(port, data_dir), data_dir, env=env)
+        server = ListeningServer(process, data_dir, log_path, port=port)
+        server.name = name
+        return launch(server, _accepts(port))
+
+    return start_in_temp_dir(name, attempt)
+
+
+def start_benchmark_server(module: str, flag: str = "--serve") -> ListeningServer:
+    """``python -m benchmarks.<module> <flag> PORT``: a benchmark's own minimal server."""
+    return start_listening(
+        module,
+        lambda port, _: [sys.executable, "-m", f"benchmarks.{module}", flag, str(port)],
+        python_env=True,
+    )
+
+
+def import_openmetrics(openmetrics: Path, tsdb: Path, timeout: float) -> float:
+    """Make TSDB blocks in ``tsdb`` from an OpenMetrics file with promtool; the seconds taken."""
+    promtool = find_binary("promtool", "prometheus")
+    began = time.perf_counter()
+    subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(openmetrics), str(tsdb)],
+        check=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+    return time.perf_counter() - began
+
+
+def start_prometheus(tsdb: Path) -> ListeningServer:
+    """A Prometheus serving the blocks in ``tsdb`` (nothing scraped, kept for 100 years),
+    returned once ``/-/ready`` answers."""
+    binary = find_binary("prometheus", "prometheus")
+
+    def attempt(data_dir: Path) -> ListeningServer:
+        port = free_port()
+        config = data_dir / "prometheus.yml"
+        config.write_text("global: {}\n")
+        argv = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tsdb}",
+            f"--web.listen-address={HOST}:{port}",
+            "--storage.tsdb.retention.time=100y",
+            "--log.level=error",
+        ]
+        process, log_path = spawn(argv, data_dir)
+        server = ListeningServer(process, data_dir, log_path, port=port)
+        server.name = "prometheus"
+        return launch(server, _answers_200(f"http://{HOST}:{port}/-/ready"))
+
+    return start_in_temp_dir("prometheus", attempt)
