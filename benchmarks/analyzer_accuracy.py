@@ -15,13 +15,14 @@ and the smallest leak detected with >= 95 % recall.
 
 from __future__ import annotations
 
-import json
+import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ from soakwatch.analyzer.series import Series
 from soakwatch.analyzer.slopes import least_squares_slope
 from soakwatch.rules import load_rules
 
+from benchmarks._measure import write_results
+from benchmarks._servers import import_openmetrics, start_prometheus
 from benchmarks._traces import FAMILIES, MB
 
-RESULTS = Path(__file__).with_name("results") / "analyzer_accuracy.json"
 DURATIONS_HOURS = (2, 12, 48)
 LEAK_FACTORS = (0.5, 1.0, 1.5, 2.0, 5.0, 20.0)
 NOISE_FACTORS = (0.1, 1.0, 10.0)  # noise sd as a multiple of the hourly leak
@@ -60,6 +62,18 @@ def naive(threshold: float, t: np.ndarray, y: np.ndarray) -> str:
     return "fail" if least_squares_slope(t, y) * 3600 > threshold else "pass"
 
 
+def tally(
+    rule: Any, threshold: float, traces: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> tuple[Counter[str], Counter[str]]:
+    """The verdicts of the analyzer and of the deriv() reference on each (t, rss, restarts)."""
+    ours: Counter[str] = Counter()
+    deriv: Counter[str] = Counter()
+    for t, y, restarts in traces:
+        ours[judge(rule, t, y, restarts)] += 1
+        deriv[naive(threshold, t, y)] += 1
+    return ours, deriv
+
+
 def run_cells(trials: int, seed: int = 20261125) -> dict[str, Any]:
     rule = load_rules().rules["memory_growth"]
     threshold = rule.threshold_base
@@ -68,13 +82,8 @@ def run_cells(trials: int, seed: int = 20261125) -> dict[str, Any]:
     leaks: dict[str, dict[str, Any]] = {}
     for hours in DURATIONS_HOURS:
         for family, make in FAMILIES.items():
-            ours: Counter[str] = Counter()
-            deriv: Counter[str] = Counter()
-            for i in range(trials):
-                noise = CLEAN_NOISE_MB[i % len(CLEAN_NOISE_MB)] * MB
-                t, y, restarts = make(rng, hours, 0.0, noise)
-                ours[judge(rule, t, y, restarts)] += 1
-                deriv[naive(threshold, t, y)] += 1
+            noises = (CLEAN_NOISE_MB[i % len(CLEAN_NOISE_MB)] * MB for i in range(trials))
+            ours, deriv = tally(rule, threshold, (make(rng, hours, 0.0, n) for n in noises))
             clean[f"{family}/{hours}h"] = {
                 "family": family,
                 "hours": hours,
@@ -88,12 +97,9 @@ def run_cells(trials: int, seed: int = 20261125) -> dict[str, Any]:
             for factor in LEAK_FACTORS:
                 for noise_factor in NOISE_FACTORS:
                     leak = factor * threshold
-                    ours = Counter()
-                    deriv = Counter()
-                    for _ in range(trials):
-                        t, y, restarts = FAMILIES[family](rng, hours, leak, noise_factor * leak)
-                        ours[judge(rule, t, y, restarts)] += 1
-                        deriv[naive(threshold, t, y)] += 1
+                    make = FAMILIES[family]
+                    traces = (make(rng, hours, leak, noise_factor * leak) for _ in range(trials))
+                    ours, deriv = tally(rule, threshold, traces)
                     leaks[f"{family}/{hours}h/{factor:g}x/noise{noise_factor:g}"] = {
                         "family": family,
                         "hours": hours,
@@ -143,18 +149,15 @@ def summarise(cells: dict[str, Any]) -> dict[str, Any]:
 def through_prometheus(trials: int) -> dict[str, Any]:
     """Judge one 12-hour trace per family through a real Prometheus (promtool blocks) and
     compare the verdicts with those of the pure core on the same samples."""
-    import requests
     from soakwatch.analyzer import PrometheusSource, RunDirSource, analyze
 
     from soakwatch.recording import SampleWriter, export_openmetrics
 
-    promtool, prometheus = shutil.which("promtool"), shutil.which("prometheus")
-    if not promtool or not prometheus:
+    if not shutil.which("promtool") or not shutil.which("prometheus"):
         return {"skipped": "promtool/prometheus not installed"}
     rng = np.random.default_rng(7)
-    work = Path(tempfile.mkdtemp(prefix="soakwatch-accuracy-"))
-    process = None
-    try:
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soakwatch-accuracy-")))
         with SampleWriter(work / "run") as writer:
             for family, make in FAMILIES.items():
                 for i in range(trials):
@@ -166,47 +169,13 @@ def through_prometheus(trials: int) -> dict[str, Any]:
                         writer.write_sample("soak_process_resident_memory_bytes", labels, value, ts)
                         writer.write_sample("soak_process_start_time_seconds", labels, start, ts)
         export_openmetrics(work / "run", work / "run.om")
-        began = time.perf_counter()
-        subprocess.run(
-            [
-                promtool,
-                "tsdb",
-                "create-blocks-from",
-                "openmetrics",
-                str(work / "run.om"),
-                str(work / "tsdb"),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-        import_seconds = time.perf_counter() - began
-        port = 19000 + int(rng.integers(0, 900))
-        (work / "p.yml").write_text("global: {}\n")
-        process = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={work / 'p.yml'}",
-                f"--storage.tsdb.path={work / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=100y",
-                "--log.level=error",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+        import_seconds = import_openmetrics(work / "run.om", work / "tsdb", timeout=600)
+        prometheus = stack.enter_context(start_prometheus(work / "tsdb"))
         rules = load_rules()
         local = RunDirSource(work / "run")
         start, end = local.time_range()
         a = analyze(local, rules, start, end, only=["memory_growth"])
-        b = analyze(PrometheusSource(url), rules, start, end, only=["memory_growth"])
+        b = analyze(PrometheusSource(prometheus.url), rules, start, end, only=["memory_growth"])
         ours = {r.subject_text: r.status for r in a.results}
         theirs = {r.subject_text: r.status for r in b.results}
         agree = sum(ours[k] == theirs.get(k) for k in ours)
@@ -216,15 +185,16 @@ def through_prometheus(trials: int) -> dict[str, Any]:
             "verdicts_agreeing_with_pure_core": agree,
             "verdicts": theirs,
         }
-    finally:
-        if process is not None:
-            process.terminate()
-            process.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:
-    full = "--full" in argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks analyzer_accuracy")
+    parser.add_argument("--full", action="store_true", help="200 traces per cell")
+    parser.add_argument(
+        "--prometheus", action="store_true", help="also judge a sample through a real Prometheus"
+    )
+    args = parser.parse_args(argv)
+    full = args.full
     trials = 200 if full else 12
     began = time.perf_counter()
     cells = run_cells(trials)
@@ -257,15 +227,13 @@ def main(argv: list[str]) -> int:
         "summary": summary,
         "cells": cells,
     }
-    if "--prometheus" in argv:
+    if args.prometheus:
         output["prometheus"] = through_prometheus(4 if not full else 20)
         print(
             "through a real Prometheus:",
             {k: v for k, v in output["prometheus"].items() if k != "verdicts"},
         )
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(output, indent=2))
-    print(f"written {RESULTS}")
+    write_results("analyzer_accuracy", output)
     return 0
 
 

@@ -12,12 +12,12 @@
 
 from __future__ import annotations
 
-import json
+import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,9 @@ from soakwatch.analyzer.series import Series
 from soakwatch.rules import load_rules
 from soakwatch.rules.model import MetricSelector
 
-RESULTS = Path(__file__).with_name("results") / "analyzer_speed.json"
+from benchmarks._measure import ratio, write_results
+from benchmarks._servers import import_openmetrics, start_prometheus
+
 HOURS = 48
 INTERVAL = 15.0
 SCENARIOS = 5
@@ -168,17 +170,13 @@ def time_compute(services: int) -> dict[str, Any]:
 
 def time_fetch(services: int) -> dict[str, Any]:
     """Load the series into a real Prometheus with promtool, then time analyze() against it."""
-    import requests
-
     from soakwatch.recording import format_sample
 
-    promtool, prometheus = shutil.which("promtool"), shutil.which("prometheus")
-    if not promtool or not prometheus:
+    if not shutil.which("promtool") or not shutil.which("prometheus"):
         return {"skipped": "promtool/prometheus not installed"}
     series, start, end = make_series(services)
-    work = Path(tempfile.mkdtemp(prefix="soakwatch-speed-"))
-    process = None
-    try:
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soakwatch-speed-")))
         began = time.perf_counter()
         with (work / "data.om").open("w") as handle:
             by_name: dict[str, list[Series]] = {}
@@ -194,46 +192,11 @@ def time_fetch(services: int) -> dict[str, Any]:
                     )
             handle.write("# EOF\n")
         write_seconds = time.perf_counter() - began
-        began = time.perf_counter()
-        subprocess.run(
-            [
-                promtool,
-                "tsdb",
-                "create-blocks-from",
-                "openmetrics",
-                str(work / "data.om"),
-                str(work / "tsdb"),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=3600,
-        )
-        import_seconds = time.perf_counter() - began
+        import_seconds = import_openmetrics(work / "data.om", work / "tsdb", timeout=3600)
         (work / "data.om").unlink()
-        (work / "p.yml").write_text("global: {}\n")
-        port = 19000 + int(np.random.default_rng().integers(0, 900))
-        process = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={work / 'p.yml'}",
-                f"--storage.tsdb.path={work / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=100y",
-                "--log.level=error",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+        prometheus = stack.enter_context(start_prometheus(work / "tsdb"))
         rules = load_rules()
-        source = PrometheusSource(url, timeout_seconds=120)
+        source = PrometheusSource(prometheus.url, timeout_seconds=120)
         recorder = RecordingSource(source)
         began = time.perf_counter()
         report = analyze(recorder, rules, start, end)
@@ -253,15 +216,14 @@ def time_fetch(services: int) -> dict[str, Any]:
             "http_requests": source.requests_made,
             "verdict": report.verdict,
         }
-    finally:
-        if process is not None:
-            process.terminate()
-            process.wait(60)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:
-    full = "--full" in argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks analyzer_speed")
+    parser.add_argument(
+        "--full", action="store_true", help="load and fetch all 100 services through Prometheus"
+    )
+    full = parser.parse_args(argv).full
     compute = time_compute(100)
     print(
         f"compute only: 100 services x {HOURS} h at {INTERVAL:g} s, {compute['series']} series, "
@@ -277,7 +239,8 @@ def main(argv: list[str]) -> int:
             f"analyze {fetch['analyze_seconds']:.2f} s = fetch {fetch['fetch_seconds']:.2f} s "
             f"+ compute {fetch['compute_seconds']:.2f} s "
             f"({fetch['http_requests']} HTTP requests; promtool import "
-            f"{fetch['promtool_import_seconds']:.1f} s)"
+            f"{fetch['promtool_import_seconds']:.1f} s); ratio to the compute alone on the "
+            f"same answers {ratio(fetch['analyze_seconds'], fetch['compute_seconds']):.1f}"
         )
         if full:
             total = fetch["analyze_seconds"]
@@ -297,9 +260,7 @@ def main(argv: list[str]) -> int:
         output["total_measured"] = full
     else:
         print("fetch skipped:", fetch["skipped"])
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(output, indent=2))
-    print(f"written {RESULTS}")
+    write_results("analyzer_speed", output)
     return 0
 
 
