@@ -3,7 +3,8 @@
 - ``leaking_service``: a child Python process that serves HTTP, keeps 1 MB/s forever, holds a TCP
   connection to Redis (a pool) and publishes its GC series with soakwatch's in-process exporter;
 - ``soak_exporter``: the real ``soak-exporter`` sidecar watching it (process, pool, HTTP probe);
-- ``load_driver``: the real ``soak load`` sending it HTTP requests;
+- ``load_driver``: the real ``soak load`` sending it HTTP requests, publishing
+  ``soak_run_info{run_id=RUN_ID}`` (the only source of the run id the alerts carry);
 - ``webhook_receiver``: an ``http.server`` recording what Alertmanager posts;
 - ``short_rules_file``: the soak rules with windows of seconds, generated like the committed file.
 """
@@ -29,7 +30,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "leaky"
-RUN_RULES = REPO / "deploy" / "prometheus" / "run.rules.yaml"
+RUN_ID = "stack-e2e"  # passed to `soak load --run-id`; not the compose default, to tell them apart
 
 CHILD = textwrap.dedent(
     """
@@ -184,6 +185,8 @@ def load_driver(tmp_path: Path, leaking_service: Child) -> Iterator[tuple[Child,
             "5m",
             "--metrics-listen",
             f"127.0.0.1:{port}",
+            "--run-id",
+            RUN_ID,
             "--quiet",
             log=log,
         )

@@ -24,6 +24,7 @@ COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yaml"
 KUBERNETES = DEPLOY / "kubernetes"
 PROMTOOL = shutil.which("promtool")
 AMTOOL = shutil.which("amtool")
+KUBECTL = shutil.which("kubectl")
 
 
 def manifests() -> list[Path]:
@@ -188,7 +189,7 @@ def test_promtool_accepts_the_prometheus_config_with_the_rules_as_compose_mounts
         [PROMTOOL, "check", "config", str(config)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 rule files found" in done.stdout
+    assert "1 rule files found" in done.stdout  # the generated rules; the run id is scraped
     assert re.search(r"SUCCESS: \d+ rules found", done.stdout), done.stdout
 
 
@@ -218,6 +219,39 @@ def test_alertmanager_inhibits_only_alerts_that_the_generated_rules_define() -> 
     assert named and named <= alerts
 
 
+def compose_interpolate(text: str, environ: dict[str, str]) -> str:
+    """What docker compose makes of ``${NAME:-default}`` (no container engine here to ask)."""
+
+    def value(match: re.Match[str]) -> str:
+        return environ.get(match.group(1)) or match.group(2)
+
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", value, text)
+
+
+def test_compose_passes_the_load_driver_a_run_id_from_soak_run_id_with_a_default() -> None:
+    from soakwatch.load.config import load_config
+
+    command = compose()["services"]["load"]["command"]
+    (run_id_flag,) = [arg for arg in command if arg.startswith("--run-id=")]
+    assert run_id_flag == "--run-id=${SOAK_RUN_ID:-compose-demo}"
+    default = compose_interpolate(run_id_flag, {}).removeprefix("--run-id=")
+    chosen = compose_interpolate(run_id_flag, {"SOAK_RUN_ID": "nightly-43"})
+    assert chosen == "--run-id=nightly-43"
+    config = load_config(COMPOSE_DIR / "load.yaml", flags={"run_id": default})
+    assert config.run_id == "compose-demo"
+
+
+def test_nothing_under_deploy_records_soak_run_info_so_the_driver_is_its_only_source() -> None:
+    recorded = []
+    for path in manifests():
+        for doc in documents(path):
+            groups = doc.get("groups") or doc.get("spec", {}).get("groups") or []
+            for group in groups if isinstance(groups, list) else []:
+                recorded += [r["record"] for r in group.get("rules", []) if "record" in r]
+    assert "soak:memory_growth:slope_bytes_per_hour" in recorded  # the scan does find rules
+    assert "soak_run_info" not in recorded
+
+
 # -- Kubernetes ---------------------------------------------------------------------------------
 def test_the_exporter_is_a_sidecar_in_a_shared_process_namespace() -> None:
     deployment = find("Deployment", "sample-service")
@@ -242,6 +276,34 @@ def test_the_load_job_runs_n_indexed_shards_in_parallel_each_told_its_index() ->
     assert shard == f"--shard=$(SHARD_INDEX)/{job['completions']}"
     env = {e["name"]: e for e in container["env"]}
     assert "job-completion-index" in env["SHARD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert "--run-id=$(SOAK_RUN_ID)" in container["args"]
+    assert env["SOAK_RUN_ID"]["valueFrom"]["configMapKeyRef"] == {
+        "name": "soak-run",
+        "key": "run-id",
+    }
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+def test_the_built_load_job_reads_its_run_id_from_the_generated_configmap() -> None:
+    from soakwatch.load.config import parse_run_id
+
+    assert KUBECTL is not None
+    done = subprocess.run(
+        [KUBECTL, "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    built = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    (job,) = [d for d in built if d["kind"] == "Job" and d["metadata"]["name"] == "soak-load"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    reference = env["SOAK_RUN_ID"]["valueFrom"]["configMapKeyRef"]
+    # The generated name carries a hash of the run id, and the Job refers to exactly it.
+    assert reference["name"].startswith("soak-run-")
+    (configmap,) = [
+        d for d in built if d["kind"] == "ConfigMap" and d["metadata"]["name"] == reference["name"]
+    ]
+    assert configmap["metadata"]["namespace"] == job["metadata"]["namespace"] == "soak"
+    assert parse_run_id(configmap["data"][reference["key"]]) == "k8s-demo"
 
 
 # -- the configs inside pass their own borders --------------------------------------------------

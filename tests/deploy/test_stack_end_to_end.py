@@ -1,7 +1,8 @@
 """The stack end to end, every part real and local: a leaking child process watched by the real
-``soak-exporter`` and loaded by the real ``soak load``, scraped by Prometheus with the generated
-rules (windows of seconds), alerting through the Debian Alertmanager to a webhook in the test;
-and every panel query of the committed dashboards run against that Prometheus."""
+``soak-exporter`` and loaded by the real ``soak load --run-id``, scraped by Prometheus with the
+generated rules (windows of seconds) and nothing else, alerting through the Debian Alertmanager to
+a webhook in the test; and every panel query of the committed dashboards run against that
+Prometheus. The alert's ``run_id`` comes from the driver's own ``soak_run_info`` series."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-RUN_RULES = REPO / "deploy" / "prometheus" / "run.rules.yaml"
 SERVICE = "leaky"  # the leaking_service fixture's name
+RUN_ID = "stack-e2e"  # what the load_driver fixture passes to `soak load --run-id`
 ALERTMANAGER_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 
@@ -56,7 +57,7 @@ def stack(
             f"127.0.0.1:{load_driver[1]}",
             f"127.0.0.1:{leaking_service.metrics_port}",
         ],
-        rule_files=[short_rules_file, RUN_RULES],
+        rule_files=[short_rules_file],  # no rule states soak_run_info: the driver does
         alertmanager_urls=[alertmanager.url],
         scrape_interval="1s",
         evaluation_interval="1s",
@@ -65,20 +66,26 @@ def stack(
 
 
 def test_a_leak_seen_by_the_real_exporter_reaches_the_webhook_through_alertmanager(
-    stack: tuple[Any, Any], webhook_receiver: Any
+    stack: tuple[Any, Any], webhook_receiver: Any, load_driver: tuple[Any, int]
 ) -> None:
     assert stack  # started
+    prometheus, _ = stack
     started = time.monotonic()
     alert = webhook_receiver.wait_for("SoakMemoryGrowth", timeout=75)
     assert time.monotonic() - started < 90
     assert alert["labels"]["service"] == SERVICE
-    assert alert["labels"]["run_id"] == "compose-demo"  # from deploy/prometheus/run.rules.yaml
+    assert alert["labels"]["run_id"] == RUN_ID  # from the load driver's soak_run_info
     assert alert["labels"]["severity"] == "warning"
     assert alert["labels"]["soak_rule"] == "memory_growth"
     assert re.search(r"memory grows [\d.]+[kMG]?B/h", alert["annotations"]["summary"])
     assert alert["annotations"]["dashboard"].endswith(
-        f"/d/soakwatch-service/soak-service?var-service={SERVICE}&var-run_id=compose-demo"
+        f"/d/soakwatch-service/soak-service?var-service={SERVICE}&var-run_id={RUN_ID}"
     )
+    # The one soak_run_info in Prometheus is the driver's, scraped from its /metrics.
+    (run_info,) = prometheus.query("soak_run_info")
+    assert run_info["metric"]["run_id"] == RUN_ID
+    assert run_info["metric"]["instance"] == f"127.0.0.1:{load_driver[1]}"
+    assert run_info["metric"]["shard"] == "0/1"
 
 
 def panel_queries() -> list[tuple[str, str, str]]:
