@@ -14,16 +14,17 @@ It also checks the sampled examined-objects count against an exact one.
 
 from __future__ import annotations
 
+import argparse
 import gc
-import json
 import platform
 import random
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from soakwatch.exporter.gc_collector import GcCollector
+
+from benchmarks._measure import write_results
 
 
 class _Node:
@@ -63,7 +64,9 @@ def _examined(collector: GcCollector) -> int:
 
 
 def main(argv: list[str]) -> int:
-    long = "--long" in argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks gc_hooks")
+    parser.add_argument("--long", action="store_true", help="more and longer rounds (~2 min)")
+    long = parser.parse_args(argv).long
     rounds = 101 if long else 31
     cycles = 200_000 if long else 60_000
     long_lived = [{"i": i, "v": [i]} for i in range(100_000)]  # ~200k tracked objects
@@ -130,9 +133,7 @@ def main(argv: list[str]) -> int:
         f"  examined objects: exact {truth}, with young-generation sampling {estimate} "
         f"({(estimate / truth - 1.0) * 100:+.2f} %)"
     )
-    out = Path(__file__).parent / "results" / "gc_hooks.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results("gc_hooks", result)
     overhead = result["overhead_ratio"]["hooks"]  # type: ignore[index]
     return 0 if overhead < 0.05 else 1
 
