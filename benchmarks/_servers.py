@@ -1,12 +1,14 @@
 """The servers the benchmarks start on 127.0.0.1, built on ``soakwatch.localservers``: a child
 listening on a free port (a benchmark's own minimal server, an exporter), and a Prometheus over
-a TSDB made with ``promtool tsdb create-blocks-from openmetrics``.
+a TSDB made with ``promtool tsdb create-blocks-from openmetrics``; and ``serve_protocol``, the
+loop of a benchmark's own minimal asyncio server in its child process.
 
 Each runs in its own temporary directory (its output in ``server.log`` there), dies with this
 process, and is stopped by its PID (``with`` or ``.stop()``)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -68,6 +70,18 @@ def start_listening(
         return launch(server, _accepts(port))
 
     return start_in_temp_dir(name, attempt)
+
+
+def serve_protocol(factory: Callable[[], asyncio.Protocol], port: int) -> None:
+    """Serve ``factory()`` connections on 127.0.0.1:``port`` until this process is stopped."""
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(factory, HOST, port, backlog=4096)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(run())
 
 
 def start_benchmark_server(module: str, flag: str = "--serve") -> ListeningServer:

@@ -36,7 +36,7 @@ from typing import Any
 import psutil
 
 from benchmarks._measure import machine, write_results
-from benchmarks._servers import ROOT, start_benchmark_server
+from benchmarks._servers import ROOT, serve_protocol, start_benchmark_server
 from soakwatch.localservers import free_port
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -69,16 +69,6 @@ class _SilentWebSocket(asyncio.Protocol):
         )
         self.open = True
         self.head = b""
-
-
-def serve_websockets(port: int) -> None:
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(_SilentWebSocket, "127.0.0.1", port, backlog=4096)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(run())
 
 
 # -- the driver side of the idle-WebSocket measurement (runs in its own process) ---------------
@@ -217,7 +207,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ws-hold", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.ws_serve:
-        serve_websockets(args.ws_serve)
+        serve_protocol(_SilentWebSocket, args.ws_serve)
         return 0
     if args.ws_hold:
         hold_websockets(args.ws_hold[0], int(args.ws_hold[1]))

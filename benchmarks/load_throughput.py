@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._measure import machine, ratio, run_child, write_results
-from benchmarks._servers import start_benchmark_server
+from benchmarks._servers import serve_protocol, start_benchmark_server
 
 CONNECTIONS = 32
 # Above what one Python process can send: the driver sends what it can, the rest is dropped.
@@ -52,16 +52,6 @@ class _Answer(asyncio.Protocol):
         if count:
             self.buffer = self.buffer[self.buffer.rfind(b"\r\n\r\n") + 4 :]
             self.transport.write(RESPONSE * count)
-
-
-def serve(port: int) -> None:
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(_Answer, "127.0.0.1", port, backlog=4096)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(run())
 
 
 # -- the tools --------------------------------------------------------------------------------
@@ -189,7 +179,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve)
+        serve_protocol(_Answer, args.serve)
         return 0
     seconds = args.seconds or (30.0 if args.full else 5.0)
     server = start_benchmark_server("load_throughput")
