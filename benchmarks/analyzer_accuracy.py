@@ -74,6 +74,21 @@ def tally(
     return ours, deriv
 
 
+def cell(
+    rate: str, ours: Counter[str], deriv: Counter[str], trials: int, **labels: Any
+) -> dict[str, Any]:
+    """One cell of the results: its ``labels``, the verdict counts of both, and the share of
+    "fail" verdicts as ``rate`` (the analyzer's) and ``deriv_<rate>``."""
+    return {
+        **labels,
+        "trials": trials,
+        "analyzer": dict(ours),
+        "deriv": dict(deriv),
+        rate: ours["fail"] / trials,
+        f"deriv_{rate}": deriv["fail"] / trials,
+    }
+
+
 def run_cells(trials: int, seed: int = 20261125) -> dict[str, Any]:
     rule = load_rules().rules["memory_growth"]
     threshold = rule.threshold_base
@@ -84,15 +99,9 @@ def run_cells(trials: int, seed: int = 20261125) -> dict[str, Any]:
         for family, make in FAMILIES.items():
             noises = (CLEAN_NOISE_MB[i % len(CLEAN_NOISE_MB)] * MB for i in range(trials))
             ours, deriv = tally(rule, threshold, (make(rng, hours, 0.0, n) for n in noises))
-            clean[f"{family}/{hours}h"] = {
-                "family": family,
-                "hours": hours,
-                "trials": trials,
-                "analyzer": dict(ours),
-                "deriv": dict(deriv),
-                "false_positive_rate": ours["fail"] / trials,
-                "deriv_false_positive_rate": deriv["fail"] / trials,
-            }
+            clean[f"{family}/{hours}h"] = cell(
+                "false_positive_rate", ours, deriv, trials, family=family, hours=hours
+            )
         for family in LEAK_FAMILIES:
             for factor in LEAK_FACTORS:
                 for noise_factor in NOISE_FACTORS:
@@ -100,17 +109,16 @@ def run_cells(trials: int, seed: int = 20261125) -> dict[str, Any]:
                     make = FAMILIES[family]
                     traces = (make(rng, hours, leak, noise_factor * leak) for _ in range(trials))
                     ours, deriv = tally(rule, threshold, traces)
-                    leaks[f"{family}/{hours}h/{factor:g}x/noise{noise_factor:g}"] = {
-                        "family": family,
-                        "hours": hours,
-                        "leak_factor": factor,
-                        "noise_factor": noise_factor,
-                        "trials": trials,
-                        "analyzer": dict(ours),
-                        "deriv": dict(deriv),
-                        "recall": ours["fail"] / trials,
-                        "deriv_recall": deriv["fail"] / trials,
-                    }
+                    leaks[f"{family}/{hours}h/{factor:g}x/noise{noise_factor:g}"] = cell(
+                        "recall",
+                        ours,
+                        deriv,
+                        trials,
+                        family=family,
+                        hours=hours,
+                        leak_factor=factor,
+                        noise_factor=noise_factor,
+                    )
     return {"clean": clean, "leaks": leaks}
 
 
