@@ -122,12 +122,21 @@ def demo_config(values: dict[str, Any]) -> Any:
 
 
 def service_verdicts(verdict: dict[str, Any] | None, services: list[str]) -> dict[str, str]:
-    """Per service, the worst status among the rule results about it."""
+    """Per service, the worst status among the rule results about it.
+
+    A result is about a service when its subject names the service, or names a load scenario
+    of that service: the demo's scenarios end in the service they target (``http_healthy``,
+    ``sessions_leaky``). Scenarios shared by both (``redis_ops``) count for the run only."""
     order = ["fail", "inconclusive", "pass", "not_applicable"]
     worst: dict[str, str] = {}
     for result in (verdict or {}).get("results", []) or []:
         labels = result.get("subject") or result.get("labels") or {}
-        service = labels.get("service") if isinstance(labels, dict) else None
+        if not isinstance(labels, dict):
+            continue
+        service = labels.get("service")
+        scenario = labels.get("scenario")
+        if service is None and isinstance(scenario, str):
+            service = scenario.rpartition("_")[2]
         status = str(result.get("status", "inconclusive"))
         if service in services and status in order:
             current = worst.get(service, "not_applicable")
