@@ -481,9 +481,25 @@ def _quantile_change(
             rule, labels, "inconclusive", "first-window quantile is 0", None, details, evidence
         )
     change = last_q / first_q - 1.0
+    increase = last_q - first_q
+    floor = rule.min_increase_seconds
+    details["increase"] = increase
+    details["min_increase"] = floor
+    if floor > 0 and rule.lower_is_better and not rule.passes(change) and increase < floor:
+        # Past the relative threshold but by less than the floor: jitter or bucket interpolation.
+        reason = (
+            f"p{q * 100:g} change {_fmt(rule, change)} but only "
+            f"{_milliseconds(increase)} (< {_milliseconds(floor, signed=False)}) "
+            f"({first_q:.4g}s -> {last_q:.4g}s)"
+        )
+        return _result(rule, labels, "pass", reason, change, details, evidence)
     status, reason = _judge(rule, change, f"p{q * 100:g} change")
     reason += f" ({first_q:.4g}s -> {last_q:.4g}s)"
     return _result(rule, labels, status, reason, change, details, evidence)
+
+
+def _milliseconds(seconds: float, *, signed: bool = True) -> str:
+    return f"{seconds * 1000:{'+' if signed else ''}.3g} ms"
 
 
 def _increase(

@@ -18,7 +18,8 @@ How each kind becomes PromQL (docs/alerting.md has the why):
   with ``sum_over`` of a recorded ``sum without (<sum_over>)`` first (a pool's size from its
   states, per exporter: instance and job are kept).
 - ``quantile_change``: ``histogram_quantile`` over the rule's window, against a baseline latched
-  once from the first window after warm-up (a recording rule that keeps its own last value).
+  once from the first window after warm-up (a recording rule that keeps its own last value);
+  with ``min_increase`` the quantile must also have risen by that many seconds.
 - ``increase``: restarts counted by the exporter, or start-time changes it did not count.
 - ``failure_fraction``: ``1 - avg_over_time`` of a 0/1 success series.
 
@@ -184,6 +185,9 @@ QUANTILE_BASELINE = T(
     "or (${current} and on (${by}) ${continuous})"
 )
 QUANTILE_CHANGE = T("${current} / ${baseline} - 1")
+# With ``min_increase``: the quantile must also have risen by at least that many seconds, so
+# jitter and bucket interpolation on fast requests (+30 % of 5 ms) do not fire.
+QUANTILE_FLOOR = T("${relative}\nand on (${by}) (${current} - ${baseline}) >= ${floor}")
 INCREASE_COUNTED = T("max by (${by}) (increase(${value}[${range}]))")
 INCREASE_START_CHANGES = T("max by (${by}) (changes(${start_time}[${range}]))")
 INCREASE_ALERT = T(
@@ -420,17 +424,30 @@ def _quantile_change(rule: Rule) -> _Judgment:
     )
 
     def condition(judged: Rule, selector_filter: str) -> str:
-        return (
+        relative = (
             f"{_filtered(change, selector_filter)} {_FAILING[judged.comparison]} "
             f"{_number(judged.threshold_base)}"
         )
+        if not (judged.min_increase_seconds > 0 and judged.lower_is_better):
+            return relative
+        return QUANTILE_FLOOR.substitute(
+            relative=relative,
+            by=by,
+            current=_filtered(current, selector_filter),
+            baseline=_filtered(baseline, selector_filter),
+            floor=_number(judged.min_increase_seconds),
+        )
 
+    floor = ""
+    if rule.min_increase_seconds > 0 and rule.lower_is_better:
+        floor = f", and at least {prometheus_duration(rule.min_increase_seconds)} more"
     subject = " ".join(f"{{{{ $labels.{label} }}}}" for label in rule.group_by)
     return _Judgment(
         records,
         condition,
         summary=f"{subject}: p{_number((rule.quantile or 0.95) * 100)} latency is "
-        "{{ $value | humanizePercentage }} above the first window after warm-up (limit %{limit})",
+        "{{ $value | humanizePercentage }} above the first window after warm-up "
+        f"(limit %{{limit}}{floor})",
         look_at="the latency panel (p50/p95/p99) next to memory, GC pauses and open "
         "connections: degradation that follows memory growth points at the leak",
     )

@@ -200,7 +200,11 @@ class Rule:
     analyzer detects a longer warm-up (at most ``max_warmup_fraction`` of the segment).
 
     ``sum_over`` (variation rules): labels whose series are summed at each sample time into one
-    value per subject and exporter, e.g. ``("state",)`` for a pool's size."""
+    value per subject and exporter, e.g. ``("state",)`` for a pool's size.
+
+    ``min_increase_seconds`` (quantile_change rules): an absolute floor; the rule fails only when
+    the quantile also rose by at least this much, so millisecond jitter and bucket interpolation
+    on fast requests are not judged as degradation. 0 judges the relative change alone."""
 
     name: str
     kind: Kind
@@ -226,6 +230,7 @@ class Rule:
     sliding_window_seconds: float | None = None
     baseline: BaselineRule | None = None
     sum_over: tuple[str, ...] = ()
+    min_increase_seconds: float = 0.0
 
     @property
     def lower_is_better(self) -> bool:
@@ -406,6 +411,18 @@ def _sum_over(section: Section, kind: str, group_by: list[str]) -> tuple[str, ..
     return tuple(labels)
 
 
+def _min_increase(section: Section, kind: str) -> float:
+    """``min_increase``: the absolute rise (seconds) a quantile_change rule needs on top of its
+    relative threshold before it fails; below it, changes are jitter and bucket interpolation."""
+    if kind != "quantile_change":
+        if "min_increase" in section:
+            raise section.error("min_increase", f"not used by a {kind} rule")
+        section.raw("min_increase", None)
+        return 0.0
+    seconds: float = section.duration("min_increase", 0.0, minimum=0.0, exclusive_minimum=None)
+    return seconds
+
+
 def _baseline(section: Section) -> BaselineRule:
     unit = section.string("unit", "percent", choices=("percent", "ratio"))
     change = section.number("max_change", minimum=0.0)
@@ -474,6 +491,7 @@ def _rule(name: str, section: Section) -> Rule:
         sliding_window_seconds=section.duration("sliding_window", None),
         baseline=_baseline(section.section("baseline")) if "baseline" in section else None,
         sum_over=_sum_over(section, kind, group_by),
+        min_increase_seconds=_min_increase(section, kind),
     )
     if "baseline" not in section:
         section.raw("baseline", None)

@@ -146,3 +146,54 @@ def test_a_baseline_rule_fails_when_p95_is_over_ten_percent_above_the_passing_me
     faster = dataclasses.replace(now, details={"last": 0.220})
     assert baseline_results(rule, [faster], history)[0].status == "pass"
     assert baseline_results(rule, [now], [])[0].status == "not_applicable"
+
+
+def latency_histogram(before: dict[str, float], after: dict[str, float]) -> list[Series]:
+    """Two hours of ``soak_load_request_duration_seconds`` buckets for scenario "browse", sampled
+    every 15 s; each sample adds the cumulative counts ``before`` (first hour) or ``after``."""
+    t = T0 + np.arange(0.0, 2 * 3600 + 1, 15.0)
+    late = t - T0 >= 3600
+    return [
+        Series(
+            "soak_load_request_duration_seconds_bucket",
+            {"scenario": "browse", "le": le},
+            t,
+            np.cumsum(np.where(late, after[le], before[le])),
+        )
+        for le in before
+    ]
+
+
+# p95 with every request under 6 ms (5.7 ms), then every request in (6 ms, 7.5 ms] (7.425 ms)
+FAST_FIRST = {"0.006": 10.0, "0.0075": 10.0, "0.04": 10.0, "0.06": 10.0, "+Inf": 10.0}
+FAST_LATER = {"0.006": 0.0, "0.0075": 10.0, "0.04": 10.0, "0.06": 10.0, "+Inf": 10.0}
+# p95 with every request in (7.5 ms, 40 ms] (38.4 ms), then in (40 ms, 60 ms] (59 ms)
+SLOW_LATER = {"0.006": 0.0, "0.0075": 0.0, "0.04": 0.0, "0.06": 10.0, "+Inf": 10.0}
+SLOW_FIRST = {"0.006": 0.0, "0.0075": 0.0, "0.04": 10.0, "0.06": 10.0, "+Inf": 10.0}
+
+
+def test_a_thirty_percent_rise_of_under_two_milliseconds_passes_with_the_floor_only() -> None:
+    buckets = latency_histogram(FAST_FIRST, FAST_LATER)
+    end = buckets[0].t[-1]
+    rule = dataclasses.replace(load_rules().rules["latency_degradation"], min_increase_seconds=0)
+    (without,) = evaluate_rule(rule, {"histogram": buckets}, T0, end)
+    assert without.status == "fail"
+    assert without.figure == pytest.approx(30.26, abs=0.01)
+    floored = dataclasses.replace(rule, min_increase_seconds=0.005)
+    (result,) = evaluate_rule(floored, {"histogram": buckets}, T0, end)
+    assert result.status == "pass"
+    assert result.figure == pytest.approx(30.26, abs=0.01)
+    assert result.details["increase"] == pytest.approx(0.001725)
+    assert result.reason.startswith("p95 change 30.3 percent but only +1.72 ms (< 5 ms)")
+
+
+def test_a_fifty_percent_rise_of_twenty_milliseconds_fails_despite_the_floor() -> None:
+    buckets = latency_histogram(SLOW_FIRST, SLOW_LATER)
+    rule = dataclasses.replace(
+        load_rules().rules["latency_degradation"], min_increase_seconds=0.005
+    )
+    (result,) = evaluate_rule(rule, {"histogram": buckets}, T0, buckets[0].t[-1])
+    assert result.status == "fail"
+    assert result.figure == pytest.approx(53.75, abs=0.01)
+    assert result.details["increase"] == pytest.approx(0.020625)
+    assert result.reason.startswith("p95 change 53.7 percent >= 25 percent")

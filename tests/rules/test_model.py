@@ -177,3 +177,24 @@ def test_a_misplaced_or_malformed_sum_over_is_rejected(
 ) -> None:
     with pytest.raises(ConfigError, match=rf"rules\.memory_growth\.{message}"):
         load_rules(write(tmp_path, text))
+
+
+def test_min_increase_on_a_rule_that_is_not_a_quantile_change_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL_RULE + "    min_increase: 5ms\n")
+    with pytest.raises(ConfigError) as raised:
+        load_rules(path)
+    assert (
+        str(raised.value) == f"{path}: rules.memory_growth.min_increase: not used by a slope rule"
+    )
+
+
+def test_min_increase_is_a_duration_in_seconds_and_defaults_to_no_floor(tmp_path: Path) -> None:
+    assert load_rules().rules["latency_degradation"].min_increase_seconds == pytest.approx(0.005)
+    text = MINIMAL_RULE.replace("kind: slope", "kind: quantile_change")
+    text = text.replace("{value: soak_process_resident_memory_bytes}", "{histogram: soak_x}")
+    text = text.replace("MB/h", "percent")
+    assert load_rules(write(tmp_path, text)).rules["memory_growth"].min_increase_seconds == 0.0
+    floored = load_rules(write(tmp_path, text + "    min_increase: 20ms\n"))
+    assert floored.rules["memory_growth"].min_increase_seconds == pytest.approx(0.02)
+    with pytest.raises(ConfigError, match=r"rules\.memory_growth\.min_increase: not a duration"):
+        load_rules(write(tmp_path, text + "    min_increase: -5ms\n"))

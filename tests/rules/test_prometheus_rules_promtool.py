@@ -474,6 +474,45 @@ def latency_degrading_after_an_hour() -> tuple[list[dict[str, str]], list[Check]
     )
 
 
+# min_increase: the change must also be at least this many seconds. Millisecond buckets, so
+# p95 can rise by far more than the relative threshold while staying a few milliseconds.
+FLOOR = LATENCY_RULE.min_increase_seconds
+QUICK = {"0.002": 100.0, "0.005": 100.0, "0.05": 100.0, "0.1": 100.0, "+Inf": 100.0}
+JITTERY = {"0.002": 0.0, "0.005": 100.0, "0.05": 100.0, "0.1": 100.0, "+Inf": 100.0}
+SLUGGISH = {"0.002": 0.0, "0.005": 0.0, "0.05": 100.0, "0.1": 100.0, "+Inf": 100.0}
+
+
+def latency_rises_a_lot_in_percent_but_only_milliseconds() -> tuple[
+    list[dict[str, str]], list[Check]
+]:
+    # p95 1.9 ms -> 4.85 ms: +155 %, far past the threshold, but +2.95 ms is below the floor.
+    assert FLOOR > 0.00295
+    m = DEGRADES + _minutes(LATENCY_RULE.window_seconds + LATENCY_RULE.alert.for_seconds) + 30
+    return (
+        histogram(LATENCY, HELLO, m, lambda t: QUICK if t < DEGRADES else JITTERY),
+        silent("SoakLatencyDegradation", DEGRADES + 10, DEGRADES + 40, DEGRADES + 70, m),
+    )
+
+
+def latency_rises_by_tens_of_milliseconds() -> tuple[list[dict[str, str]], list[Check]]:
+    # p95 1.9 ms -> 47.75 ms: past the threshold and the floor; the same timeline fires.
+    fires_by = DEGRADES + _minutes(LATENCY_RULE.window_seconds + LATENCY_RULE.alert.for_seconds)
+    m = fires_by + 10
+    return (
+        histogram(LATENCY, HELLO, m, lambda t: QUICK if t < DEGRADES else SLUGGISH),
+        [
+            *silent("SoakLatencyDegradation", DEGRADES - 10),
+            fires(
+                "SoakLatencyDegradation",
+                fires_by,
+                scenario="hello",
+                severity="warning",
+                soak_rule="latency_degradation",
+            ),
+        ],
+    )
+
+
 # error_ratio: range 15m, for 5m, ratio <= 1 %.
 REQUESTS = "soak_load_requests_total"
 
@@ -560,6 +599,8 @@ SCENARIOS: dict[str, Callable[[], tuple[list[dict[str, str]], list[Check]]]] = {
         pool_in_use_and_idle_trade_places_under_load,
         latency_steady_after_slow_warm_up,
         latency_degrading_after_an_hour,
+        latency_rises_a_lot_in_percent_but_only_milliseconds,
+        latency_rises_by_tens_of_milliseconds,
         errors_within_budget,
         errors_over_budget_during_a_run,
         probe_always_succeeds,
