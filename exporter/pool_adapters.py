@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from prometheus_client.core import REGISTRY, CollectorRegistry, GaugeMetricFamily, Metric
+from soakwatch.exporter.pools import pool_connections_family
 
 __all__ = ["InProcessPoolCollector", "PoolReading", "adapt_pool"]
 
@@ -101,10 +102,8 @@ class InProcessPoolCollector:
 
     @staticmethod
     def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            "soak_pool_connections",
-            "Connections of the pool, as the pool object reports them (in-process view).",
-            labels=["service", "pool", "state"],
+        return pool_connections_family(
+            "Connections of the pool, as the pool object reports them (in-process view)."
         )
 
     def collect(self) -> Iterator[Metric]:

@@ -61,6 +61,14 @@ def count_pool_connections(
     return counts
 
 
+def pool_connections_family(documentation: str) -> GaugeMetricFamily:
+    """An empty ``soak_pool_connections{service,pool,state}`` family: one name and label set
+    for the outside (sidecar) and the inside (in-process) view of a pool."""
+    return GaugeMetricFamily(
+        "soak_pool_connections", documentation, labels=["service", "pool", "state"]
+    )
+
+
 class PoolCollector(Collector):
     """``soak_pool_connections`` for each service's configured pools, from the sockets of the
     process its tracker currently watches."""
@@ -86,10 +94,8 @@ class PoolCollector(Collector):
 
     @staticmethod
     def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            "soak_pool_connections",
-            "TCP connections from the process to the pool's endpoint, by state (sidecar view).",
-            labels=["service", "pool", "state"],
+        return pool_connections_family(
+            "TCP connections from the process to the pool's endpoint, by state (sidecar view)."
         )
 
     def collect(self) -> Iterator[Metric]:
