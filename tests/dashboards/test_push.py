@@ -8,14 +8,13 @@ The assertions are on what grafana-client actually sent over HTTP."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from json_recorder import recording_json_server
 from soakwatch.dashboards import cli
 from soakwatch.dashboards.push import annotate_run, connect, ensure_folder, mark_run
 
@@ -77,35 +76,12 @@ class FakeGrafana:
 def grafana() -> Iterator[FakeGrafana]:
     fake = FakeGrafana()
 
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            path = self.path.split("?", 1)[0]
-            fake.requests.append(Recorded(self.command, path, dict(self.headers), body))
-            status, answer = fake.answer(self.command, path, body)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def record(method: str, path: str, headers: dict[str, str], body: Any) -> None:
+        fake.requests.append(Recorded(method, path, headers, body))
 
-        do_GET = do_POST = do_PUT = _handle
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with recording_json_server(record, fake.answer) as url:
+        fake.url = url
         yield fake
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_push_creates_the_missing_folder_and_upserts_every_dashboard_into_it(

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from json_recorder import recording_json_server
 
 from soakwatch.recording import read_samples
 from soakwatch.run import main
@@ -45,32 +44,14 @@ class RecordingGrafana:
 def grafana() -> Iterator[RecordingGrafana]:
     fake = RecordingGrafana()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"null")
-            fake.requests.append((self.command, self.path, dict(self.headers), body))
-            status, reply = fake.answer(self.command, self.path)
-            data = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def record(method: str, path: str, headers: dict[str, str], body: Any) -> None:
+        fake.requests.append((method, path, headers, body))
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with recording_json_server(
+        record, lambda method, path, _body: fake.answer(method, path)
+    ) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def short_config(tmp_path: Path, service: Any) -> Path:
