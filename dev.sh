@@ -53,25 +53,13 @@ setup_python() {
         quiet python3 -m venv "$VENV"
     fi
     local stamp="$VENV/.soakwatch-installed"
-    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
-        || ! compgen -G 'build/__editable__.soakwatch-*/soakwatch' >/dev/null; then
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         echo "installing soakwatch and its test dependencies into $VENV" >&2
         quiet "$VENV/bin/python" -m pip install -q --upgrade pip
-        # strict editable mode: a static link tree that mypy and pytest both understand
-        quiet "$VENV/bin/python" -m pip install -q -e '.[test]' --config-settings editable_mode=strict
+        # A plain editable install: a .pth file puts the component folders on sys.path.
+        quiet "$VENV/bin/python" -m pip install -q -e '.[test]'
         touch "$stamp"
     fi
-    # The strict editable install links files one by one, so a new module would stay unseen
-    # until the next install. Link whole component folders instead, and refresh the links of
-    # the top package on every call: new files then import at once.
-    local tree
-    tree=$(ls -d build/__editable__.soakwatch-*/soakwatch)
-    for dir in exporter analyzer load rules dashboards; do
-        [ -L "$tree/$dir" ] || { rm -rf "${tree:?}/$dir"; ln -s "$PWD/$dir" "$tree/$dir"; }
-    done
-    for file in src/soakwatch/*; do
-        ln -sfn "$PWD/$file" "$tree/$(basename "$file")"
-    done
 }
 
 setup() { setup_apt; setup_python; }
@@ -79,7 +67,7 @@ setup() { setup_apt; setup_python; }
 lint() {
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
-    "$VENV/bin/mypy" -p soakwatch
+    "$VENV/bin/mypy"  # the files and strictness are set in pyproject.toml
 }
 
 case "${1:-}" in

@@ -1,4 +1,4 @@
-"""The servers the benchmarks start on 127.0.0.1, built on ``soakwatch.localservers``: a child
+"""The servers the benchmarks start on 127.0.0.1, built on ``soakwatch.run.localservers``: a child
 listening on a free port (a benchmark's own minimal server, an exporter), and a Prometheus over
 a TSDB made with ``promtool tsdb create-blocks-from openmetrics``; and ``serve_protocol``, the
 loop of a benchmark's own minimal asyncio server in its child process.
@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from soakwatch.localservers import (
+from soakwatch.run.localservers import (
     HOST,
     SinglePortServer,
     find_binary,

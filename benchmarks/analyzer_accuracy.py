@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from soakwatch.analyzer.evaluate import evaluate_rule
-from soakwatch.analyzer.series import Series
-from soakwatch.analyzer.slopes import least_squares_slope
-from soakwatch.rules import load_rules
 
 from benchmarks._measure import write_results
 from benchmarks._servers import import_openmetrics, start_prometheus
 from benchmarks._traces import FAMILIES, MB
+from soakwatch.analyzer.evaluate import evaluate_rule
+from soakwatch.analyzer.series import Series
+from soakwatch.analyzer.slopes import least_squares_slope
+from soakwatch.rules import load_rules
 
 DURATIONS_HOURS = (2, 12, 48)
 LEAK_FACTORS = (0.5, 1.0, 1.5, 2.0, 5.0, 20.0)
@@ -158,7 +158,6 @@ def through_prometheus(trials: int) -> dict[str, Any]:
     """Judge one 12-hour trace per family through a real Prometheus (promtool blocks) and
     compare the verdicts with those of the pure core on the same samples."""
     from soakwatch.analyzer import PrometheusSource, RunDirSource, analyze
-
     from soakwatch.recording import SampleWriter, export_openmetrics
 
     if not shutil.which("promtool") or not shutil.which("prometheus"):

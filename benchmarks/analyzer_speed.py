@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks._measure import ratio, write_results
+from benchmarks._servers import import_openmetrics, start_prometheus
 from soakwatch.analyzer import PrometheusSource, analyze
 from soakwatch.analyzer.series import Series
 from soakwatch.rules import load_rules
 from soakwatch.rules.model import MetricSelector
-
-from benchmarks._measure import ratio, write_results
-from benchmarks._servers import import_openmetrics, start_prometheus
 
 HOURS = 48
 INTERVAL = 15.0

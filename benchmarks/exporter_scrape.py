@@ -29,13 +29,13 @@ from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
+
+from benchmarks._measure import cpu_seconds, machine, ratio, time_calls, write_results
+from benchmarks._servers import start_listening
 from soakwatch.exporter.config import PoolSpec
 from soakwatch.exporter.matching import PidMatcher, ProcessTracker
 from soakwatch.exporter.pools import PoolCollector
 from soakwatch.exporter.process import ProcessCollector
-
-from benchmarks._measure import cpu_seconds, machine, ratio, time_calls, write_results
-from benchmarks._servers import start_listening
 
 PROCESS_EXPORTER = "prometheus-process-exporter"
 SCRAPE_INTERVAL_SECONDS = 15.0

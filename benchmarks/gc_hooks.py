@@ -22,9 +22,8 @@ import statistics
 import sys
 import time
 
-from soakwatch.exporter.gc_collector import GcCollector
-
 from benchmarks._measure import write_results
+from soakwatch.exporter.gc_collector import GcCollector
 
 
 class _Node:

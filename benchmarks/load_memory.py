@@ -37,7 +37,7 @@ import psutil
 
 from benchmarks._measure import machine, write_results
 from benchmarks._servers import ROOT, serve_protocol, start_benchmark_server
-from soakwatch.localservers import free_port
+from soakwatch.run.localservers import free_port
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MB = 1024 * 1024
@@ -76,6 +76,7 @@ class _SilentWebSocket(asyncio.Protocol):
 # -- the driver side of the idle-WebSocket measurement (runs in its own process) ---------------
 def hold_websockets(url: str, count: int) -> None:
     import aiohttp  # noqa: F401 - imported before the baseline, as the driver needs it
+
     from soakwatch.load.config import load_config
     from soakwatch.load.driver import Driver
 
@@ -143,7 +144,7 @@ def rss_over_run(seconds: float, rate: float) -> dict[str, Any]:
         )
         summary_path = Path(workdir) / "summary.json"
         driver = subprocess.Popen(
-            [sys.executable, "-m", "soakwatch.cli", "load", "--config", str(config),
+            [sys.executable, "-m", "soakwatch.commands", "load", "--config", str(config),
              "--metrics-listen", f"127.0.0.1:{metrics_port}", "--summary",
              str(summary_path), "--quiet"],
             cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -180,6 +181,7 @@ def rss_over_run(seconds: float, rate: float) -> dict[str, Any]:
         result["rss_change_bytes"] = steady[-1][1] - steady[0][1]
     if len(steady) >= 10:
         import numpy as np
+
         from soakwatch.analyzer.growth import estimate_growth
         from soakwatch.analyzer.slopes import theil_sen
 

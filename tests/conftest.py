@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 import servers
 
 pytest_plugins = ["pytester"]

@@ -1,9 +1,9 @@
 """Real servers for the tests: started on 127.0.0.1 at free ports, each in its own temporary
 directory, stopped by PID.
 
-The machinery, Redis and PostgreSQL live in ``soakwatch.localservers`` (``soak run --demo`` starts
-its servers with the same code); this module adds the servers only the tests need (ClickHouse,
-Prometheus, Alertmanager, VictoriaMetrics) and the pytest side. Every server runs as a child of
+The machinery, Redis and PostgreSQL live in ``soakwatch.run.localservers`` (``soak run
+--demo`` starts its servers with the same code); this module adds the servers only the tests
+need (ClickHouse, Prometheus, Alertmanager, VictoriaMetrics) and the pytest side. Every server runs as a child of
 the test process with its output in ``<data_dir>/server.log``. Ports come from binding port 0;
 if the chosen port is taken before the server binds it (another test session raced us), the
 start is retried with fresh ports. On Linux the children get PR_SET_PDEATHSIG, so a killed test
@@ -36,8 +36,8 @@ import pytest
 import requests
 import yaml
 
-from soakwatch import localservers
-from soakwatch.localservers import (
+from soakwatch.run import localservers
+from soakwatch.run.localservers import (
     HOST,
     MissingBinaryError,
     PortTakenError,
@@ -96,7 +96,7 @@ def require_binary(path: str | Path, package: str) -> str:
 
 
 def start_redis() -> RedisServer:
-    """``soakwatch.localservers.start_redis``; skips/fails the test without redis-server."""
+    """``soakwatch.run.localservers.start_redis``; skips/fails the test without redis-server."""
     try:
         return localservers.start_redis()
     except MissingBinaryError as missing:
@@ -104,7 +104,7 @@ def start_redis() -> RedisServer:
 
 
 def start_postgres() -> PostgresServer:
-    """``soakwatch.localservers.start_postgres`` (password ``soak-secret``); skips/fails the
+    """``soakwatch.run.localservers.start_postgres`` (password ``soak-secret``); skips/fails the
     test without PostgreSQL 15."""
     try:
         return localservers.start_postgres()

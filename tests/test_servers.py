@@ -17,12 +17,12 @@ import psycopg
 import pytest
 import redis
 import requests
-import servers
 from clickhouse_driver import Client as ClickHouseClient
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from soakwatch import localservers
+import servers
 from soakwatch.errors import SoakwatchError
+from soakwatch.run import localservers
 
 pytestmark = pytest.mark.slow
 
@@ -258,7 +258,7 @@ def test_a_port_taken_between_choosing_and_binding_is_retried_with_a_fresh_port(
         def racy_free_port() -> int:
             return next(handed_out, None) or fresh_port()
 
-        # Redis starts in soakwatch.localservers, VictoriaMetrics in servers: patch both.
+        # Redis starts in soakwatch.run.localservers, VictoriaMetrics in servers: patch both.
         monkeypatch.setattr(localservers, "free_port", racy_free_port)
         monkeypatch.setattr(servers, "free_port", racy_free_port)
         with start() as server:

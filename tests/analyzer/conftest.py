@@ -58,6 +58,7 @@ def start_prometheus_on_blocks(openmetrics_file: Path, work_dir: Path) -> Any:
     import time
 
     import requests
+
     import servers
 
     promtool = servers.require_binary("promtool", "prometheus")

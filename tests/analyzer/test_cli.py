@@ -8,8 +8,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from soakwatch.analyzer.cli import main, parse_time
 
+from soakwatch.analyzer.cli import main, parse_time
 from soakwatch.errors import UsageError
 
 

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+
 from soakwatch.analyzer.baseline import baseline_results
 from soakwatch.analyzer.evaluate import evaluate_rule, evaluate_sliding
 from soakwatch.analyzer.series import Series

@@ -4,6 +4,7 @@ spikes, heavy noise, gaps and restarts. Units: bytes and seconds; slopes in byte
 from __future__ import annotations
 
 import numpy as np
+
 from soakwatch.analyzer.growth import estimate_growth
 from soakwatch.analyzer.slopes import least_squares_slope
 

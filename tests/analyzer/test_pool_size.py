@@ -7,14 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from soakwatch.analyzer.analysis import analyze
 from soakwatch.analyzer.evaluate import evaluate_rule
 from soakwatch.analyzer.report import Result
 from soakwatch.analyzer.series import Series
 from soakwatch.analyzer.sources import RunDirSource
-from soakwatch.rules import load_rules
-
 from soakwatch.recording import SampleWriter
+from soakwatch.rules import load_rules
 
 T0 = 1.7e9
 HOURS = 2.0

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 import requests
+
 from soakwatch.analyzer import PrometheusSource, RunDirSource, analyze
 from soakwatch.analyzer.cli import main
+from soakwatch.recording import export_openmetrics, iter_samples
 from soakwatch.rules import load_rules
 from soakwatch.rules.model import MetricSelector
-
-from soakwatch.recording import export_openmetrics, iter_samples
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+
 from soakwatch.analyzer.counters import counter_increase
 from soakwatch.analyzer.quantiles import histogram_quantile
 from soakwatch.analyzer.variation import coefficient_of_variation

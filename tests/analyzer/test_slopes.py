@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+
 from soakwatch.analyzer.slopes import least_squares_slope, theil_sen, window_aggregate
 
 

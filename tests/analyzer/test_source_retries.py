@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from soakwatch.analyzer.sources import PrometheusSource
-from soakwatch.rules.model import MetricSelector
 
+from soakwatch.analyzer.sources import PrometheusSource
 from soakwatch.errors import SourceError
+from soakwatch.rules.model import MetricSelector
 
 BODY = {
     "status": "success",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from soakwatch.analyzer.segments import (
     counter_reset_times,
     level_shift,

@@ -14,6 +14,7 @@ import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard
+
 from soakwatch.dashboards import cli
 from soakwatch.dashboards.build import (
     OVERVIEW_UID,
@@ -26,7 +27,7 @@ from soakwatch.rules.alerting import generate
 from soakwatch.rules.model import load_rules
 
 REPO = Path(__file__).resolve().parents[2]
-DASHBOARDS_DIR = REPO / "dashboards"
+DASHBOARDS_DIR = REPO / "dashboards" / "soakwatch" / "dashboards"
 COMMITTED = sorted(DASHBOARDS_DIR.glob("*.json"))
 
 

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from json_recorder import recording_json_server
 from soakwatch.dashboards import cli
 from soakwatch.dashboards.push import annotate_run, connect, ensure_folder, mark_run
-
 from soakwatch.errors import SourceError
 
 REPO = Path(__file__).resolve().parents[2]
-COMMITTED = sorted((REPO / "dashboards").glob("*.json"))
+COMMITTED = sorted((REPO / "dashboards" / "soakwatch" / "dashboards").glob("*.json"))
 
 
 @dataclass

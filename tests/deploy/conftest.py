@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import servers
 import yaml
+
+import servers
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "leaky"

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 SERVICE = "leaky"  # the leaking_service fixture's name
 RUN_ID = "stack-e2e"  # what the load_driver fixture passes to `soak load --run-id`
 ALERTMANAGER_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
-DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
+DASHBOARDS = sorted((REPO / "dashboards" / "soakwatch" / "dashboards").glob("*.json"))
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import servers
 from prometheus_client.parser import text_string_to_metric_families
+
+import servers
 from soakwatch.exporter.cli import main
 
 EXPORTER = str(Path(sys.executable).with_name("soak-exporter"))
@@ -297,7 +298,7 @@ def test_check_validates_flags_and_names_the_service(capsys):
 
 
 def test_soak_exporter_is_also_the_exporter_subcommand_of_soak(capsys):
-    from soakwatch.cli import main as soak_main
+    from soakwatch.commands import main as soak_main
 
     assert soak_main(["exporter", "--pid", "1", "--service", "init", "--check"]) == 0
     assert capsys.readouterr().out == "soak-exporter: config OK: init (pid 1)\n"

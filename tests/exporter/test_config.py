@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from soakwatch.errors import ConfigError
 from soakwatch.exporter.cli import main
 from soakwatch.exporter.config import (
     ExporterConfig,
@@ -19,8 +21,6 @@ from soakwatch.exporter.config import (
     parse_config,
     parse_listen,
 )
-
-from soakwatch.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"

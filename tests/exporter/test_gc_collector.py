@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
+
 from soakwatch.exporter.gc_collector import GcCollector, examined_supported
 
 pytestmark = pytest.mark.skipif(not examined_supported(), reason="CPython 3.10-3.13 GC only")

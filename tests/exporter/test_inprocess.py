@@ -15,9 +15,9 @@ import psutil
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from soakwatch.exporter.inprocess import start_in_process
 
 from soakwatch.errors import SoakwatchError
+from soakwatch.exporter.inprocess import start_in_process
 
 
 def scrape(url: str) -> str:

@@ -7,9 +7,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis
-import servers
 import sqlalchemy
 from prometheus_client import CollectorRegistry
+
+import servers
 from soakwatch.exporter.inprocess import start_in_process
 from soakwatch.exporter.pool_adapters import InProcessPoolCollector, PoolReading, adapt_pool
 

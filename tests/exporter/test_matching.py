@@ -7,6 +7,7 @@ import uuid
 
 import psutil
 from prometheus_client import CollectorRegistry
+
 from soakwatch.exporter.matching import (
     CmdlineMatcher,
     PidfileMatcher,

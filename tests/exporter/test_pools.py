@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 from prometheus_client import CollectorRegistry
+
 from soakwatch.exporter.config import PoolSpec, resolve_host
 from soakwatch.exporter.matching import CallableMatcher, ProcessTracker
 from soakwatch.exporter.pools import PoolCollector, count_pool_connections, normalize_address

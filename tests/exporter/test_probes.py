@@ -15,11 +15,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import servers
 from prometheus_client import CollectorRegistry
-from soakwatch.exporter.probes import ProbeResult, ProbeRunner, ProbeSpec, parse_probe
 
+import servers
 from soakwatch.configfile import Section
+from soakwatch.exporter.probes import ProbeResult, ProbeRunner, ProbeSpec, parse_probe
 
 TIMEOUT = 1.0
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from soakwatch.exporter.probes import KINDS, ProbeRunner, ProbeSpec, parse_probe
-from soakwatch.exporter.probes.http import HttpProbe
-from soakwatch.exporter.probes.postgres import PostgresProbe
 
 from soakwatch.configfile import Section
 from soakwatch.errors import ConfigError
+from soakwatch.exporter.probes import KINDS, ProbeRunner, ProbeSpec, parse_probe
+from soakwatch.exporter.probes.http import HttpProbe
+from soakwatch.exporter.probes.postgres import PostgresProbe
 
 
 def probe_item(**keys: Any) -> Section:

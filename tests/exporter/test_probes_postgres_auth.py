@@ -15,10 +15,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import servers
-from soakwatch.exporter.probes import ProbeRunner, parse_probe
 
+import servers
 from soakwatch.configfile import Section
+from soakwatch.exporter.probes import ProbeRunner, parse_probe
 
 pytestmark = pytest.mark.slow
 

@@ -10,6 +10,7 @@ from typing import Any
 import psutil
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+
 from soakwatch.exporter.process import ProcessCollector, read_smaps_rollup
 
 MiB = 1024 * 1024

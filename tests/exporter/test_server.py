@@ -7,9 +7,10 @@ import time
 import urllib.request
 
 import pytest
-import servers
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
+
+import servers
 from soakwatch.exporter.config import parse_config
 from soakwatch.exporter.server import MergedCollector, SidecarExporter
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import servers
 
 APP = Path(__file__).with_name("app.py")

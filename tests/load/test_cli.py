@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import servers
 from soakwatch.load.cli import main
 
@@ -33,7 +34,7 @@ def test_a_signal_stops_soak_load_gracefully_and_the_summary_is_written(
     summary_path = tmp_path / "summary.json"
     port = servers.free_port()
     command = [
-        sys.executable, "-m", "soakwatch.cli", "load", "--http", f"{load_app.url}/ok",
+        sys.executable, "-m", "soakwatch.commands", "load", "--http", f"{load_app.url}/ok",
         "--rate", "50/s", "--duration", "60s", "--summary", str(summary_path),
         "--metrics-listen", f"127.0.0.1:{port}", "--quiet",
     ]  # fmt: skip

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from soakwatch.errors import ConfigError
 from soakwatch.load.cli import main
 from soakwatch.load.config import (
     DatabaseScenario,
@@ -13,8 +15,6 @@ from soakwatch.load.config import (
     WebSocketScenario,
     load_config,
 )
-
-from soakwatch.errors import ConfigError
 
 DATA = Path(__file__).parent.parent / "data"
 

@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+
 from soakwatch.load.config import LoadConfig, load_config
 from soakwatch.load.driver import Driver
 

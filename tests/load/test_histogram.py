@@ -6,6 +6,7 @@ import random
 import sys
 
 import pytest
+
 from soakwatch.load.histogram import BUCKET_COUNT, LatencyHistogram, bucket_bounds, bucket_index
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 import servers
 from soakwatch.load.config import LoadConfig, load_config
 from soakwatch.load.driver import Driver

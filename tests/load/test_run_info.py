@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import servers
+from soakwatch.errors import ConfigError
 from soakwatch.load.config import load_config
 from soakwatch.load.driver import Driver
-
-from soakwatch.errors import ConfigError
 
 
 def scrape(port: int) -> str:
@@ -30,7 +30,7 @@ def test_soak_load_with_a_run_id_publishes_soak_run_info_on_metrics_while_it_run
 ) -> None:
     port = servers.free_port()
     command = [
-        sys.executable, "-m", "soakwatch.cli", "load", "--http", f"{load_app.url}/ok",
+        sys.executable, "-m", "soakwatch.commands", "load", "--http", f"{load_app.url}/ok",
         "--rate", "20/s", "--duration", "60s", "--profile", "ci", "--run-id", "nightly-42",
         "--metrics-listen", f"127.0.0.1:{port}", "--quiet",
     ]  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from soakwatch.load.schedule import Schedule, Stages, shard_share
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from soakwatch.load.config import load_config
 from soakwatch.load.driver import Driver
 

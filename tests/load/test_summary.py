@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from soakwatch.load.config import DEFAULT_BUCKETS
 from soakwatch.load.histogram import LatencyHistogram
 from soakwatch.load.stats import ScenarioStats

@@ -7,12 +7,12 @@ import asyncio
 from typing import Any
 
 import pytest
+
 import servers
+from soakwatch.errors import SourceError
 from soakwatch.load.cli import main
 from soakwatch.load.config import LoadConfig, load_config
 from soakwatch.load.driver import Driver
-
-from soakwatch.errors import SourceError
 
 
 def ws_config(*scenarios: dict[str, Any], duration: str = "1500ms") -> LoadConfig:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from soakwatch.rules import cli
 from soakwatch.rules.alerting import (
     AlertingRule,
@@ -206,7 +207,10 @@ def test_promtool_accepts_the_committed_rule_file() -> None:
     assert "SUCCESS" in done.stdout
 
 
-SHIPPED_SPECS = [REPO / "rules" / "soak.yaml", *sorted((REPO / "examples").glob("*rules*.yaml"))]
+SHIPPED_SPECS = [
+    REPO / "rules" / "soakwatch" / "rules" / "soak.yaml",
+    *sorted((REPO / "examples").glob("*rules*.yaml")),
+]
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import servers
 from soakwatch.rules.alerting import generate, render_rule_file
 from soakwatch.rules.model import load_rules
@@ -45,7 +46,7 @@ def test_an_alert_on_the_load_carries_the_run_id_the_load_driver_publishes(
     port = servers.free_port()
     closed = servers.free_port()  # nothing listens: every request is a connect_error
     command = [
-        sys.executable, "-m", "soakwatch.cli", "load", "--http", f"http://127.0.0.1:{closed}/",
+        sys.executable, "-m", "soakwatch.commands", "load", "--http", f"http://127.0.0.1:{closed}/",
         "--rate", "20/s", "--duration", "120s", "--profile", "ci", "--run-id", "e2e-run-7",
         "--metrics-listen", f"127.0.0.1:{port}", "--quiet",
     ]  # fmt: skip

@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
+from soakwatch.errors import ConfigError
 from soakwatch.rules.model import (
     DEFAULT_RULES_PATH,
     LabelMatcher,
@@ -13,8 +15,6 @@ from soakwatch.rules.model import (
     load_rules,
     parse_selector,
 )
-
-from soakwatch.errors import ConfigError
 
 MINIMAL_RULE = """
 version: 1

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from soakwatch.rules.model import Rule, load_rules
 
 REPO = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from soakwatch.run_demo import service_verdicts
+from soakwatch.run.demo import service_verdicts
 
 
 def _result(status: str, **subject: str) -> dict[str, Any]:

@@ -154,7 +154,7 @@ def test_a_short_run_records_samples_load_and_a_verdict_and_skips_what_needs_aut
 
 def start_run(config: Path, run_dir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "soakwatch.cli", "run", "--config", str(config),
+        [sys.executable, "-m", "soakwatch.commands", "run", "--config", str(config),
          "--out", str(run_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -194,7 +194,7 @@ def test_a_run_killed_mid_way_leaves_its_children_stopped_and_a_run_dir_to_analy
     rss = series(run_dir, "soak_process_resident_memory_bytes")
     assert rss and min(len(t) for t, _ in rss.values()) >= 4
     analyzed = subprocess.run(
-        [sys.executable, "-m", "soakwatch.cli", "analyze", "--run-dir", str(run_dir),
+        [sys.executable, "-m", "soakwatch.commands", "analyze", "--run-dir", str(run_dir),
          "--format", "json", "--output", str(tmp_path / "verdict.json")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -8,7 +8,7 @@ import pytest
 
 from soakwatch.errors import ConfigError
 from soakwatch.run import main
-from soakwatch.run_config import load_run_config, parse_run_config
+from soakwatch.run.config import load_run_config, parse_run_config
 
 DATA = Path(__file__).parent / "data"
 

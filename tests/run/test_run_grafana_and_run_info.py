@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from json_recorder import recording_json_server
 
+from json_recorder import recording_json_server
 from soakwatch.recording import read_samples
 from soakwatch.run import main
 

@@ -1,0 +1,306 @@
+"""``soak-analyze``: judge a run's series against the soak rules.
+
+Exit codes: 0 pass, 1 fail, 3 inconclusive, 2 usage or data-source error (never a pass when
+the data could not be read). This ``main`` is the only place that turns exceptions into a
+message and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from soakwatch import console
+from soakwatch.durations import format_duration, parse_duration
+from soakwatch.errors import SoakwatchError, SourceError, UsageError
+
+__all__ = ["EXIT_ERROR", "main", "parse_time"]
+
+EXIT_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def parse_time(text: str) -> float:
+    """A Unix timestamp ("1732550400") or an RFC 3339 time ("2026-11-25T20:00:00Z"; without a
+    zone, UTC). Raises UsageError."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--end: not a Unix timestamp or RFC 3339 time: {text!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="soak-analyze",
+        description="Judge a soak run's series against the soak rules: pass (0), fail (1), "
+        "inconclusive (3); 2 on a usage or data-source error.",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--prometheus", metavar="URL", help="Prometheus-compatible HTTP API")
+    where.add_argument("--run-dir", metavar="DIR", help="a run directory's recorded samples")
+    parser.add_argument("--range", metavar="DURATION", help="how far back from --end (48h)")
+    parser.add_argument("--end", metavar="TIME", help="Unix timestamp or RFC 3339 (default now)")
+    parser.add_argument("--rules", metavar="FILE", help="rules spec (default: packaged soak.yaml)")
+    parser.add_argument("--selector", metavar="LABELS", help="e.g. '{service=\"api\"}'")
+    parser.add_argument("--only", metavar="RULE[,RULE]", help="judge only these rules")
+    parser.add_argument("--list-rules", action="store_true", help="list the rules and exit")
+    parser.add_argument(
+        "--format",
+        default="table",
+        choices=("table", "json", "junit", "markdown", "html"),
+        help="output format (default table)",
+    )
+    parser.add_argument("--output", metavar="FILE", help="write the report here, not stdout")
+    parser.add_argument(
+        "--watch",
+        metavar="INTERVAL",
+        help="re-evaluate every INTERVAL; stop early on a failure (e.g. a leak whose lower "
+        "bound is already above the threshold), else when --watch-for runs out",
+    )
+    parser.add_argument(
+        "--watch-for", metavar="DURATION", help="stop watching after this long (default: never)"
+    )
+    parser.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="e.g. 2GiB: a growing memory series reports when it would reach this",
+    )
+    parser.add_argument(
+        "--sliding-window",
+        metavar="DURATION",
+        help="also judge every rule on half-overlapping windows of this length",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="PREVIOUS.json",
+        nargs="+",
+        help="earlier JSON reports: show how each figure moved",
+    )
+    auth = parser.add_argument_group("Prometheus access")
+    auth.add_argument("--bearer-token-file", metavar="FILE")
+    auth.add_argument(
+        "--basic-auth-user",
+        metavar="USER",
+        help="password from the environment variable SOAK_PROMETHEUS_PASSWORD",
+    )
+    auth.add_argument("--ca-file", metavar="FILE", help="CA bundle for https")
+    auth.add_argument("--step", metavar="DURATION", help="smallest query step (default 15s)")
+    auth.add_argument("--timeout", metavar="DURATION", default="30s", help="per request")
+    return parser
+
+
+def _duration(flag: str, text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+    if not seconds > 0:
+        raise UsageError(f"{flag}: must be positive, got {text!r}")
+    return seconds
+
+
+def _source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from soakwatch.analyzer.sources import PrometheusSource, RunDirSource
+    from soakwatch.configfile import check_url
+
+    if args.run_dir:
+        if not Path(args.run_dir).exists():
+            raise SourceError(f"run directory not found: {args.run_dir}")
+        return RunDirSource(args.run_dir)
+    check_url(
+        args.prometheus,
+        schemes=("http", "https"),
+        fail=lambda reason: UsageError(f"--prometheus: {reason}"),
+    )
+    token = None
+    if args.bearer_token_file:
+        try:
+            token = Path(args.bearer_token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"--bearer-token-file: {exc.strerror}") from None
+    basic = None
+    if args.basic_auth_user:
+        basic = (args.basic_auth_user, os.environ.get("SOAK_PROMETHEUS_PASSWORD", ""))
+    return PrometheusSource(
+        args.prometheus,
+        bearer_token=token,
+        basic_auth=basic,
+        ca_bundle=args.ca_file,
+        timeout_seconds=_duration("--timeout", args.timeout),
+        min_step_seconds=_duration("--step", args.step) if args.step else 15.0,
+    )
+
+
+def _time_range(source: object, span: float | None, end_at: float | None) -> tuple[float, float]:
+    from soakwatch.analyzer.sources import RunDirSource
+
+    if isinstance(source, RunDirSource):
+        first, last = source.time_range()
+        end = end_at if end_at is not None else last
+        start = end - span if span is not None else first
+        return max(start, first), end
+    if span is None:
+        raise UsageError("--range is required with --prometheus (e.g. --range 48h)")
+    end = end_at if end_at is not None else time.time()
+    return end - span, end
+
+
+def _render(report, fmt: str, baselines: list[dict] | None) -> str:  # type: ignore[no-untyped-def]
+    from soakwatch.analyzer import formats
+
+    if fmt == "html":
+        from soakwatch.analyzer.html import render_html
+
+        return render_html(report)
+    if baselines is not None:
+        from soakwatch.analyzer.compare import compare_reports, render_comparison
+
+        comparison = compare_reports(report, baselines)
+        if fmt == "json":
+            data = report.to_json()
+            data["comparison"] = comparison
+            return json.dumps(data, indent=2, allow_nan=False)
+        text: str = formats.FORMATS[fmt](report)
+        if fmt in ("table", "markdown"):
+            text += "\n\n" + render_comparison(comparison, markdown=fmt == "markdown")
+        return text
+    rendered: str = formats.FORMATS[fmt](report)
+    return rendered
+
+
+def _load_baselines(paths: list[str]) -> list[dict[str, Any]]:
+    baselines = []
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"--compare: cannot read {path}: {exc.strerror}") from None
+        except ValueError:
+            raise UsageError(f"--compare: {path} is not JSON") from None
+        if not isinstance(data, dict) or data.get("schema") != "soakwatch.report/v1":
+            raise UsageError(f"--compare: {path} is not a soakwatch report (schema v1)")
+        baselines.append(data)
+    return baselines
+
+
+def _with_memory_limit(ruleset: Any, text: str) -> Any:
+    """The rule set with ``limit`` set on every slope rule."""
+    import dataclasses
+    from types import MappingProxyType
+
+    from soakwatch.rules.model import parse_bytes
+
+    try:
+        limit = parse_bytes(text)
+    except ValueError as exc:
+        raise UsageError(f"--memory-limit: {exc}") from None
+    rules = {
+        name: dataclasses.replace(rule, limit=limit) if rule.kind == "slope" else rule
+        for name, rule in ruleset.rules.items()
+    }
+    return dataclasses.replace(ruleset, rules=MappingProxyType(rules))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from soakwatch.rules.model import load_rules
+
+    ruleset = load_rules(args.rules)
+    if args.memory_limit:
+        ruleset = _with_memory_limit(ruleset, args.memory_limit)
+    if args.list_rules:
+        for rule in ruleset.rules.values():
+            console.out(
+                f"{rule.name:<22} {rule.kind:<16} pass when {rule.comparison} "
+                f"{rule.threshold:g} {rule.unit}"
+                f"{'  (required)' if rule.required else ''}"
+            )
+            if rule.description:
+                console.out(f"{'':<22} {rule.description}")
+        return 0
+    if not args.prometheus and not args.run_dir:
+        raise UsageError("soak-analyze: give --prometheus URL or --run-dir DIR")
+    span = _duration("--range", args.range) if args.range else None
+    end_at = parse_time(args.end) if args.end else None
+    if args.prometheus and span is None:
+        raise UsageError("--range is required with --prometheus (e.g. --range 48h)")
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    ruleset.select(only)  # unknown names fail before any fetch
+    baselines = _load_baselines(args.compare) if args.compare else None
+    sliding = _duration("--sliding-window", args.sliding_window) if args.sliding_window else None
+    source = _source(args)
+    from soakwatch.analyzer.analysis import analyze
+
+    watch = _duration("--watch", args.watch) if args.watch else None
+    deadline = (
+        time.monotonic() + _duration("--watch-for", args.watch_for) if args.watch_for else math.inf
+    )
+    while True:
+        start, end = _time_range(source, span, end_at)
+        report = analyze(
+            source,
+            ruleset,
+            start,
+            end,
+            selector=args.selector,
+            only=only,
+            sliding_window_seconds=sliding,
+            baselines=baselines,
+        )
+        # while watching, only a failure is final early: a pass needs the whole run
+        if watch is None or report.verdict == "fail" or time.monotonic() >= deadline:
+            break
+        console.status(
+            f"{report.verdict} after {format_duration(end - start)}; next look in "
+            f"{format_duration(watch)}"
+        )
+        try:
+            time.sleep(min(watch, max(deadline - time.monotonic(), 0.0)))
+        except KeyboardInterrupt:
+            break
+    text = _render(report, args.format, baselines)
+    if args.output:
+        try:
+            Path(args.output).write_text(text + ("" if text.endswith("\n") else "\n"), "utf-8")
+        except OSError as exc:
+            raise UsageError(f"--output: cannot write {args.output}: {exc.strerror}") from None
+        console.error(f"soak-analyze: {report.verdict}; report written to {args.output}")
+    else:
+        console.out(text)
+    return report.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    try:
+        args = parser.parse_args(args_list)
+        return _run(args)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except SoakwatchError as exc:
+        console.error(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        console.error("soak-analyze: interrupted")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

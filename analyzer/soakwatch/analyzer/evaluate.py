@@ -1,0 +1,763 @@
+"""Judging the soak rules on fetched series (pure: no clock, network or files).
+
+:func:`evaluate_rule` takes one rule of the model, the series of each of its metric roles and
+the analysed range, and returns one :class:`Result` per subject (the distinct values of the
+rule's ``group_by`` labels). docs/rules.md describes each kind's computation.
+
+Data sufficiency: a subject with some data but less than the rule's ``min_duration`` or
+``min_points`` after warm-up is *inconclusive* with the reason; a subject (or a whole rule)
+without any series is *not applicable*, or *inconclusive* when the rule is ``required``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from soakwatch.analyzer.counters import counter_increase
+from soakwatch.analyzer.growth import estimate_growth
+from soakwatch.analyzer.quantiles import histogram_quantile
+from soakwatch.analyzer.report import Evidence, Result, Status
+from soakwatch.analyzer.segments import restart_times
+from soakwatch.analyzer.series import Series, subject_of
+from soakwatch.analyzer.variation import coefficient_of_variation
+from soakwatch.durations import format_duration
+from soakwatch.rules.model import Rule
+
+__all__ = ["RoleData", "evaluate_rule", "evaluate_sliding"]
+
+RoleData = Mapping[str, list[Series]]
+Subject = tuple[tuple[str, str], ...]
+FloatArray = npt.NDArray[np.float64]
+
+
+def _show(rule: Rule, base_value: float) -> float:
+    """A base-unit figure in the rule's unit."""
+    return base_value / rule.unit_factor
+
+
+def _fmt(rule: Rule, base_value: float) -> str:
+    return f"{_show(rule, base_value):.3g} {rule.unit}"
+
+
+def _result(
+    rule: Rule,
+    subject: Mapping[str, str],
+    status: Status,
+    reason: str,
+    figure_base: float | None = None,
+    details: Mapping[str, Any] | None = None,
+    evidence: Evidence | None = None,
+) -> Result:
+    return Result(
+        rule=rule.name,
+        kind=rule.kind,
+        subject=dict(subject),
+        status=status,
+        figure=None if figure_base is None else _show(rule, figure_base),
+        unit=rule.unit,
+        threshold=rule.threshold,
+        comparison=rule.comparison,
+        reason=reason,
+        details=dict(details or {}),
+        evidence=evidence,
+    )
+
+
+def _judge(rule: Rule, figure_base: float, what: str) -> tuple[Status, str]:
+    status: Status = "pass" if rule.passes(figure_base) else "fail"
+    relation = rule.comparison if status == "pass" else _negate(rule.comparison)
+    return status, f"{what} {_fmt(rule, figure_base)} {relation} {rule.threshold:g} {rule.unit}"
+
+
+def _negate(comparison: str) -> str:
+    return {"<": ">=", "<=": ">", ">=": "<", ">": "<="}[comparison]
+
+
+def _group(series: Iterable[Series], group_by: tuple[str, ...]) -> dict[Subject, list[Series]]:
+    groups: dict[Subject, list[Series]] = {}
+    for s in series:
+        groups.setdefault(subject_of(s.labels, group_by), []).append(s)
+    return groups
+
+
+def _split_subjects(subject: Subject, members: list[Series]) -> list[tuple[Subject, Series]]:
+    """One entry per series; series sharing a subject get the labels that tell them apart
+    (e.g. ``instance``) added to their subject."""
+    if len(members) == 1:
+        return [(subject, members[0])]
+    keys = sorted({k for s in members for k in s.labels})
+    differing = [k for k in keys if len({s.labels.get(k, "") for s in members}) > 1]
+    return [(subject + tuple((k, s.labels.get(k, "")) for k in differing), s) for s in members]
+
+
+def _sum_subjects(
+    subject: Subject, members: list[Series], sum_over: tuple[str, ...]
+) -> list[tuple[Subject, list[Series]]]:
+    """The members of one subject by exporter: series that differ only in the ``sum_over``
+    labels are summed together; those that also differ in another label (``instance``, ``job``:
+    another process) make a subject of their own, with the labels that tell them apart added."""
+    apart: dict[tuple[tuple[str, str], ...], list[Series]] = {}
+    for s in members:
+        key = tuple(sorted((k, v) for k, v in s.labels.items() if k not in sum_over))
+        apart.setdefault(key, []).append(s)
+    if len(apart) == 1:
+        return [(subject, members)]
+    keys = sorted({k for key in apart for k, _ in key})
+    differing = [k for k in keys if len({dict(key).get(k, "") for key in apart}) > 1]
+    return [
+        (subject + tuple((k, dict(key).get(k, "")) for k in differing), group)
+        for key, group in sorted(apart.items())
+    ]
+
+
+def _sum_members(members: list[Series]) -> tuple[Series, str | None]:
+    """The sum of ``members`` at their shared sample times, and a note when the times had to be
+    aligned.
+
+    Series of one exporter share scrape timestamps exactly; a member without a sample at one of
+    those times counts as 0 there (the sidecar publishes states other than ``established`` only
+    while non-zero). When the members' times do not coincide (different scrapes), every sample
+    is counted at the nearest sample time of the member with the most samples, if within half
+    its median interval; samples farther away are left out, and the note says so."""
+    if len(members) == 1:
+        return members[0], None
+    name = members[0].name
+    common = {
+        k: v for k, v in members[0].labels.items() if all(m.labels.get(k) == v for m in members)
+    }
+    grid = np.unique(np.concatenate([m.t for m in members]))
+    reference = max(members, key=lambda m: m.t.size)
+    spacing = float(np.median(np.diff(reference.t))) if reference.t.size > 1 else 0.0
+    gaps = np.diff(grid)
+    if spacing <= 0 or gaps.size == 0 or float(np.min(gaps)) >= spacing / 2:
+        total = np.zeros(grid.size)
+        for m in members:
+            total[np.searchsorted(grid, m.t)] += m.v
+        return Series(name, common, grid, total), None
+    grid = reference.t
+    total = np.zeros(grid.size)
+    dropped = 0
+    for m in members:
+        right = np.clip(np.searchsorted(grid, m.t), 1, grid.size - 1)
+        left = right - 1
+        nearest = np.where(np.abs(m.t - grid[left]) <= np.abs(grid[right] - m.t), left, right)
+        close = np.abs(grid[nearest] - m.t) <= spacing / 2
+        dropped += int(np.sum(~close))
+        # one sample per member and time: the last one wins when two fall on the same time
+        values = np.full(grid.size, np.nan)
+        values[nearest[close]] = m.v[close]
+        total += np.nan_to_num(values)
+    note = (
+        f"the summed series were not sampled at the same times: each sample counted at the "
+        f"nearest sample time of {reference.label_text() or reference.name}"
+    )
+    if dropped:
+        note += f" ({dropped} sample(s) farther than half an interval left out)"
+    return Series(name, common, grid, total), note
+
+
+def _companion(target: Series, candidates: list[Series]) -> Series | None:
+    """The candidate series (start time, restarts, up) of the same process as ``target``:
+    all shared labels equal, most shared labels wins."""
+    best, best_shared = None, -1
+    for c in candidates:
+        shared = set(c.labels) & set(target.labels)
+        if all(c.labels[k] == target.labels[k] for k in shared) and len(shared) > best_shared:
+            best, best_shared = c, len(shared)
+    return best
+
+
+def _not_enough(rule: Rule, have_points: int, have_seconds: float, unit: str) -> str | None:
+    if have_points >= rule.min_points and have_seconds >= rule.min_duration_seconds:
+        return None
+    return (
+        f"not enough data: {have_points} {unit} over {format_duration(max(have_seconds, 0))} "
+        f"after warm-up, needs {rule.min_points} over {format_duration(rule.min_duration_seconds)}"
+    )
+
+
+# -- kinds ------------------------------------------------------------------------------------
+def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Result:
+    labels = dict(subject)
+
+    def companion(role: str) -> tuple[FloatArray, FloatArray] | None:
+        found = _companion(value, data.get(role, []))
+        return (found.t, found.v) if found is not None else None
+
+    restarts = restart_times(companion("start_time"), companion("restarts"), companion("up"))
+    t, v = value.t, value.v
+    estimate = estimate_growth(
+        t,
+        v,
+        restarts=restarts,
+        window_seconds=rule.window_seconds,
+        confidence=rule.confidence,
+        warmup_seconds=rule.warmup_seconds,
+        warmup_auto=rule.warmup_auto,
+        max_warmup_fraction=rule.max_warmup_fraction,
+    )
+    details: dict[str, Any] = {
+        "slope": _show(rule, estimate.slope_per_hour),
+        "lower": _show(rule, estimate.lower_per_hour),
+        "upper": _show(rule, estimate.upper_per_hour),
+        "confidence": rule.confidence,
+        "method": "blocked Theil-Sen, Sen interval",
+        "aggregate": estimate.aggregate,
+        "window_seconds": estimate.window_seconds,
+        "points": estimate.points,
+        "samples": int(t.size),
+        "analysed_seconds": estimate.analysed_seconds,
+        "segments": estimate.segments,
+        "restarts": [float(x) for x in restarts],
+        "warmup_ends": estimate.warmup_ends,
+        "steps": estimate.step_times,
+        "segment_slopes": [
+            None if s is None else _show(rule, s) for s in estimate.segment_slopes_per_hour
+        ],
+    }
+    evidence = _slope_evidence(rule, value, estimate, restarts)
+    short = _not_enough(rule, estimate.points, estimate.analysed_seconds, "window points")
+    if short or estimate.fit is None:
+        return _result(rule, labels, "inconclusive", short or "no slope", None, details, evidence)
+    slope, lower, upper = estimate.slope_per_hour, estimate.lower_per_hour, estimate.upper_per_hour
+    interval = (
+        f"{_fmt(rule, slope)} ({rule.confidence:.0%} interval {_show(rule, lower):.3g}"
+        f"..{_show(rule, upper):.3g})"
+    )
+    projection = _projection(rule, estimate)
+    if projection:
+        details.update(projection)
+    limit = rule.threshold_base
+    if upper < limit:
+        status: Status = "pass"
+        reason = f"slope {interval}, upper bound below {rule.threshold:g} {rule.unit}"
+    elif lower > limit:
+        status = "fail"
+        reason = f"slope {interval}, lower bound above {rule.threshold:g} {rule.unit}"
+    else:
+        status = "inconclusive"
+        reason = f"slope {interval} straddles {rule.threshold:g} {rule.unit}: needs more data"
+    if estimate.segments > 1:
+        reason += f"; {estimate.segments - 1} restart(s), judged within segments"
+    if projection and status != "pass":
+        reason += (
+            f"; reaches the limit {projection['limit']:.4g} in about "
+            f"{format_duration(projection['projected_seconds_to_limit'])} at this rate"
+        )
+    return _result(rule, labels, status, reason, slope, details, evidence)
+
+
+def _projection(rule: Rule, estimate: Any) -> dict[str, float] | None:
+    """When the rule has a ``limit``: the fitted level at the last point and how long until the
+    growth reaches the limit at the estimated slope (None when not growing)."""
+    fit = estimate.fit
+    if rule.limit is None or fit is None or not fit.slope > 0 or not estimate.blocks:
+        return None
+    last_block = len(estimate.blocks) - 1
+    last = estimate.blocks[last_block]
+    if last.stop - last.start < 1 or last_block >= len(fit.intercepts):
+        return None
+    x_last = float(estimate.points_t[last.stop - 1] - estimate.origin)
+    level = fit.slope * x_last + fit.intercepts[last_block]
+    return {
+        "limit": rule.limit,
+        "level": level,
+        "projected_seconds_to_limit": max((rule.limit - level) / fit.slope, 0.0),
+    }
+
+
+def _slope_evidence(rule: Rule, value: Series, estimate: Any, restarts: FloatArray) -> Evidence:
+    evidence = Evidence(
+        series=[(value.label_text() or value.name, value.t, value.v)],
+        points=(estimate.points_t, estimate.points_y),
+        y_label=value.name,
+        marks=[("restart", float(x)) for x in restarts]
+        + [("step", float(x)) for x in estimate.step_times],
+    )
+    fit = estimate.fit
+    if fit is None:
+        return evidence
+    blocks = estimate.blocks
+    intercepts = list(fit.intercepts)
+    for index, block in enumerate(blocks):
+        pt = estimate.points_t[block]
+        if pt.size < 2 or index >= len(intercepts):
+            continue
+        x = pt - estimate.origin
+        centre_x = float(np.mean(x))
+        centre_y = fit.slope * centre_x + intercepts[index]
+        line = fit.slope * x + intercepts[index]
+        evidence.lines.append(("fitted slope" if index == 0 else "", pt, line))
+        low = centre_y + fit.lower * (x - centre_x)
+        high = centre_y + fit.upper * (x - centre_x)
+        evidence.bands.append((pt, np.minimum(low, high), np.maximum(low, high)))
+    start = float(value.t[0]) if value.t.size else 0.0
+    for end in estimate.warmup_ends:
+        evidence.spans.append(("warm-up", start, end))
+    if rule.warmup_seconds and value.t.size:
+        evidence.spans.append(("warm-up", start, start + rule.warmup_seconds))
+    return evidence
+
+
+def _counter_ratio(
+    rule: Rule, subject: Subject, data: RoleData, start: float, end: float
+) -> Result:
+    labels = dict(subject)
+    begin = start + rule.warmup_seconds
+    denominators = [
+        s for s in data.get("denominator", []) if subject_of(s.labels, rule.group_by) == subject
+    ]
+    numerators = [
+        s for s in data.get("numerator", []) if subject_of(s.labels, rule.group_by) == subject
+    ]
+    same_metric = rule.metrics["numerator"].metric == rule.metrics["denominator"].metric
+    if not numerators and not same_metric:
+        return _result(rule, labels, "inconclusive", "the numerator series are missing")
+    denominator = sum(counter_increase(s.t, s.v, begin, end) for s in denominators)
+    numerator = sum(counter_increase(s.t, s.v, begin, end) for s in numerators)
+    inside = [s.between(begin, end) for s in denominators]
+    samples = max((s.t.size for s in inside), default=0)
+    covered = max((float(s.t[-1] - s.t[0]) for s in inside if s.t.size), default=0.0)
+    details = {
+        "numerator": numerator,
+        "denominator": denominator,
+        "samples": samples,
+        "analysed_seconds": covered,
+        "series": len(denominators),
+    }
+    evidence = Evidence(
+        series=[(s.label_text() or s.name, s.t, s.v) for s in (denominators + numerators)[:8]],
+        spans=[("warm-up", start, begin)] if rule.warmup_seconds else [],
+        y_label="counter",
+    )
+    short = _not_enough(rule, samples, covered, "samples")
+    if short:
+        return _result(rule, labels, "inconclusive", short, None, details, evidence)
+    if denominator <= 0:
+        return _result(
+            rule,
+            labels,
+            "inconclusive",
+            "the denominator did not increase",
+            None,
+            details,
+            evidence,
+        )
+    ratio = numerator / denominator
+    status, reason = _judge(rule, ratio, "ratio")
+    return _result(
+        rule,
+        labels,
+        status,
+        f"{reason} ({numerator:.6g} / {denominator:.6g})",
+        ratio,
+        details,
+        evidence,
+    )
+
+
+def _variation(
+    rule: Rule, subject: Subject, members: list[Series], start: float, end: float
+) -> Result:
+    """The coefficient of variation of one series, or of the sum of ``members`` (the series
+    that differ only in the rule's ``sum_over`` labels) at each sample time."""
+    labels = dict(subject)
+    begin = start + rule.warmup_seconds
+    series, note = _sum_members(members)
+    inside = series.between(begin, end)
+    covered = float(inside.t[-1] - inside.t[0]) if inside.t.size else 0.0
+    details: dict[str, Any] = {"samples": int(inside.t.size), "analysed_seconds": covered}
+    plotted = [(series.label_text(), series.t, series.v)]
+    if len(members) > 1:
+        details["summed"] = sorted(m.label_text() for m in members)
+        details["aligned_to_nearest"] = note is not None
+        plotted = [(f"sum of {', '.join(rule.sum_over)}", series.t, series.v)] + [
+            (m.label_text(), m.t, m.v) for m in members[:7]
+        ]
+    evidence = Evidence(
+        series=plotted,
+        spans=[("warm-up", start, begin)] if rule.warmup_seconds else [],
+        y_label=series.name,
+    )
+
+    def with_note(reason: str) -> str:
+        return f"{reason}; {note}" if note else reason
+
+    short = _not_enough(rule, inside.t.size, covered, "samples")
+    if short:
+        return _result(rule, labels, "inconclusive", with_note(short), None, details, evidence)
+    cv = coefficient_of_variation(inside.v)
+    details.update(mean=float(np.mean(inside.v)), std=float(np.std(inside.v, ddof=1)))
+    if math.isnan(cv):
+        return _result(
+            rule,
+            labels,
+            "inconclusive",
+            with_note("mean of 0 with spread: no coefficient"),
+            None,
+            details,
+            evidence,
+        )
+    what = f"coefficient of variation of the sum over {', '.join(rule.sum_over)}"
+    status, reason = _judge(rule, cv, what if len(members) > 1 else "coefficient of variation")
+    return _result(rule, labels, status, with_note(reason), cv, details, evidence)
+
+
+def _window_quantile(buckets: list[Series], q: float, a: float, b: float) -> tuple[float, float]:
+    """The q-quantile and the observation count of the histogram's increase within [a, b]."""
+    by_le: dict[float, float] = {}
+    for s in buckets:
+        try:
+            le = float(s.labels.get("le", "nan"))
+        except ValueError:
+            continue
+        if math.isnan(le):
+            continue
+        by_le[le] = by_le.get(le, 0.0) + counter_increase(s.t, s.v, a, b)
+    if not by_le:
+        return math.nan, 0.0
+    bounds = np.array(sorted(by_le))
+    counts = np.array([by_le[le] for le in bounds])
+    return histogram_quantile(q, bounds, counts), float(counts[-1])
+
+
+def _quantile_change(
+    rule: Rule, subject: Subject, buckets: list[Series], start: float, end: float
+) -> Result:
+    labels = dict(subject)
+    q = rule.quantile if rule.quantile is not None else 0.95
+    begin = start + rule.warmup_seconds
+    window = rule.window_seconds
+    first = (begin, begin + window)
+    last = (end - window, end)
+    first_q, first_n = _window_quantile(buckets, q, *first)
+    last_q, last_n = _window_quantile(buckets, q, *last)
+    # p95 over consecutive windows, for the plot and the sliding-window view
+    edges = np.arange(begin, end - window + 1e-9, window)
+    trail = [(a + window / 2, _window_quantile(buckets, q, a, a + window)[0]) for a in edges]
+    evidence = Evidence(
+        series=[
+            (
+                f"p{q * 100:g} per {format_duration(window)}",
+                np.array([x for x, _ in trail]),
+                np.array([y for _, y in trail]),
+            )
+        ],
+        spans=[("first window", *first), ("last window", *last)],
+        y_label="seconds",
+    )
+    details: dict[str, Any] = {
+        "quantile": q,
+        "first_window": list(first),
+        "last_window": list(last),
+        "first": first_q,
+        "last": last_q,
+        "first_observations": first_n,
+        "last_observations": last_n,
+        "windows": [y for _, y in trail],
+    }
+    covered = end - begin
+    if covered < max(2 * window, rule.min_duration_seconds):
+        reason = (
+            f"not enough data: {format_duration(max(covered, 0))} after warm-up, needs two "
+            f"windows of {format_duration(window)} (and at least "
+            f"{format_duration(rule.min_duration_seconds)})"
+        )
+        return _result(rule, labels, "inconclusive", reason, None, details, evidence)
+    if min(first_n, last_n) < rule.min_points:
+        reason = (
+            f"not enough observations: {first_n:.0f} in the first and {last_n:.0f} in the last "
+            f"window, needs {rule.min_points} in each"
+        )
+        return _result(rule, labels, "inconclusive", reason, None, details, evidence)
+    if not first_q > 0:
+        return _result(
+            rule, labels, "inconclusive", "first-window quantile is 0", None, details, evidence
+        )
+    change = last_q / first_q - 1.0
+    increase = last_q - first_q
+    floor = rule.min_increase_seconds
+    details["increase"] = increase
+    details["min_increase"] = floor
+    if floor > 0 and rule.lower_is_better and not rule.passes(change) and increase < floor:
+        # Past the relative threshold but by less than the floor: jitter or bucket interpolation.
+        reason = (
+            f"p{q * 100:g} change {_fmt(rule, change)} but only "
+            f"{_milliseconds(increase)} (< {_milliseconds(floor, signed=False)}) "
+            f"({first_q:.4g}s -> {last_q:.4g}s)"
+        )
+        return _result(rule, labels, "pass", reason, change, details, evidence)
+    status, reason = _judge(rule, change, f"p{q * 100:g} change")
+    reason += f" ({first_q:.4g}s -> {last_q:.4g}s)"
+    return _result(rule, labels, status, reason, change, details, evidence)
+
+
+def _milliseconds(seconds: float, *, signed: bool = True) -> str:
+    return f"{seconds * 1000:{'+' if signed else ''}.3g} ms"
+
+
+def _increase(
+    rule: Rule, subject: Subject, value: Series | None, data: RoleData, start: float, end: float
+) -> Result:
+    labels = dict(subject)
+    counter = 0.0
+    samples = 0
+    covered = 0.0
+    series_for_plot = []
+    if value is not None:
+        inside = value.between(start, end)
+        counter = counter_increase(inside.t, inside.v, start, end)
+        samples = int(inside.t.size)
+        covered = float(inside.t[-1] - inside.t[0]) if inside.t.size else 0.0
+        series_for_plot.append((value.label_text(), value.t, value.v))
+    starts_found = [
+        s for s in data.get("start_time", []) if subject_of(s.labels, rule.group_by) == subject
+    ]
+    start_changes = 0
+    for s in starts_found:
+        inside = s.between(start, end)
+        start_changes += len(restart_times((inside.t, inside.v)))
+        samples = max(samples, int(inside.t.size))
+        if inside.t.size:
+            covered = max(covered, float(inside.t[-1] - inside.t[0]))
+    count = max(counter, float(start_changes))
+    details = {
+        "counter_increase": counter,
+        "start_time_changes": start_changes,
+        "samples": samples,
+        "analysed_seconds": covered,
+    }
+    evidence = Evidence(series=series_for_plot, y_label="restarts")
+    short = _not_enough(rule, samples, covered, "samples")
+    if short:
+        return _result(rule, labels, "inconclusive", short, None, details, evidence)
+    status, reason = _judge(rule, count, "restarts")
+    return _result(rule, labels, status, reason, count, details, evidence)
+
+
+def _failure_fraction(
+    rule: Rule, subject: Subject, series: Series, start: float, end: float
+) -> Result:
+    labels = dict(subject)
+    begin = start + rule.warmup_seconds
+    inside = series.between(begin, end)
+    covered = float(inside.t[-1] - inside.t[0]) if inside.t.size else 0.0
+    failed = int(np.sum(inside.v < 0.5))
+    details = {"samples": int(inside.t.size), "failed_samples": failed, "analysed_seconds": covered}
+    evidence = Evidence(series=[(series.label_text(), series.t, series.v)], y_label=series.name)
+    short = _not_enough(rule, inside.t.size, covered, "samples")
+    if short:
+        return _result(rule, labels, "inconclusive", short, None, details, evidence)
+    fraction = failed / inside.t.size
+    status, reason = _judge(rule, fraction, "failed share")
+    return _result(
+        rule,
+        labels,
+        status,
+        f"{reason} ({failed} of {inside.t.size} samples)",
+        fraction,
+        details,
+        evidence,
+    )
+
+
+# -- dispatch ---------------------------------------------------------------------------------
+def _primary_role(rule: Rule) -> str:
+    return {"counter_ratio": "denominator", "quantile_change": "histogram"}.get(rule.kind, "value")
+
+
+def evaluate_rule(
+    rule: Rule,
+    data: RoleData,
+    start: float,
+    end: float,
+    known_services: Iterable[str] = (),
+) -> list[Result]:
+    """Judge ``rule`` on ``data`` (role -> series) over [start, end]; one result per subject.
+
+    Per-service overrides of the rule apply to subjects with a ``service`` label. Services in
+    ``known_services`` (seen in any fetched series) without data for a rule grouped by
+    ``service`` get a not-applicable (or, when required, inconclusive) result of their own."""
+    primary = data.get(_primary_role(rule), [])
+    groups = _group(primary, rule.group_by)
+    results: list[Result] = []
+    for subject, members in sorted(groups.items()):
+        service = dict(subject).get("service")
+        effective = rule.for_service(service)
+        if not effective.enabled:
+            results.append(
+                _result(effective, dict(subject), "not_applicable", "disabled for this service")
+            )
+            continue
+        if effective.kind == "slope":
+            results += [
+                _slope(effective, sub, s, data) for sub, s in _split_subjects(subject, members)
+            ]
+        elif effective.kind == "counter_ratio":
+            results.append(_counter_ratio(effective, subject, data, start, end))
+        elif effective.kind == "variation" and effective.sum_over:
+            results += [
+                _variation(effective, sub, group, start, end)
+                for sub, group in _sum_subjects(subject, members, effective.sum_over)
+            ]
+        elif effective.kind == "variation":
+            results += [
+                _variation(effective, sub, [s], start, end)
+                for sub, s in _split_subjects(subject, members)
+            ]
+        elif effective.kind == "quantile_change":
+            results.append(_quantile_change(effective, subject, members, start, end))
+        elif effective.kind == "increase":
+            results += [
+                _increase(effective, sub, s, data, start, end)
+                for sub, s in _split_subjects(subject, members)
+            ]
+        elif effective.kind == "failure_fraction":
+            results += [
+                _failure_fraction(effective, sub, s, start, end)
+                for sub, s in _split_subjects(subject, members)
+            ]
+    # subjects without the primary metric
+    seen_services = {dict(subject).get("service") for subject in groups}
+    if rule.kind == "increase":
+        # restarts can also be seen from the start time alone
+        for subject, _members in sorted(_group(data.get("start_time", []), rule.group_by).items()):
+            if subject not in groups:
+                seen_services.add(dict(subject).get("service"))
+                results.append(
+                    _increase(
+                        rule.for_service(dict(subject).get("service")),
+                        subject,
+                        None,
+                        data,
+                        start,
+                        end,
+                    )
+                )
+    missing_services = (
+        sorted(set(known_services) - seen_services) if "service" in rule.group_by else []
+    )
+    metric_names = ", ".join(sorted({sel.metric for sel in rule.metrics.values()}))
+    for service in missing_services:
+        effective = rule.for_service(service)
+        if not effective.enabled:
+            continue
+        if effective.required:
+            results.append(
+                _result(
+                    effective,
+                    {"service": service},
+                    "inconclusive",
+                    f"required metric {rule.metrics[_primary_role(rule)].metric} "
+                    "has no series for this service",
+                )
+            )
+        else:
+            results.append(
+                _result(
+                    effective,
+                    {"service": service},
+                    "not_applicable",
+                    f"no {metric_names} series for this service",
+                )
+            )
+    if not results:
+        status: Status = "inconclusive" if rule.required else "not_applicable"
+        what = "required metric" if rule.required else "no"
+        results.append(
+            _result(
+                rule,
+                {},
+                status,
+                f"{what} {rule.metrics[_primary_role(rule)].promql()} has no series in the range",
+            )
+        )
+    return results
+
+
+def _slice(data: RoleData, start: float, end: float) -> dict[str, list[Series]]:
+    return {
+        role: [part for part in (s.between(start, end) for s in series) if part.t.size]
+        for role, series in data.items()
+    }
+
+
+def evaluate_sliding(
+    rule: Rule,
+    data: RoleData,
+    start: float,
+    end: float,
+    window_seconds: float,
+    known_services: Iterable[str] = (),
+) -> list[Result]:
+    """Judge ``rule`` on every window of ``window_seconds`` (half-overlapping, the last one
+    ending at ``end``) as well: one result per subject named ``<rule>@<window>``. It fails when
+    any window fails (the reason names the first such window), passes when some window passed
+    and none failed, and is inconclusive otherwise. Windows after the first skip no warm-up."""
+    if end - start < window_seconds:
+        return []
+    stride = window_seconds / 2.0
+    starts = list(np.arange(end - window_seconds, start - 1e-9, -stride))[::-1]
+    name = f"{rule.name}@{format_duration(window_seconds)}"
+    per_subject: dict[tuple[tuple[str, str], ...], list[tuple[float, Result]]] = {}
+    for index, a in enumerate(starts):
+        a = float(a)
+        windowed = (
+            rule
+            if index == 0 and a <= start + 1e-9
+            else replace(rule, warmup_seconds=0.0, warmup_auto=False)
+        )
+        for result in evaluate_rule(
+            windowed, _slice(data, a, a + window_seconds), a, a + window_seconds, known_services
+        ):
+            per_subject.setdefault(tuple(result.subject.items()), []).append((a, result))
+    results = []
+    for subject, judged in per_subject.items():
+        failed = [(a, r) for a, r in judged if r.status == "fail"]
+        passed = [(a, r) for a, r in judged if r.status == "pass"]
+        figures = [r.figure for _, r in judged if r.figure is not None and math.isfinite(r.figure)]
+        worst = None
+        if figures:
+            worst = max(figures) if rule.lower_is_better else min(figures)
+        details = {
+            "window_seconds": window_seconds,
+            "windows": [
+                {"start": a, "end": a + window_seconds, "status": r.status, "figure": r.figure}
+                for a, r in judged
+            ],
+        }
+        sample = judged[0][1]
+        if failed:
+            a, first = failed[0]
+            status: Status = "fail"
+            reason = (
+                f"{len(failed)} of {len(judged)} windows fail; first from "
+                f"{format_duration(a - start)} into the range: {first.reason}"
+            )
+        elif passed:
+            status = "pass"
+            reason = f"{len(passed)} of {len(judged)} windows pass, none fails"
+        else:
+            status = "inconclusive" if sample.status != "not_applicable" else "not_applicable"
+            reason = f"no window is conclusive: {sample.reason}"
+        results.append(
+            Result(
+                rule=name,
+                kind=rule.kind,
+                subject=dict(subject),
+                status=status,
+                figure=worst,
+                unit=rule.unit,
+                threshold=sample.threshold,
+                comparison=rule.comparison,
+                reason=reason,
+                details=details,
+            )
+        )
+    return results

@@ -1,0 +1,254 @@
+"""Where the numbers come from, behind one small interface: a :class:`Source` returns the
+series a PromQL series selector picks over a time range. The rules never know which source
+answered.
+
+- :class:`PrometheusSource`: the standard Prometheus HTTP API (``/api/v1/query_range``), so
+  Prometheus, Thanos, Mimir and VictoriaMetrics all serve.
+- :class:`RunDirSource`: the samples a local ``soak run`` recorded (:mod:`soakwatch.recording`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import numpy as np
+import requests
+
+from soakwatch.analyzer.series import Series
+from soakwatch.configfile import redact_url
+from soakwatch.errors import SourceError
+from soakwatch.rules.model import MetricSelector
+
+__all__ = ["PrometheusSource", "RunDirSource", "Source", "choose_step"]
+
+log = logging.getLogger(__name__)
+
+MAX_POINTS_PER_SERIES = 11_000  # Prometheus rejects range queries beyond this per series
+DEFAULT_MIN_STEP_SECONDS = 15.0
+MAX_CHUNKS = 4
+
+
+class Source(Protocol):
+    """Anything that returns the series for a selector over [start, end] (Unix seconds)."""
+
+    description: str
+
+    def fetch(
+        self,
+        selector: MetricSelector,
+        start: float,
+        end: float,
+        *,
+        suffix: str = "",
+        step_seconds: float | None = None,
+    ) -> list[Series]:
+        """All series matching ``selector`` (metric name + ``suffix``, e.g. ``_bucket``).
+
+        ``step_seconds``: the coarsest sampling the caller can use (None: the finest the source
+        offers); a source that returns raw samples may ignore it. Raises SourceError when the
+        data cannot be read; an absent metric is an empty list. Must be safe to call from
+        several threads at once."""
+        ...
+
+
+def choose_step(
+    start: float,
+    end: float,
+    min_step: float = DEFAULT_MIN_STEP_SECONDS,
+    max_points: int = MAX_POINTS_PER_SERIES,
+) -> float:
+    """The query step: the scrape-like ``min_step`` unless the range would need more than
+    ``MAX_CHUNKS`` queries of ``max_points`` points per series; whole seconds."""
+    span = max(end - start, 0.0)
+    return float(max(min_step, math.ceil(span / (MAX_CHUNKS * (max_points - 1)))))
+
+
+class PrometheusSource:
+    """The Prometheus HTTP API through requests: range queries split to stay under the
+    points-per-series limit, retries with exponential backoff on 5xx, 429, timeouts and
+    connection errors, optional bearer token, basic auth and CA bundle. ``compression``: ask
+    for gzip answers (default: yes, except from a server on the loopback interface)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        bearer_token: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        ca_bundle: str | os.PathLike[str] | None = None,
+        timeout_seconds: float = 30.0,
+        retries: int = 3,
+        backoff_seconds: float = 0.5,
+        min_step_seconds: float = DEFAULT_MIN_STEP_SECONDS,
+        max_points_per_series: int = MAX_POINTS_PER_SERIES,
+        compression: bool | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.description = f"prometheus {redact_url(self.url)}"
+        self.timeout_seconds = timeout_seconds
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.min_step_seconds = min_step_seconds
+        self.max_points_per_series = max_points_per_series
+        self.session = session or requests.Session()
+        if bearer_token:
+            self.session.headers["Authorization"] = f"Bearer {bearer_token}"
+        if basic_auth:
+            self.session.auth = basic_auth
+        if ca_bundle:
+            self.session.verify = str(ca_bundle)
+        if compression is None:
+            # gzip costs Prometheus about 2 s per 15 MB answer; worth it over a network, not
+            # over the loopback interface
+            compression = urlsplit(self.url).hostname not in ("localhost", "127.0.0.1", "::1")
+        if not compression:
+            self.session.headers["Accept-Encoding"] = "identity"
+        self.requests_made = 0
+        self._count_lock = threading.Lock()
+
+    def _get(self, path: str, params: dict[str, Any]) -> Any:
+        url = f"{self.url}{path}"
+        shown = redact_url(self.url)
+        last_problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            try:
+                with self._count_lock:
+                    self.requests_made += 1
+                response = self.session.get(url, params=params, timeout=self.timeout_seconds)
+            except requests.exceptions.SSLError as exc:
+                raise SourceError(f"TLS error talking to {shown}: {exc}") from None
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last_problem = f"{type(exc).__name__}"
+                log.warning("request to %s failed (%s), attempt %d", shown, exc, attempt + 1)
+                continue
+            if response.status_code >= 500 or response.status_code == 429:
+                last_problem = f"HTTP {response.status_code}"
+                log.warning("%s answered %s, attempt %d", shown, last_problem, attempt + 1)
+                continue
+            try:
+                body = response.json()
+            except ValueError:
+                raise SourceError(
+                    f"{shown} answered HTTP {response.status_code} without JSON: is this the "
+                    "Prometheus HTTP API?"
+                ) from None
+            if response.status_code != 200 or body.get("status") != "success":
+                error = body.get("error") or f"HTTP {response.status_code}"
+                raise SourceError(f"{shown} rejected {params.get('query')!r}: {error}")
+            return body["data"]
+        raise SourceError(
+            f"cannot read from {shown}: {last_problem} after {self.retries + 1} attempts"
+        )
+
+    def fetch(
+        self,
+        selector: MetricSelector,
+        start: float,
+        end: float,
+        *,
+        suffix: str = "",
+        step_seconds: float | None = None,
+    ) -> list[Series]:
+        query = selector.promql(suffix=suffix)
+        step = choose_step(start, end, self.min_step_seconds, self.max_points_per_series)
+        if step_seconds is not None:
+            step = max(step, float(math.ceil(step_seconds)))
+        chunk = step * (self.max_points_per_series - 1)
+        ranges = []
+        chunk_start = start
+        while chunk_start <= end:
+            chunk_end = min(chunk_start + chunk, end)
+            ranges.append((chunk_start, chunk_end))
+            chunk_start = chunk_end + step
+
+        def query_chunk(bounds: tuple[float, float]) -> Any:
+            return self._get(
+                "/api/v1/query_range",
+                {
+                    "query": query,
+                    "start": f"{bounds[0]:.3f}",
+                    "end": f"{bounds[1]:.3f}",
+                    "step": f"{step:g}",
+                },
+            )
+
+        # one after the other: decoding the JSON holds the GIL, parallel chunks measured slower
+        answers = [query_chunk(bounds) for bounds in ranges]
+        parts: dict[tuple[tuple[str, str], ...], tuple[str, list[Any]]] = {}
+        for data in answers:  # in time order
+            if data.get("resultType") != "matrix":
+                raise SourceError(f"unexpected result type {data.get('resultType')!r}")
+            for item in data["result"]:
+                metric = dict(item["metric"])
+                name = metric.pop("__name__", selector.metric + suffix)
+                key = tuple(sorted(metric.items()))
+                parts.setdefault(key, (name, []))[1].extend(item["values"])
+        result = []
+        for key, (name, values) in parts.items():
+            if not values:
+                continue
+            t = np.fromiter((p[0] for p in values), dtype=np.float64, count=len(values))
+            v = np.array([p[1] for p in values], dtype=np.float64)
+            order = np.argsort(t, kind="stable")
+            t, v = t[order], v[order]
+            keep = np.append(t[1:] != t[:-1], True)
+            result.append(Series(name, dict(key), t[keep], v[keep]))
+        return result
+
+
+class RunDirSource:
+    """The samples a local run recorded in its directory (read once, on first use)."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = Path(run_dir)
+        self.description = f"run directory {self.run_dir}"
+        self._series: dict[str, list[Series]] | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, list[Series]]:
+        with self._lock:
+            return self._load_locked()
+
+    def _load_locked(self) -> dict[str, list[Series]]:
+        if self._series is None:
+            from soakwatch.recording import read_samples
+
+            by_name: dict[str, list[Series]] = {}
+            for (name, labels), (t, v) in read_samples(self.run_dir).items():
+                by_name.setdefault(name, []).append(Series(name, dict(labels), t, v))
+            self._series = by_name
+        return self._series
+
+    def time_range(self) -> tuple[float, float]:
+        """First and last sample time of the recording; SourceError when it holds none."""
+        series = [s for group in self._load().values() for s in group if s.t.size]
+        if not series:
+            raise SourceError(f"no samples recorded in {self.run_dir}")
+        return min(float(s.t[0]) for s in series), max(float(s.t[-1]) for s in series)
+
+    def fetch(
+        self,
+        selector: MetricSelector,
+        start: float,
+        end: float,
+        *,
+        suffix: str = "",
+        step_seconds: float | None = None,
+    ) -> list[Series]:
+        found = []
+        for series in self._load().get(selector.metric + suffix, []):
+            if selector.matches(series.labels):
+                inside = series.between(start, end)
+                if inside.t.size:
+                    found.append(inside)
+        return found

@@ -1,0 +1,636 @@
+"""The Grafana dashboards, generated from code with Grafana's own typed builders
+(grafana-foundation-sdk, generated from Grafana's dashboard schema).
+
+Why code and not hand-kept JSON: the panels query the series that the exporter and the load
+driver publish and the recording rules that ``soak rules prometheus`` generates, and the memory
+panel draws the soak rule's threshold. Built here from the same names (``soakwatch.rules``) they
+cannot drift apart, a panel is a few lines instead of a hundred, and a change shows as a small
+diff in review. The JSON is committed (``dashboards/*.json``) so Grafana provisioning and
+``soak dashboards push`` need no build step; a test fails when it is stale.
+
+Two dashboards:
+- ``soak-overview``: every service of a run side by side (``service`` multi-select, ``run_id``)
+  — memory and its slope, restarts, GC, pools, probes; the load (rate, p50/p95/p99, errors, open
+  connections); run annotations.
+- ``soak-service``: one service in detail, the target of the alerts' dashboard links.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import prometheus as prom
+from grafana_foundation_sdk.builders import stat, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+
+from soakwatch.rules import alerting
+from soakwatch.rules.model import RuleSet, load_rules
+
+__all__ = [
+    "DASHBOARDS_DIR",
+    "OVERVIEW_UID",
+    "SERVICE_UID",
+    "PanelSpec",
+    "Query",
+    "build_all",
+    "overview",
+    "render",
+    "render_configmap",
+    "service_drilldown",
+    "write_all",
+]
+
+DASHBOARDS_DIR = Path(__file__).resolve().parent
+OVERVIEW_UID = alerting.OVERVIEW_DASHBOARD_UID
+SERVICE_UID = alerting.SERVICE_DASHBOARD_UID
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+TAGS = ["soakwatch", "soak"]
+SERVICES = 'service=~"$service"'
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str = ""
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    """One panel: what it shows (queries), in which unit, how wide (of 24 columns)."""
+
+    title: str
+    queries: tuple[Query, ...]
+    unit: str = "short"
+    description: str = ""
+    kind: str = "timeseries"  # or "stat"
+    width: int = 12
+    height: int = 8
+    threshold: float | None = None  # a red line (timeseries) or red above (stat)
+    min_value: float | None = None
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    title: str
+    panels: tuple[PanelSpec, ...]
+    collapsed: bool = False
+
+
+@dataclass(frozen=True)
+class DashboardSpec:
+    uid: str
+    title: str
+    description: str
+    rows: tuple[RowSpec, ...]
+    service_multi: bool = True
+    links_to: tuple[str, ...] = field(default_factory=tuple)
+
+
+# -- queries ------------------------------------------------------------------------------------
+def _quantiles(metric: str, by: str, selector: str = "") -> tuple[Query, ...]:
+    matchers = f"{{{selector}}}" if selector else ""
+    return tuple(
+        Query(
+            f"histogram_quantile({q}, sum by (le, {by}) "
+            f"(rate({metric}_bucket{matchers}[$__rate_interval])))",
+            f"p{round(q * 100)} {{{{{by}}}}}",
+        )
+        for q in (0.5, 0.95, 0.99)
+    )
+
+
+def _rule(rules: RuleSet, kind: str, metric: str) -> Any:
+    """The first enabled rule of ``kind`` over ``metric`` (None: the panel is left out)."""
+    for rule in rules.rules.values():
+        if (
+            rule.enabled
+            and rule.kind == kind
+            and any(s.metric == metric for s in rule.metrics.values())
+        ):
+            return rule
+    return None
+
+
+def _memory_panels(rules: RuleSet, *, detail: bool) -> tuple[PanelSpec, ...]:
+    growth = _rule(rules, "slope", "soak_process_resident_memory_bytes")
+    memory_queries = [
+        Query(f"soak_process_resident_memory_bytes{{{SERVICES}}}", "RSS {{service}}"),
+        Query(f"soak_process_unique_memory_bytes{{{SERVICES}}}", "USS {{service}}"),
+    ]
+    if detail:
+        memory_queries.append(
+            Query(f"soak_process_virtual_memory_bytes{{{SERVICES}}}", "virtual {{service}}")
+        )
+    panels = [
+        PanelSpec(
+            "Memory",
+            tuple(memory_queries),
+            unit="bytes",
+            description="Resident (RSS) and unique (USS) memory of the watched process.",
+        )
+    ]
+    if growth is not None:
+        smoothed = alerting.record_name(growth.name, alerting.STAGE_SMOOTHED)
+        slope = alerting.record_name(growth.name, alerting.STAGE_SLOPE)
+        panels.append(
+            PanelSpec(
+                "Memory growth (slope of the GC troughs)",
+                (Query(f"{slope}{{{SERVICES}}}", "{{service}}"),),
+                unit="decbytes",
+                description=(
+                    f"deriv() of the {alerting.prometheus_duration(growth.window_seconds)} "
+                    "minimum of RSS, per hour, from the generated recording rules. The red line "
+                    f"is the soak rule's limit ({growth.threshold:g} {growth.unit})."
+                ),
+                threshold=growth.threshold_base,
+            )
+        )
+        if detail:
+            panels.append(
+                PanelSpec(
+                    "Memory troughs (what the slope is fitted to)",
+                    (
+                        Query(f"{smoothed}{{{SERVICES}}}", "trough {{service}}"),
+                        Query(f"soak_process_resident_memory_bytes{{{SERVICES}}}", "RSS"),
+                    ),
+                    unit="bytes",
+                )
+            )
+    return tuple(panels)
+
+
+def _process_panels() -> tuple[PanelSpec, ...]:
+    return (
+        PanelSpec(
+            "CPU",
+            (
+                Query(
+                    f"sum by (service, mode) "
+                    f"(rate(soak_process_cpu_seconds_total{{{SERVICES}}}[$__rate_interval]))",
+                    "{{service}} {{mode}}",
+                ),
+            ),
+            unit="percentunit",
+            width=8,
+        ),
+        PanelSpec(
+            "Threads",
+            (Query(f"soak_process_threads{{{SERVICES}}}", "{{service}}"),),
+            width=8,
+        ),
+        PanelSpec(
+            "Open file descriptors",
+            (Query(f"soak_process_open_fds{{{SERVICES}}}", "{{service}}"),),
+            width=8,
+        ),
+    )
+
+
+def _restart_panels() -> tuple[PanelSpec, ...]:
+    return (
+        PanelSpec(
+            "Restarts in range",
+            (
+                Query(
+                    f"max by (service) (increase(soak_process_restarts_total{{{SERVICES}}}"
+                    "[$__range]))",
+                    "{{service}}",
+                ),
+            ),
+            kind="stat",
+            width=6,
+            height=4,
+            threshold=1,
+        ),
+        PanelSpec(
+            "Process up",
+            (Query(f"soak_process_up{{{SERVICES}}}", "{{service}}"),),
+            kind="stat",
+            width=6,
+            height=4,
+        ),
+    )
+
+
+def _gc_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
+    efficiency = _rule(rules, "counter_ratio", "soak_gc_examined_objects_total")
+    panels = [
+        PanelSpec(
+            "GC collections",
+            (
+                Query(
+                    f"sum by (service, generation) "
+                    f"(rate(soak_gc_collections_total{{{SERVICES}}}[$__rate_interval]))",
+                    "{{service}} gen {{generation}}",
+                ),
+            ),
+            unit="ops",
+            width=8,
+        ),
+        PanelSpec(
+            "GC efficiency (collected / examined)",
+            (
+                Query(
+                    f"sum by (service) (rate(soak_gc_collected_objects_total{{{SERVICES}}}"
+                    "[$__rate_interval]))\n"
+                    f"/ sum by (service) (rate(soak_gc_examined_objects_total{{{SERVICES}}}"
+                    "[$__rate_interval]))",
+                    "{{service}}",
+                ),
+            ),
+            unit="percentunit",
+            width=8,
+            threshold=efficiency.threshold_base if efficiency is not None else None,
+            min_value=0,
+        ),
+        PanelSpec(
+            "GC pauses",
+            _quantiles("soak_gc_pause_seconds", "service", SERVICES),
+            unit="s",
+            width=8,
+        ),
+    ]
+    return tuple(panels)
+
+
+def _pool_and_probe_panels() -> tuple[PanelSpec, ...]:
+    return (
+        PanelSpec(
+            "Connection pools",
+            (Query(f"soak_pool_connections{{{SERVICES}}}", "{{service}} {{pool}} {{state}}"),),
+            description="TCP connections from the process to each configured endpoint "
+            "(sidecar), or what an in-process pool reports.",
+        ),
+        PanelSpec(
+            "Probes",
+            (
+                Query(f"soak_probe_success{{{SERVICES}}}", "{{service}} {{probe}} up"),
+                Query(
+                    f"soak_probe_duration_seconds{{{SERVICES}}}", "{{service}} {{probe}} seconds"
+                ),
+            ),
+            description="1 = the last probe succeeded; its duration in seconds.",
+        ),
+    )
+
+
+def _load_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
+    errors = _rule(rules, "counter_ratio", "soak_load_requests_total")
+    return (
+        PanelSpec(
+            "Request rate",
+            (
+                Query(
+                    "sum by (scenario, outcome) (rate(soak_load_requests_total[$__rate_interval]))",
+                    "{{scenario}} {{outcome}}",
+                ),
+            ),
+            unit="reqps",
+        ),
+        PanelSpec(
+            "Latency p50 / p95 / p99",
+            _quantiles("soak_load_request_duration_seconds", "scenario"),
+            unit="s",
+            description="From the load driver's histograms, measured from when each request "
+            "was due (no coordinated omission).",
+        ),
+        PanelSpec(
+            "Error ratio",
+            (
+                Query(
+                    'sum by (scenario) (rate(soak_load_requests_total{outcome!="ok"}'
+                    "[$__rate_interval]))\n"
+                    "/ sum by (scenario) (rate(soak_load_requests_total[$__rate_interval]))",
+                    "{{scenario}}",
+                ),
+            ),
+            unit="percentunit",
+            threshold=errors.threshold_base if errors is not None else None,
+            min_value=0,
+        ),
+        PanelSpec(
+            "Open connections",
+            (Query("sum by (kind) (soak_load_open_connections)", "{{kind}}"),),
+        ),
+    )
+
+
+def _latency_rule_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
+    latency = _rule(rules, "quantile_change", "soak_load_request_duration_seconds")
+    if latency is None:
+        return ()
+    current = alerting.record_name(latency.name, alerting.STAGE_QUANTILE)
+    baseline = alerting.record_name(latency.name, alerting.STAGE_BASELINE)
+    window = alerting.prometheus_duration(latency.window_seconds)
+    return (
+        PanelSpec(
+            f"p{round((latency.quantile or 0.95) * 100)} now vs the first window after warm-up",
+            (
+                Query(current, "now {{scenario}}"),
+                Query(baseline, "baseline {{scenario}}"),
+            ),
+            unit="s",
+            description=f"Both over {window}, from the generated recording rules; the alert "
+            f"fires when now exceeds the baseline by {latency.threshold:g} {latency.unit}.",
+            width=24,
+        ),
+    )
+
+
+def _summary_panels() -> tuple[PanelSpec, ...]:
+    return (
+        PanelSpec(
+            "Firing soak alerts",
+            (Query('count(ALERTS{alertstate="firing", soak_rule!=""}) or vector(0)', "firing"),),
+            kind="stat",
+            width=6,
+            height=4,
+            threshold=1,
+        ),
+        PanelSpec(
+            "Run",
+            (Query('soak_run_info{run_id=~"$run_id"}', "{{run_id}} ({{profile}})"),),
+            kind="stat",
+            width=6,
+            height=4,
+        ),
+    )
+
+
+# -- the two dashboards -------------------------------------------------------------------------
+def overview_spec(rules: RuleSet) -> DashboardSpec:
+    return DashboardSpec(
+        uid=OVERVIEW_UID,
+        title="Soak overview",
+        description="Every watched service and the load of a soak run.",
+        rows=(
+            RowSpec("Run", (*_summary_panels(), *_restart_panels())),
+            RowSpec("Memory", _memory_panels(rules, detail=False)),
+            RowSpec("Garbage collector", _gc_panels(rules)),
+            RowSpec("Pools and probes", _pool_and_probe_panels()),
+            RowSpec("Load", (*_load_panels(rules), *_latency_rule_panels(rules))),
+        ),
+        links_to=(SERVICE_UID,),
+    )
+
+
+def service_spec(rules: RuleSet) -> DashboardSpec:
+    return DashboardSpec(
+        uid=SERVICE_UID,
+        title="Soak service",
+        description="One watched service in detail: where the soak alerts link to.",
+        rows=(
+            RowSpec("Process", (*_restart_panels(), *_summary_panels())),
+            RowSpec("Memory", _memory_panels(rules, detail=True)),
+            RowSpec("CPU, threads, descriptors", _process_panels()),
+            RowSpec("Garbage collector", _gc_panels(rules)),
+            RowSpec("Pools and probes", _pool_and_probe_panels()),
+            RowSpec("Load against the service", _load_panels(rules), collapsed=False),
+        ),
+        service_multi=False,
+        links_to=(OVERVIEW_UID,),
+    )
+
+
+def _target(query: Query, ref_id: str) -> prom.Dataquery:
+    target = prom.Dataquery().expr(query.expr).ref_id(ref_id).datasource(DATASOURCE)
+    if query.legend:
+        target = target.legend_format(query.legend)
+    return target
+
+
+def _enum(member: Any) -> Any:
+    """An SDK enum member as the builders take it. The SDK's enums are ``enum.StrEnum``
+    (Python 3.11), which mypy, checking for 3.10, sees as plain ``str``."""
+    return member
+
+
+def _stat() -> Any:
+    return (
+        stat.Panel()
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .graph_mode(common.BigValueGraphMode.AREA)
+        .color_mode(common.BigValueColorMode.VALUE)
+        .justify_mode(common.BigValueJustifyMode.AUTO)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .orientation(common.VizOrientation.AUTO)
+    )
+
+
+def _timeseries() -> Any:
+    return (
+        timeseries.Panel()
+        .legend(
+            common_builders.VizLegendOptions()
+            .display_mode(_enum(common.LegendDisplayMode.LIST))
+            .placement(_enum(common.LegendPlacement.BOTTOM))
+            .show_legend(True)
+            .calcs([])
+        )
+        .tooltip(
+            common_builders.VizTooltipOptions()
+            .mode(_enum(common.TooltipDisplayMode.MULTI))
+            .sort(_enum(common.SortOrder.DESCENDING))
+        )
+        .line_width(1)
+        .fill_opacity(10)
+        .span_nulls(False)
+    )
+
+
+def _panel(spec: PanelSpec) -> Any:
+    builder: Any = _stat() if spec.kind == "stat" else _timeseries()
+    builder = (
+        builder.title(spec.title)
+        .datasource(DATASOURCE)
+        .unit(spec.unit)
+        .span(spec.width)
+        .height(spec.height)
+    )
+    if spec.description:
+        builder = builder.description(spec.description)
+    if spec.min_value is not None:
+        builder = builder.min(spec.min_value)
+    for index, query in enumerate(spec.queries):
+        builder = builder.with_target(_target(query, chr(ord("A") + index)))
+    if spec.threshold is not None:
+        builder = builder.thresholds(
+            dash.ThresholdsConfig()
+            .mode(_enum(model.ThresholdsMode.ABSOLUTE))
+            .steps(
+                [
+                    model.Threshold(value=None, color="green"),
+                    model.Threshold(value=spec.threshold, color="red"),
+                ]
+            )
+        )
+        if spec.kind == "timeseries":
+            builder = builder.thresholds_style(
+                common_builders.GraphThresholdsStyleConfig().mode(
+                    _enum(common.GraphTresholdsStyleMode.LINE)
+                )
+            )
+    return builder
+
+
+def _variables(spec: DashboardSpec) -> list[Any]:
+    datasource = dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
+    service = (
+        dash.QueryVariable("service")
+        .label("Service")
+        .datasource(DATASOURCE)
+        .query("label_values(soak_process_resident_memory_bytes, service)")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+    )
+    if spec.service_multi:
+        service = service.multi(True).include_all(True).all_value(".*")
+    run_id = (
+        dash.QueryVariable("run_id")
+        .label("Run")
+        .datasource(DATASOURCE)
+        .query("label_values(soak_run_info, run_id)")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        # "All" expands to every run id (no custom all-value): the run annotations match tags
+        # literally, so a regex like ".*" would find none.
+        .multi(True)
+        .include_all(True)
+    )
+    return [datasource, service, run_id]
+
+
+def _annotations() -> list[Any]:
+    return [
+        # `soak dashboards annotate` (and `mark_run` for `soak run`) tag run start/end with the
+        # run id (and "soakwatch").
+        dash.AnnotationQuery()
+        .name("Soak runs")
+        .datasource(model.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
+        .enable(True)
+        .icon_color("blue")
+        .target(
+            dash.AnnotationTarget()
+            .type("tags")
+            # One tag per selected run (all of them for "All"): any of them marks a run.
+            .tags(["$run_id"])
+            .match_any(True)
+            .limit(100)
+        ),
+        dash.AnnotationQuery()
+        .name("Restarts")
+        .datasource(DATASOURCE)
+        .enable(True)
+        .icon_color("orange")
+        .expr(f"changes(soak_process_start_time_seconds{{{SERVICES}}}[2m]) > 0"),
+        dash.AnnotationQuery()
+        .name("Soak alerts")
+        .datasource(DATASOURCE)
+        .enable(True)
+        .icon_color("red")
+        .expr('ALERTS{alertstate="firing", soak_rule!=""}'),
+    ]
+
+
+def _dashboard(spec: DashboardSpec) -> dash.Dashboard:
+    builder = (
+        dash.Dashboard(spec.title)
+        .uid(spec.uid)
+        .description(spec.description)
+        .tags(TAGS)
+        .editable()
+        .time("now-6h", "now")
+        .refresh("1m")
+        .timezone("utc")
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .variables(_variables(spec))
+        .annotations(_annotations())
+    )
+    for uid in spec.links_to:
+        builder = builder.link(
+            dash.DashboardLink("Soak service" if uid == SERVICE_UID else "Soak overview")
+            .type(_enum(model.DashboardLinkType.LINK))
+            .url(f"/d/{uid}")
+            .include_vars(True)
+            .keep_time(True)
+        )
+    for row in spec.rows:
+        builder = builder.with_row(dash.Row(row.title).collapsed(row.collapsed))
+        for panel in row.panels:
+            builder = builder.with_panel(_panel(panel))
+    return builder
+
+
+def overview(rules: RuleSet | None = None) -> dash.Dashboard:
+    return _dashboard(overview_spec(rules or load_rules()))
+
+
+def service_drilldown(rules: RuleSet | None = None) -> dash.Dashboard:
+    return _dashboard(service_spec(rules or load_rules()))
+
+
+def render(dashboard: dash.Dashboard) -> str:
+    """The dashboard's JSON model as committed: two-space indent, trailing newline."""
+    data = json.loads(json.dumps(dashboard.build(), cls=JSONEncoder))
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def build_all(rules: RuleSet | None = None) -> dict[str, str]:
+    """File name -> JSON text of every dashboard."""
+    rules = rules or load_rules()
+    return {
+        "soak-overview.json": render(overview(rules)),
+        "soak-service.json": render(service_drilldown(rules)),
+    }
+
+
+def write_all(directory: Path = DASHBOARDS_DIR, rules: RuleSet | None = None) -> list[Path]:
+    written = []
+    for name, text in build_all(rules).items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def render_configmap(
+    files: dict[str, str], *, name: str = "soakwatch-dashboards", namespace: str | None = None
+) -> str:
+    """The dashboards as a ConfigMap that Grafana's dashboard sidecar (kube-prometheus-stack,
+    the Grafana Helm chart) imports: label ``grafana_dashboard: "1"``, folder annotation."""
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    metadata["labels"] = {"grafana_dashboard": "1", "app.kubernetes.io/part-of": "soakwatch"}
+    metadata["annotations"] = {"grafana_folder": "Soak"}
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": files}
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def literal(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    Dumper.add_representer(str, literal)
+    header = "# Generated by `soak dashboards build --configmap FILE` from dashboards/*.json.\n"
+    return header + yaml.dump(manifest, Dumper=Dumper, sort_keys=False, width=1_000_000)
+
+
+def panels_of(data: dict[str, Any]) -> Sequence[dict[str, Any]]:
+    """Every non-row panel of a dashboard JSON model (rows' nested panels included)."""
+    out: list[dict[str, Any]] = []
+    for panel in data.get("panels", []):
+        if panel.get("type") == "row":
+            out.extend(panel.get("panels", []))
+        else:
+            out.append(panel)
+    return out

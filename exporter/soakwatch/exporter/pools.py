@@ -1,0 +1,118 @@
+"""Connection pools seen from outside: the TCP connections a watched process holds to each
+configured endpoint, counted by state (``soak_pool_connections{service,pool,state}``).
+
+A pool is an endpoint (``port``, optionally ``host``); every TCP socket of the process whose
+remote address is that endpoint counts. ``state="established"`` is always published (0 when
+there are none) so a pool that drains to nothing stays visible; other states (``syn_sent``,
+``close_wait``, ...) appear while they are non-zero. Nothing is published while the process
+is down or the OS refuses to list its sockets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import psutil
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+
+from soakwatch.exporter.config import PoolSpec
+from soakwatch.exporter.matching import ProcessTracker
+
+__all__ = ["PoolCollector", "count_pool_connections", "normalize_address"]
+
+log = logging.getLogger(__name__)
+
+
+def normalize_address(address: str) -> str:
+    """The canonical text of an IP address; an IPv4-mapped IPv6 address becomes IPv4."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def count_pool_connections(
+    connections: Iterable[Any], pools: Sequence[PoolSpec]
+) -> dict[str, Counter[str]]:
+    """For each pool name, the number of connections by lower-case state. ``connections`` are
+    psutil connection tuples (``raddr`` empty for listening sockets)."""
+    counts: dict[str, Counter[str]] = {pool.name: Counter() for pool in pools}
+    by_port: dict[int, list[PoolSpec]] = {}
+    for pool in pools:
+        by_port.setdefault(pool.port, []).append(pool)
+    for conn in connections:
+        raddr = conn.raddr
+        if not raddr:
+            continue
+        candidates = by_port.get(raddr.port)
+        if not candidates:
+            continue
+        address = normalize_address(raddr.ip)
+        for pool in candidates:
+            if not pool.addresses or address in pool.addresses:
+                counts[pool.name][str(conn.status).lower()] += 1
+    return counts
+
+
+def pool_connections_family(documentation: str) -> GaugeMetricFamily:
+    """An empty ``soak_pool_connections{service,pool,state}`` family: one name and label set
+    for the outside (sidecar) and the inside (in-process) view of a pool."""
+    return GaugeMetricFamily(
+        "soak_pool_connections", documentation, labels=["service", "pool", "state"]
+    )
+
+
+class PoolCollector(Collector):
+    """``soak_pool_connections`` for each service's configured pools, from the sockets of the
+    process its tracker currently watches."""
+
+    def __init__(
+        self,
+        pools: Mapping[str, tuple[ProcessTracker, Sequence[PoolSpec]]],
+        *,
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self._pools = {
+            service: (tracker, tuple(specs)) for service, (tracker, specs) in pools.items() if specs
+        }
+        # psutil >= 6 renamed Process.connections to net_connections: decide once.
+        self._method = (
+            "net_connections" if hasattr(psutil.Process, "net_connections") else "connections"
+        )
+        if registry is not None:
+            registry.register(self)
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return pool_connections_family(
+            "TCP connections from the process to the pool's endpoint, by state (sidecar view)."
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for service, (tracker, specs) in self._pools.items():
+            process = tracker.current(max_age_seconds=1.0)
+            if process is None:
+                continue
+            try:
+                connections = getattr(process, self._method)(kind="tcp")
+            except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
+                log.debug("cannot list sockets of %s: %s", service, exc)
+                continue
+            for pool_name, by_state in count_pool_connections(connections, specs).items():
+                by_state.setdefault("established", 0)
+                for state, count in sorted(by_state.items()):
+                    family.add_metric([service, pool_name, state], count)
+        if family.samples:
+            yield family
