@@ -1,14 +1,14 @@
 """Real servers for the tests: started on 127.0.0.1 at free ports, each in its own temporary
 directory, stopped by PID.
 
-The machinery, Redis and PostgreSQL live in ``soakwatch.run.localservers`` (``soak run
---demo`` starts its servers with the same code); this module adds the servers only the tests
-need (ClickHouse, Prometheus, Alertmanager, VictoriaMetrics) and the pytest side. Every server
-runs as a child of the test process with its output in ``<data_dir>/server.log``. Ports come from binding port 0;
-if the chosen port is taken before the server binds it (another test session raced us), the
-start is retried with fresh ports. On Linux the children get PR_SET_PDEATHSIG, so a killed test
-session does not leave servers behind, and the next session's first start removes the data dirs
-such a session left (marked with its PID).
+The machinery, Redis and PostgreSQL live in ``soakwatch.run.localservers`` (``soak run --demo``
+starts its servers with the same code); this module adds the servers only the tests need
+(ClickHouse, Prometheus, Alertmanager, VictoriaMetrics) and the pytest side. Every server runs
+as a child of the test process with its output in ``<data_dir>/server.log``. Ports come from
+binding port 0; if the chosen port is taken before the server binds it (another test session
+raced us), the start is retried with fresh ports. On Linux the children get PR_SET_PDEATHSIG,
+so a killed test session does not leave servers behind, and the next session's first start
+removes the data dirs such a session left (marked with its PID).
 
 A missing binary skips the test with the Debian package to install, or fails it when the
 environment variable ``CI`` is set (CI must have every server).
