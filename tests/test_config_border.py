@@ -353,3 +353,89 @@ def test_plain_print_under_cp1252_does_raise_which_is_why_the_console_module_exi
     result = _run_python(f"print({NARROW_TEXT!r})", "cp1252")
     assert result.returncode != 0
     assert b"UnicodeEncodeError" in result.stderr
+
+
+# -- the accessors' types, as a type checker sees them -------------------------------------
+TYPED_CALLS = """
+from typing import Literal
+from soakwatch.configfile import MISSING, Section
+
+section = Section({}, source="t")
+choices: tuple[Literal["a", "b"], ...] = ("a", "b")
+reveal_type(section.string("k"))
+reveal_type(section.string("k", None))
+reveal_type(section.string("k", "x"))
+reveal_type(section.string("k", choices=choices))
+reveal_type(section.string("k", None, choices=choices))
+reveal_type(section.string("k", None if choices else MISSING))
+reveal_type(section.boolean("k"))
+reveal_type(section.boolean("k", None))
+reveal_type(section.number("k"))
+reveal_type(section.number("k", 2, integer=True))
+reveal_type(section.number("k", integer=True))
+reveal_type(section.number("k", None))
+reveal_type(section.duration("k"))
+reveal_type(section.duration("k", 5.0))
+reveal_type(section.duration("k", None))
+reveal_type(section.rate("k"))
+reveal_type(section.url("k", None))
+reveal_type(section.string_list("k"))
+reveal_type(section.string_list("k", ()))
+reveal_type(section.convert("k", int))
+reveal_type(section.convert("k", int, None))
+wrong_type: int = section.string("k")
+wrong_default = section.duration("k", "30s")
+"""
+
+EXPECTED_TYPES = [
+    "str",
+    "str | None",
+    "str",
+    "Literal['a'] | Literal['b']",
+    "Literal['a'] | Literal['b'] | None",
+    "str | None",
+    "bool",
+    "bool | None",
+    "float",
+    "int",
+    "int",
+    "float | None",
+    "float",
+    "float",
+    "float | None",
+    "float",
+    "str | None",
+    "tuple[str, ...]",
+    "tuple[str, ...]",
+    "int",
+    "int | None",
+]
+
+
+def test_accessors_give_a_type_checker_the_type_of_the_value_and_reject_a_wrong_one(
+    tmp_path: Path,
+) -> None:
+    mypy_api = pytest.importorskip("mypy.api")
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(TYPED_CALLS, encoding="utf-8")
+    stdout, _stderr, _status = mypy_api.run(
+        [
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--follow-imports",
+            "silent",
+            str(snippet),
+        ]
+    )
+    revealed = [
+        line.split('Revealed type is "', 1)[1].rstrip('"').replace("builtins.", "")
+        for line in stdout.splitlines()
+        if "Revealed type is" in line
+    ]
+    assert revealed == EXPECTED_TYPES
+    errors = [line for line in stdout.splitlines() if ": error:" in line]
+    assert [error.split(": error:")[0].rsplit(":", 1)[1] for error in errors] == ["28", "29"]
+    assert errors[0].endswith("[assignment]")  # a str is not an int
+    assert '"duration"' in errors[1]  # a duration's default is seconds, not "30s"

@@ -11,10 +11,11 @@ Usage (inside a ``from_section`` classmethod of a frozen dataclass)::
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, Literal, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import yaml
@@ -22,17 +23,31 @@ import yaml
 from soakwatch.durations import parse_duration, parse_rate
 from soakwatch.errors import ConfigError
 
-__all__ = ["MISSING", "Section", "env_override", "redact_url"]
+__all__ = ["MISSING", "Missing", "Section", "env_override", "redact_url"]
 
 T = TypeVar("T")
+D = TypeVar("D")
+# What each accessor accepts as a default: a value of its own type, or None. A default of
+# another type would come back unparsed (a duration default of "30s" stays a string).
+StrDefault = TypeVar("StrDefault", bound="str | None")
+BoolDefault = TypeVar("BoolDefault", bound="bool | None")
+FloatDefault = TypeVar("FloatDefault", bound="float | None")
+StrsDefault = TypeVar("StrsDefault", bound="tuple[str, ...] | None")
+# The choices of a string: given as a tuple of literals, the value has that literal type.
+Choice = TypeVar("Choice", bound=str)
 
 
-class _Missing:
+class Missing(enum.Enum):
+    """The type of ``MISSING``: an enum of one member, so overloads can tell "no default"
+    (the key is required and the accessor returns its own type) from a default value."""
+
+    MISSING = "MISSING"
+
     def __repr__(self) -> str:
         return "MISSING"
 
 
-MISSING: Any = _Missing()
+MISSING: Final = Missing.MISSING
 
 
 _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "token", "secret"})
@@ -147,7 +162,7 @@ class Section:
             if key not in self._seen:
                 raise ConfigError("unknown key", source=self.source, key=self.key_path(key))
 
-    def _get(self, key: str, default: Any) -> Any:
+    def _get(self, key: str, default: object) -> Any:
         self._seen.add(key)
         if key in self._data and self._data[key] is not None:
             return self._data[key]
@@ -156,10 +171,24 @@ class Section:
         return default
 
     # -- typed accessors ---------------------------------------------------------------------
+    # Each accessor has two overloads: without a default the key is required and the value has
+    # the accessor's type; with a default the value is that type or the default, unchanged.
     def raw(self, key: str, default: Any = MISSING) -> Any:
         return self._get(key, default)
 
-    def string(self, key: str, default: Any = MISSING, *, choices: tuple[str, ...] = ()) -> Any:
+    @overload
+    def string(self, key: str, default: Missing = MISSING) -> str: ...
+    @overload
+    def string(
+        self, key: str, default: Missing = MISSING, *, choices: tuple[Choice, ...]
+    ) -> Choice: ...
+    @overload
+    def string(self, key: str, default: StrDefault | Missing) -> str | StrDefault: ...
+    @overload
+    def string(
+        self, key: str, default: StrDefault | Missing, *, choices: tuple[Choice, ...]
+    ) -> Choice | StrDefault: ...
+    def string(self, key: str, default: object = MISSING, *, choices: tuple[str, ...] = ()) -> Any:
         value = self._get(key, default)
         if value is default and default is not MISSING:
             return value
@@ -171,22 +200,71 @@ class Section:
             raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def boolean(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def boolean(self, key: str, default: Missing = MISSING) -> bool: ...
+    @overload
+    def boolean(self, key: str, default: BoolDefault | Missing) -> bool | BoolDefault: ...
+    def boolean(self, key: str, default: object = MISSING) -> Any:
         value = self._get(key, default)
         if not isinstance(value, bool) and value is not default:
             raise self.error(key, f"expected true or false, got {value!r}")
         return value
 
+    @overload
     def number(
         self,
         key: str,
-        default: Any = MISSING,
+        default: Missing = MISSING,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        exclusive_minimum: float | None = None,
+        integer: Literal[True],
+    ) -> int: ...
+    @overload
+    def number(
+        self,
+        key: str,
+        default: Missing = MISSING,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        exclusive_minimum: float | None = None,
+        integer: Literal[False] = False,
+    ) -> float: ...
+    @overload
+    def number(
+        self,
+        key: str,
+        default: FloatDefault | Missing,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        exclusive_minimum: float | None = None,
+        integer: Literal[True],
+    ) -> int | FloatDefault: ...
+    @overload
+    def number(
+        self,
+        key: str,
+        default: FloatDefault | Missing,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        exclusive_minimum: float | None = None,
+        integer: Literal[False] = False,
+    ) -> float | FloatDefault: ...
+    def number(
+        self,
+        key: str,
+        default: object = MISSING,
         *,
         minimum: float | None = None,
         maximum: float | None = None,
         exclusive_minimum: float | None = None,
         integer: bool = False,
     ) -> Any:
+        """A number within the given bounds; an ``int`` with ``integer=True``, else a float."""
         value = self._get(key, default)
         if value is default and default is not MISSING:
             return value
@@ -197,10 +275,30 @@ class Section:
         _check_range(self, key, float(value), minimum, maximum, exclusive_minimum)
         return int(value) if integer else float(value)
 
+    @overload
     def duration(
         self,
         key: str,
-        default: Any = MISSING,
+        default: Missing = MISSING,
+        *,
+        minimum: float | None = None,
+        exclusive_minimum: float | None = 0.0,
+        maximum: float | None = None,
+    ) -> float: ...
+    @overload
+    def duration(
+        self,
+        key: str,
+        default: FloatDefault | Missing,
+        *,
+        minimum: float | None = None,
+        exclusive_minimum: float | None = 0.0,
+        maximum: float | None = None,
+    ) -> float | FloatDefault: ...
+    def duration(
+        self,
+        key: str,
+        default: object = MISSING,
         *,
         minimum: float | None = None,
         exclusive_minimum: float | None = 0.0,
@@ -217,7 +315,11 @@ class Section:
         _check_range(self, key, seconds, minimum, maximum, exclusive_minimum)
         return seconds
 
-    def rate(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def rate(self, key: str, default: Missing = MISSING) -> float: ...
+    @overload
+    def rate(self, key: str, default: FloatDefault | Missing) -> float | FloatDefault: ...
+    def rate(self, key: str, default: object = MISSING) -> Any:
         """Events per second from "100/s", "5/min" or a number; must be > 0."""
         value = self._get(key, default)
         if value is default and default is not MISSING:
@@ -230,7 +332,15 @@ class Section:
             raise self.error(key, f"must be greater than 0, got {value!r}")
         return per_second
 
-    def url(self, key: str, default: Any = MISSING, *, schemes: tuple[str, ...] = ()) -> Any:
+    @overload
+    def url(
+        self, key: str, default: Missing = MISSING, *, schemes: tuple[str, ...] = ()
+    ) -> str: ...
+    @overload
+    def url(
+        self, key: str, default: StrDefault | Missing, *, schemes: tuple[str, ...] = ()
+    ) -> str | StrDefault: ...
+    def url(self, key: str, default: object = MISSING, *, schemes: tuple[str, ...] = ()) -> Any:
         """A URL with a scheme and a host. Errors never echo a password back."""
         value = self._get(key, default)
         if value is default and default is not MISSING:
@@ -240,7 +350,14 @@ class Section:
         check_url(value, schemes=schemes, fail=lambda msg: self.error(key, msg))
         return value
 
-    def string_list(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def string_list(self, key: str, default: Missing = MISSING) -> tuple[str, ...]: ...
+    @overload
+    def string_list(
+        self, key: str, default: StrsDefault | Missing
+    ) -> tuple[str, ...] | StrsDefault: ...
+    def string_list(self, key: str, default: object = MISSING) -> Any:
+        """A list of strings (or one string) as a tuple."""
         value = self._get(key, default)
         if value is default and default is not MISSING:
             return value
@@ -269,7 +386,11 @@ class Section:
             outer._seen.add(name)
             yield name, Section(outer._data[name], source=self.source, path=outer.key_path(name))
 
-    def convert(self, key: str, parse: Callable[[Any], T], default: Any = MISSING) -> T:
+    @overload
+    def convert(self, key: str, parse: Callable[[Any], T], default: Missing = MISSING) -> T: ...
+    @overload
+    def convert(self, key: str, parse: Callable[[Any], T], default: D | Missing) -> T | D: ...
+    def convert(self, key: str, parse: Callable[[Any], T], default: object = MISSING) -> Any:
         """Apply ``parse`` (which raises ValueError with a reason) to the value of ``key``."""
         value = self._get(key, default)
         if value is default and default is not MISSING:
