@@ -412,12 +412,11 @@ EXPECTED_TYPES = [
 ]
 
 
-def test_accessors_give_a_type_checker_the_type_of_the_value_and_reject_a_wrong_one(
-    tmp_path: Path,
-) -> None:
+def type_check(tmp_path: Path, code: str) -> tuple[list[str], list[str]]:
+    """The revealed types and the error lines of ``mypy --strict`` over ``code``."""
     mypy_api = pytest.importorskip("mypy.api")
     snippet = tmp_path / "snippet.py"
-    snippet.write_text(TYPED_CALLS, encoding="utf-8")
+    snippet.write_text(code, encoding="utf-8")
     stdout, _stderr, _status = mypy_api.run(
         [
             "--strict",
@@ -434,8 +433,29 @@ def test_accessors_give_a_type_checker_the_type_of_the_value_and_reject_a_wrong_
         for line in stdout.splitlines()
         if "Revealed type is" in line
     ]
+    return revealed, [line for line in stdout.splitlines() if ": error:" in line]
+
+
+def test_accessors_give_a_type_checker_the_type_of_the_value_and_reject_a_wrong_one(
+    tmp_path: Path,
+) -> None:
+    revealed, errors = type_check(tmp_path, TYPED_CALLS)
+
     assert revealed == EXPECTED_TYPES
-    errors = [line for line in stdout.splitlines() if ": error:" in line]
     assert [error.split(": error:")[0].rsplit(":", 1)[1] for error in errors] == ["28", "29"]
     assert errors[0].endswith("[assignment]")  # a str is not an int
     assert '"duration"' in errors[1]  # a duration's default is seconds, not "30s"
+
+
+def test_the_lazy_exporter_names_are_visible_to_a_type_checker(tmp_path: Path) -> None:
+    revealed, errors = type_check(
+        tmp_path,
+        "import soakwatch.exporter\n"
+        "from soakwatch.exporter import start_in_process\n"
+        "reveal_type(start_in_process(port=0).stop)\n"
+        "reveal_type(soakwatch.exporter.InProcessExporter)\n",
+    )
+
+    assert errors == []
+    assert revealed[0] == "def ()"
+    assert revealed[1].endswith("-> soakwatch.exporter.inprocess.InProcessExporter")

@@ -9,7 +9,7 @@ light: it never imports numpy, scipy, grafana-client or aiohttp.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from soakwatch.exporter.config import (
     ExporterConfig,
@@ -30,6 +30,10 @@ from soakwatch.exporter.matching import (
 from soakwatch.exporter.pools import PoolCollector
 from soakwatch.exporter.process import ProcessCollector
 from soakwatch.exporter.server import MetricsServer, SidecarExporter, serve_metrics
+
+if TYPE_CHECKING:
+    # Type checkers see the lazy names below as what they are; at run time they load on use.
+    from soakwatch.exporter.inprocess import InProcessExporter, start_in_process
 
 __all__ = [
     "CallableMatcher",
