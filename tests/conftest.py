@@ -32,6 +32,10 @@ Function-scoped factories; everything they started is stopped at the end of the 
 Every server object also has ``.stop()`` (idempotent: signal by PID, wait, SIGKILL after 15 s,
 remove the data dir), ``.running()``, ``.data_dir`` and ``.log_tail()``. A missing binary skips
 the test naming the Debian package (fails it when ``CI`` is set).
+
+A test that runs a program itself (promtool, amtool, kubectl, ...) says so with
+``@pytest.mark.requires_binary(name, package)``: the same rule, checked before the test starts,
+so a CI without the program fails instead of passing silently.
 """
 
 from __future__ import annotations
@@ -44,6 +48,19 @@ import pytest
 import servers
 
 pytest_plugins = ["pytester"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "requires_binary(name, package): the test runs program `name` (on PATH); without it the "
+        "test is skipped naming the Debian `package`, or failed when CI is set",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("requires_binary"):
+        servers.require_binary(*marker.args, **marker.kwargs)
 
 
 @pytest.fixture(scope="session")

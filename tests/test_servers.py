@@ -21,7 +21,6 @@ from clickhouse_driver import Client as ClickHouseClient
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 import servers
-from soakwatch.errors import SoakwatchError
 from soakwatch.run import localservers
 
 pytestmark = pytest.mark.slow
@@ -111,22 +110,6 @@ def test_postgres_started_with_its_own_password_accepts_that_one_only() -> None:
             psycopg.connect(
                 server.dsn.replace("demo-only-secret", "soak-secret"), connect_timeout=5
             )
-
-
-@pytest.mark.parametrize(
-    ("ci", "outcome"), [("", pytest.skip.Exception), ("1", pytest.fail.Exception)]
-)
-def test_a_missing_binary_skips_the_test_or_fails_it_under_ci(
-    ci: str, outcome: type[BaseException], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CI", ci)
-    with pytest.raises(outcome, match="install the Debian package 'soak-nothing'"):
-        servers.require_binary("/nonexistent/soak-no-such-server", "soak-nothing")
-
-
-def test_a_missing_binary_is_a_soakwatch_error_naming_the_package_outside_pytest() -> None:
-    with pytest.raises(SoakwatchError, match="install the Debian package 'soak-nothing'"):
-        localservers.find_binary("/nonexistent/soak-no-such-server", "soak-nothing")
 
 
 def test_clickhouse_answers_ping_and_a_query_over_http(

@@ -3,7 +3,6 @@ OpenMetrics file that real promtool imports."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -83,7 +82,7 @@ def test_a_missing_run_directory_is_a_source_error(tmp_path: Path) -> None:
         read_samples(tmp_path / "nowhere")
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="needs promtool")
+@pytest.mark.requires_binary("promtool", "prometheus")
 def test_promtool_imports_the_exported_openmetrics_file(tmp_path: Path) -> None:
     record(tmp_path / "run", scrapes=20)
     out = tmp_path / "export.om"

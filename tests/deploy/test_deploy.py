@@ -22,9 +22,6 @@ DEPLOY = REPO / "deploy"
 COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yaml"
 KUBERNETES = DEPLOY / "kubernetes"
-PROMTOOL = shutil.which("promtool")
-AMTOOL = shutil.which("amtool")
-KUBECTL = shutil.which("kubectl")
 
 
 def manifests() -> list[Path]:
@@ -178,27 +175,25 @@ def test_the_dockerfile_copies_only_paths_that_exist_and_that_its_dockerignore_l
 
 
 # -- Prometheus and Alertmanager configs --------------------------------------------------------
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+@pytest.mark.requires_binary("promtool", "prometheus")
 def test_promtool_accepts_the_prometheus_config_with_the_rules_as_compose_mounts_them(
     tmp_path: Path,
 ) -> None:
     root = container_files("prometheus", tmp_path)
     config = root / "etc/prometheus/prometheus.yml"
-    assert PROMTOOL is not None
     done = subprocess.run(
-        [PROMTOOL, "check", "config", str(config)], capture_output=True, text=True
+        ["promtool", "check", "config", str(config)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 rule files found" in done.stdout  # the generated rules; the run id is scraped
     assert re.search(r"SUCCESS: \d+ rules found", done.stdout), done.stdout
 
 
-@pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed")
+@pytest.mark.requires_binary("amtool", "prometheus-alertmanager")
 def test_amtool_accepts_the_alertmanager_config_and_its_templates(tmp_path: Path) -> None:
     root = container_files("alertmanager", tmp_path)
-    assert AMTOOL is not None
     done = subprocess.run(
-        [AMTOOL, "check-config", str(root / "etc/alertmanager/alertmanager.yml")],
+        ["amtool", "check-config", str(root / "etc/alertmanager/alertmanager.yml")],
         capture_output=True,
         text=True,
     )
@@ -283,13 +278,12 @@ def test_the_load_job_runs_n_indexed_shards_in_parallel_each_told_its_index() ->
     }
 
 
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+@pytest.mark.requires_binary("kubectl", "kubernetes-client")
 def test_the_built_load_job_reads_its_run_id_from_the_generated_configmap() -> None:
     from soakwatch.load.config import parse_run_id
 
-    assert KUBECTL is not None
     done = subprocess.run(
-        [KUBECTL, "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=60
+        ["kubectl", "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     built = [doc for doc in yaml.safe_load_all(done.stdout) if doc]

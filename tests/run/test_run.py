@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -250,7 +249,7 @@ def test_fail_fast_ends_a_run_as_soon_as_a_leak_is_certain(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not shutil.which("prometheus"), reason="needs the prometheus binary")
+@pytest.mark.requires_binary("prometheus", "prometheus")
 def test_local_prometheus_scrapes_the_run_and_serves_the_analysis(
     tmp_path: Path, sample_service_factory: Any
 ) -> None:
