@@ -245,13 +245,15 @@ def test_probes_report_a_stopped_server_and_never_show_the_password(
     assert "hunter2" not in text and "hunter2" not in stderr
 
 
-def test_a_busy_listen_port_is_an_error_with_exit_code_1(spawn_child, capsys):
+def test_a_busy_listen_port_is_an_error_with_exit_code_2_never_1_which_means_fail(
+    spawn_child, capsys
+):
     child = spawn_child()
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         code = main(["--pid", str(child.pid), "--service", "demo", "--listen", f"127.0.0.1:{port}"])
 
-    assert code == 1
+    assert code == 2
     last_line = capsys.readouterr().err.splitlines()[-1]
     assert last_line.startswith(f"soak-exporter: cannot listen on 127.0.0.1:{port}: ")
 
@@ -265,7 +267,7 @@ def test_a_busy_listen_port_is_an_error_with_exit_code_1(spawn_child, capsys):
         ),
         (
             ["--pid", "1", "--service", "x", "--listen", "nowhere"],
-            "soak-exporter: --listen: expected host:port, got 'nowhere'",
+            "soak-exporter: --listen: expected host:port (the port is missing), got 'nowhere'",
         ),
         (
             ["--match", "x", "--service", "x", "--pool", "db"],
@@ -281,6 +283,28 @@ def test_a_busy_listen_port_is_an_error_with_exit_code_1(spawn_child, capsys):
 def test_a_wrong_command_line_exits_2_with_a_message(args, message, capsys):
     assert main(args) == 2
     assert capsys.readouterr().err == message + "\n"
+
+
+def test_version_prints_the_one_version_and_exits_0(capsys):
+    from soakwatch.version import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"soak-exporter {__version__}\n"
+
+
+def test_the_console_script_prints_its_version():
+    from soakwatch.version import __version__
+
+    result = subprocess.run([EXPORTER, "--version"], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, f"soak-exporter {__version__}\n")
+
+
+def test_a_pool_endpoint_follows_the_one_address_grammar(capsys):
+    assert main(["--match", "x", "--service", "x", "--pool", "db=::1:5432", "--check"]) == 2
+    assert capsys.readouterr().err == (
+        "soak-exporter: --pool db: an IPv6 address needs brackets, as in [::1]:9464, "
+        "got '::1:5432'\n"
+    )
 
 
 def test_argparse_errors_exit_2_without_raising(capsys):

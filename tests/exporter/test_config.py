@@ -44,7 +44,7 @@ INVALID = {
         "scan_interval",
         "not a duration: 'soon' (use e.g. 30s, 15m, 2h, 1h30m)",
     ),
-    "bad-listen": ("listen", "expected host:port, got 'localhost'"),
+    "bad-listen": ("listen", "expected host:port (the port is missing), got 'localhost'"),
     "listen-ipv6-no-brackets": (
         "listen",
         "an IPv6 address needs brackets, as in [::1]:9464, got '::1:9464'",

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from soakwatch.files import write_json_atomic
 from soakwatch.load.config import DEFAULT_BUCKETS
 from soakwatch.load.histogram import LatencyHistogram
 from soakwatch.load.stats import ScenarioStats
-from soakwatch.load.summary import build_summary, merge_summaries, write_atomically
+from soakwatch.load.summary import build_summary, merge_summaries
 
 
 def shard_summary(shard: int, latencies: list[float], errors: int) -> dict[str, Any]:
@@ -45,12 +46,19 @@ def test_the_shards_summaries_merge_into_exact_totals_and_percentiles() -> None:
     assert merged["latency_seconds"] == {**expected, "mean": pytest.approx(expected["mean"])}
 
 
+class Unwritable:
+    """A value the JSON writer cannot turn into text (it falls back to ``str()``)."""
+
+    def __str__(self) -> str:
+        raise TypeError("not serialisable")
+
+
 def test_a_failed_write_leaves_the_previous_summary_whole_and_no_temporary_file(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "summary.json"
-    write_atomically(path, {"status": "running"})
+    write_json_atomic(path, {"status": "running"})
     with pytest.raises(TypeError):
-        write_atomically(path, {"status": object()})  # not serialisable, fails midway
+        write_json_atomic(path, {"status": Unwritable()})  # not serialisable, fails midway
     assert json.loads(path.read_text()) == {"status": "running"}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]

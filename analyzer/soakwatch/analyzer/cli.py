@@ -1,8 +1,10 @@
 """``soak-analyze``: judge a run's series against the soak rules.
 
-Exit codes: 0 pass, 1 fail, 3 inconclusive, 2 usage or data-source error (never a pass when
-the data could not be read). This ``main`` is the only place that turns exceptions into a
-message and an exit code."""
+Exit codes (``soakwatch.exitcodes``): 0 pass, 1 fail, 3 inconclusive, 2 usage or data-source
+error (never a pass when the data could not be read) or a missing analyzer extra, 130 Ctrl-C
+(except while ``--watch`` waits: Ctrl-C then ends the watch and reports what it has). The
+parser imports nothing heavy, so ``--help`` and ``--version`` work on a core install; numpy
+and matplotlib are imported only once the arguments are parsed."""
 
 from __future__ import annotations
 
@@ -12,22 +14,32 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from soakwatch import console
+from soakwatch.cli import add_version, run_main
 from soakwatch.durations import format_duration, parse_duration
-from soakwatch.errors import SoakwatchError, SourceError, UsageError
+from soakwatch.errors import SourceError, UsageError
+from soakwatch.exitcodes import EXIT_ERROR, exit_code_of
+from soakwatch.extras import require_extra
+
+if TYPE_CHECKING:
+    from soakwatch.analyzer.report import Report
+    from soakwatch.analyzer.sources import PrometheusSource, RunDirSource
+    from soakwatch.rules.model import RuleSet
 
 __all__ = ["EXIT_ERROR", "main", "parse_time"]
 
-EXIT_ERROR = 2
+PROG = "soak-analyze"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+    # one line, "soak-analyze: argument --format: invalid choice: ...", like every error
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
 
 
 def parse_time(text: str) -> float:
@@ -48,7 +60,7 @@ def parse_time(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="soak-analyze",
+        prog=PROG,
         description="Judge a soak run's series against the soak rules: pass (0), fail (1), "
         "inconclusive (3); 2 on a usage or data-source error.",
     )
@@ -103,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     auth.add_argument("--ca-file", metavar="FILE", help="CA bundle for https")
     auth.add_argument("--step", metavar="DURATION", help="smallest query step (default 15s)")
     auth.add_argument("--timeout", metavar="DURATION", default="30s", help="per request")
+    add_version(parser)
     return parser
 
 
@@ -116,7 +129,7 @@ def _duration(flag: str, text: str) -> float:
     return seconds
 
 
-def _source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _source(args: argparse.Namespace) -> PrometheusSource | RunDirSource:
     from soakwatch.analyzer.sources import PrometheusSource, RunDirSource
     from soakwatch.configfile import check_url
 
@@ -162,7 +175,7 @@ def _time_range(source: object, span: float | None, end_at: float | None) -> tup
     return end - span, end
 
 
-def _render(report, fmt: str, baselines: list[dict] | None) -> str:  # type: ignore[no-untyped-def]
+def _render(report: Report, fmt: str, baselines: list[dict[str, Any]] | None) -> str:
     from soakwatch.analyzer import formats
 
     if fmt == "html":
@@ -200,7 +213,7 @@ def _load_baselines(paths: list[str]) -> list[dict[str, Any]]:
     return baselines
 
 
-def _with_memory_limit(ruleset: Any, text: str) -> Any:
+def _with_memory_limit(ruleset: RuleSet, text: str) -> RuleSet:
     """The rule set with ``limit`` set on every slope rule."""
     import dataclasses
     from types import MappingProxyType
@@ -234,8 +247,9 @@ def _run(args: argparse.Namespace) -> int:
             if rule.description:
                 console.out(f"{'':<22} {rule.description}")
         return 0
+    require_extra("analyzer")  # numpy and matplotlib: before any fetch
     if not args.prometheus and not args.run_dir:
-        raise UsageError("soak-analyze: give --prometheus URL or --run-dir DIR")
+        raise UsageError("give --prometheus URL or --run-dir DIR")
     span = _duration("--range", args.range) if args.range else None
     end_at = parse_time(args.end) if args.end else None
     if args.prometheus and span is None:
@@ -280,26 +294,18 @@ def _run(args: argparse.Namespace) -> int:
             Path(args.output).write_text(text + ("" if text.endswith("\n") else "\n"), "utf-8")
         except OSError as exc:
             raise UsageError(f"--output: cannot write {args.output}: {exc.strerror}") from None
-        console.error(f"soak-analyze: {report.verdict}; report written to {args.output}")
+        console.error(f"{PROG}: {report.verdict}; report written to {args.output}")
     else:
         console.out(text)
-    return report.exit_code
+    return exit_code_of(report.verdict)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args_list = sys.argv[1:] if argv is None else list(argv)
-    parser = _parser()
-    try:
-        args = parser.parse_args(args_list)
-        return _run(args)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    except SoakwatchError as exc:
-        console.error(str(exc))
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        console.error("soak-analyze: interrupted")
-        return EXIT_ERROR
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(PROG, _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    return _run(_parser().parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

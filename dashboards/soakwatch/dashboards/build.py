@@ -402,7 +402,8 @@ def service_spec(rules: RuleSet) -> DashboardSpec:
 
 
 def _target(query: Query, ref_id: str) -> prom.Dataquery:
-    target = prom.Dataquery().expr(query.expr).ref_id(ref_id).datasource(DATASOURCE)
+    # The SDK's builders return typing.Self, which mypy for Python 3.10 reads as Any.
+    target: prom.Dataquery = prom.Dataquery().expr(query.expr).ref_id(ref_id).datasource(DATASOURCE)
     if query.legend:
         target = target.legend_format(query.legend)
     return target
@@ -541,7 +542,7 @@ def _annotations() -> list[Any]:
 
 
 def _dashboard(spec: DashboardSpec) -> dash.Dashboard:
-    builder = (
+    builder: dash.Dashboard = (
         dash.Dashboard(spec.title)
         .uid(spec.uid)
         .description(spec.description)

@@ -1,11 +1,15 @@
 """``soak dashboards``: build the Grafana dashboards, push them into a folder, mark runs.
 
-    soak dashboards build [--output-dir DIR] [--check]
+    soak dashboards build --output-dir DIR [--check] [--configmap FILE [--namespace NS]]
     soak dashboards push --grafana-url URL [--folder TITLE] [--folder-uid UID] [--dir DIR]
     soak dashboards annotate --grafana-url URL --run-id ID --start TIME [--end TIME]
 
 Credentials: user:password in the URL, or a token in ``SOAK_GRAFANA_TOKEN`` (never a flag, so it
 stays out of shell history and process lists). TIME: Unix seconds or ISO 8601.
+
+``build`` writes only where it is told (``--output-dir``, created when missing, and/or
+``--configmap``): never into the installed package. ``push`` needs the grafana extra, ``build``
+also the Grafana Foundation SDK (Python 3.11+).
 """
 
 from __future__ import annotations
@@ -13,15 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
 from soakwatch import console
+from soakwatch.cli import add_version, run_main
 from soakwatch.configfile import redact_url
-from soakwatch.errors import SoakwatchError, UsageError
+from soakwatch.errors import UsageError
+from soakwatch.extras import require_extra
 
 __all__ = ["main"]
+
+PROG = "soak dashboards"
+# The committed JSON models, packaged next to this module (push needs no SDK to send them).
+PACKAGED_DIR = Path(__file__).resolve().parent
 
 TOKEN_VARIABLE = "SOAK_GRAFANA_TOKEN"
 
@@ -34,22 +46,31 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     from soakwatch.dashboards.push import DEFAULT_FOLDER_TITLE, DEFAULT_FOLDER_UID
 
-    parser = _Parser(prog="soak dashboards", description="Grafana dashboards of soakwatch.")
+    parser = _Parser(prog=PROG, description="Grafana dashboards of soakwatch.")
+    add_version(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    build = commands.add_parser("build", help="write the dashboard JSON models")
-    build.add_argument("--output-dir", metavar="DIR", help="default: the dashboards/ folder")
+    build = commands.add_parser(
+        "build",
+        help="write the dashboard JSON models",
+        description="Build the dashboard JSON models into --output-dir (created when missing) "
+        "and/or a ConfigMap file; at least one of the two is required. In a checkout: "
+        "soak dashboards build -o dashboards/soakwatch/dashboards",
+    )
+    build.add_argument(
+        "-o", "--output-dir", metavar="DIR", help="write (or with --check compare) the *.json here"
+    )
     build.add_argument("--check", action="store_true", help="exit 1 when the files are stale")
     build.add_argument(
         "--configmap",
         metavar="FILE",
-        help="also write them as a Kubernetes ConfigMap for Grafana's dashboard sidecar",
+        help="write them as a Kubernetes ConfigMap for Grafana's dashboard sidecar",
     )
     build.add_argument("--namespace", help="namespace of the ConfigMap")
     push = commands.add_parser("push", help="create or replace the dashboards in a folder")
     push.add_argument("--grafana-url", required=True, metavar="URL")
     push.add_argument("--folder", default=DEFAULT_FOLDER_TITLE, help="folder title")
     push.add_argument("--folder-uid", default=DEFAULT_FOLDER_UID, help="folder uid")
-    push.add_argument("--dir", metavar="DIR", help="push these *.json (default: the built-in)")
+    push.add_argument("--dir", metavar="DIR", help="push these *.json (default: the packaged)")
     annotate = commands.add_parser("annotate", help="mark a soak run on the dashboards")
     annotate.add_argument("--grafana-url", required=True, metavar="URL")
     annotate.add_argument("--run-id", required=True)
@@ -73,24 +94,20 @@ def _time(text: str) -> float:
     return moment.timestamp()
 
 
-def _dashboards_dir(text: str | None) -> Path:
-    # The committed JSON lives next to this module (no SDK import needed to push it).
-    return Path(text) if text else Path(__file__).resolve().parent
-
-
 def _build(args: argparse.Namespace) -> int:
-    try:
-        from soakwatch.dashboards.build import build_all, render_configmap
-    except ImportError as exc:  # the SDK needs Python 3.11; pushing the committed JSON does not
-        raise UsageError(
-            f"soak dashboards build needs grafana-foundation-sdk ({exc}); "
-            "pip install 'soakwatch[grafana]' on Python 3.11+"
-        ) from None
+    if not args.output_dir and not args.configmap:
+        raise UsageError("build needs --output-dir DIR and/or --configmap FILE")
+    if sys.version_info < (3, 11):  # the SDK's own floor; pushing the committed JSON has none
+        raise UsageError("build needs Python 3.11+ (grafana-foundation-sdk); push does not")
+    require_extra("grafana", "grafana_foundation_sdk")
+    from soakwatch.dashboards.build import build_all, render_configmap
 
-    directory = _dashboards_dir(args.output_dir)
     stale = []
     built = build_all()
-    outputs = {directory / name: text for name, text in built.items()}
+    outputs: dict[Path, str] = {}
+    if args.output_dir:
+        directory = Path(args.output_dir)
+        outputs.update({directory / name: text for name, text in built.items()})
     if args.configmap:
         outputs[Path(args.configmap)] = render_configmap(built, namespace=args.namespace)
     for path, text in outputs.items():
@@ -99,10 +116,11 @@ def _build(args: argparse.Namespace) -> int:
             if current != text:
                 stale.append(str(path))
             continue
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         console.out(f"wrote {path}")
     if stale:
-        console.error(f"stale: {', '.join(stale)}; run soak dashboards build")
+        console.error(f"{PROG}: stale: {', '.join(stale)}; run soak dashboards build")
         return 1
     if args.check:
         console.out("dashboards are up to date")
@@ -122,12 +140,13 @@ def _load_models(directory: Path) -> list[dict[str, Any]]:
 
 
 def _push(args: argparse.Namespace) -> int:
+    require_extra("grafana", "grafana_client")
     from soakwatch.dashboards.push import connect, ensure_folder, push_dashboards
 
     api = connect(args.grafana_url, token=os.environ.get(TOKEN_VARIABLE) or None)
     folder_uid = ensure_folder(api, uid=args.folder_uid, title=args.folder)
     for pushed in push_dashboards(
-        api, _load_models(_dashboards_dir(args.dir)), folder_uid=folder_uid
+        api, _load_models(Path(args.dir) if args.dir else PACKAGED_DIR), folder_uid=folder_uid
     ):
         console.out(f"{pushed.title}: version {pushed.version} {pushed.url}")
     console.out(f"pushed to folder {args.folder!r} of {redact_url(args.grafana_url)}")
@@ -135,6 +154,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _annotate(args: argparse.Namespace) -> int:
+    require_extra("grafana", "grafana_client")
     from soakwatch.dashboards.push import annotate_run, connect
 
     if args.end is not None and args.end < args.start:
@@ -147,20 +167,16 @@ def _annotate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        parser = _parser()
-        try:
-            args = parser.parse_args(argv)
-        except SystemExit as exc:  # --help
-            return int(exc.code or 0)
-        if args.command == "build":
-            return _build(args)
-        if args.command == "push":
-            return _push(args)
-        if args.command == "annotate":
-            return _annotate(args)
-        raise UsageError("usage: soak dashboards build|push|annotate (see --help)")
-    except SoakwatchError as exc:
-        console.error(f"soak dashboards: {exc}")
-        return exc.exit_code
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(PROG, _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "build":
+        return _build(args)
+    if args.command == "push":
+        return _push(args)
+    if args.command == "annotate":
+        return _annotate(args)
+    raise UsageError("usage: soak dashboards build|push|annotate (see --help)")

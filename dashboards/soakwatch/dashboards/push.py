@@ -47,7 +47,7 @@ class Pushed:
 
 def connect(grafana_url: str, *, token: str | None = None, timeout_seconds: float = 10.0) -> Any:
     """A ``GrafanaApi`` for ``grafana_url`` (user:password may be in the URL; a token wins)."""
-    from grafana_client import GrafanaApi
+    from grafana_client.api import GrafanaApi
 
     try:
         return GrafanaApi.from_url(grafana_url, credential=token, timeout=timeout_seconds)

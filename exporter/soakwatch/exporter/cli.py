@@ -4,8 +4,9 @@
     soak-exporter --pid 1234 --service api --listen 127.0.0.1:9464
     soak-exporter --match 'gunicorn .*myapp' --service api --pool postgres=127.0.0.1:5432
 
-Exit codes: 0 after SIGTERM/SIGINT, 2 on a bad command line or config (the message names the
-file and the key), 1 when the listen address cannot be bound.
+Exit codes (``soakwatch.exitcodes``): 0 after SIGTERM/SIGINT (the exporter's graceful stop),
+2 on a bad command line or config (the message names the file and the key) and when the listen
+address cannot be bound: 1 means "the soak failed" everywhere else, never "cannot start".
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from soakwatch import console
+from soakwatch.addresses import parse_address
+from soakwatch.cli import add_version, run_main
 from soakwatch.configfile import Section
 from soakwatch.errors import SoakwatchError, UsageError
+
+if TYPE_CHECKING:
+    from soakwatch.exporter.config import ExporterConfig
 
 __all__ = ["main"]
 
@@ -64,30 +70,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    add_version(parser)
     return parser
 
 
 def _pool_item(text: str) -> dict[str, Any]:
+    """``NAME=PORT`` (any host) or ``NAME=HOST:PORT`` in the one address grammar."""
     name, sep, endpoint = text.partition("=")
     if not sep or not name:
         raise UsageError(f"--pool: expected NAME=[HOST:]PORT, got {text!r}")
-    if endpoint.startswith("["):
-        host, _, port = endpoint[1:].partition("]:")
-        return {"name": name, "host": host, "port": _port(port, text)}
-    host, sep, port = endpoint.rpartition(":")
-    item: dict[str, Any] = {"name": name, "port": _port(port, text)}
-    if sep:
-        item["host"] = host
-    return item
+    if endpoint.isdigit():
+        return {"name": name, "port": int(endpoint)}
+    try:
+        address = parse_address(endpoint)
+    except ValueError as exc:
+        raise UsageError(f"--pool {name}: {exc}") from None
+    return {"name": name, "host": address.host, "port": address.port}
 
 
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit():
-        raise UsageError(f"--pool: expected NAME=[HOST:]PORT, got {whole!r}")
-    return int(text)
-
-
-def _config_from_args(args: argparse.Namespace) -> Any:
+def _config_from_args(args: argparse.Namespace) -> ExporterConfig:
     from soakwatch.exporter.config import ExporterConfig, load_config, parse_listen
 
     if args.config is not None:
@@ -130,13 +131,13 @@ def _install_stop_handlers(stop: Callable[[], None]) -> None:
             signal.signal(signum, lambda *_: stop())
 
 
-def main(argv: list[str] | None = None, *, stop_event: threading.Event | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | None = None) -> int:
     """Run the exporter until SIGTERM/SIGINT (or ``stop_event``). Returns the exit code."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:  # argparse has printed the usage and the reason
-        return int(exc.code or 0)
+    return run_main(PROG, lambda args: _main(args, stop_event), argv)
+
+
+def _main(argv: list[str], stop_event: threading.Event | None) -> int:
+    args = _parser().parse_args(argv)
     handler = _ConsoleLogHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("soakwatch")
@@ -144,9 +145,6 @@ def main(argv: list[str] | None = None, *, stop_event: threading.Event | None = 
     root.setLevel(args.log_level.upper())
     try:
         return _run(args, stop_event)
-    except SoakwatchError as exc:
-        console.error(f"{PROG}: {exc}")
-        return exc.exit_code
     finally:
         root.removeHandler(handler)
 
@@ -164,15 +162,14 @@ def _run(args: argparse.Namespace, stop_event: threading.Event | None) -> int:
         server = exporter.start()
     except OSError as exc:
         exporter.stop()
-        console.error(f"{PROG}: cannot listen on {config.listen}: {exc.strerror or exc}")
-        return 1
+        raise SoakwatchError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
     stop = stop_event or threading.Event()
     _install_stop_handlers(stop.set)
     console.out(f"{PROG}: serving {server.url} for {names}")
     try:
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed: the same clean stop
         pass
     finally:
         exporter.stop()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from soakwatch.addresses import Address, parse_address
 from soakwatch.configfile import Section, env_override
 from soakwatch.durations import parse_duration
 from soakwatch.errors import ConfigError
@@ -51,43 +52,14 @@ DEFAULT_DETAIL_INTERVAL_SECONDS = 30.0
 MATCH_KINDS = ("pid", "pidfile", "cmdline")
 
 
-@dataclass(frozen=True)
-class ListenAddress:
-    """Where /metrics is served. ``port`` 0 asks the OS for a free port."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+# Where /metrics is served; ``port`` 0 asks the OS for a free port.
+ListenAddress = Address
 
 
 def parse_listen(text: object) -> ListenAddress:
     """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``"localhost:9464"`` or ``":9464"`` (every IPv4
-    interface). Raises ValueError with a reason."""
-    if not isinstance(text, str):
-        raise ValueError(f"expected host:port, got {text!r}")
-    value = text.strip()
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"expected [ipv6]:port, got {text!r}")
-        port_text = rest[1:]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"not an IPv6 address in brackets: {text!r}") from None
-    else:
-        host, sep, port_text = value.rpartition(":")
-        if not sep:
-            raise ValueError(f"expected host:port, got {text!r}")
-        if ":" in host:
-            raise ValueError(f"an IPv6 address needs brackets, as in [::1]:9464, got {text!r}")
-        host = host or "0.0.0.0"
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be a number from 0 to 65535, got {text!r}")
-    return ListenAddress(host=host, port=int(port_text))
+    interface), by the one grammar of ``soakwatch.addresses``. Raises ValueError with a reason."""
+    return parse_address(text, any_host="0.0.0.0", allow_port_zero=True)
 
 
 @dataclass(frozen=True)

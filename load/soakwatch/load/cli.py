@@ -4,33 +4,47 @@
     soak load --config load.yaml --profile ci --shard 0/4 --metrics-listen 0.0.0.0:9105
     soak load --config load.yaml --run-id nightly-42 --metrics-listen 0.0.0.0:9105
 
-Exit codes: 0 when the run ended (at its end or stopped by SIGINT/SIGTERM, summary written),
-2 for a bad command line or config (the message names the key) or a failed precondition."""
+Exit codes: 0 when the run ended (at its end or stopped by SIGINT/SIGTERM: the graceful stop,
+summary written), 2 for a bad command line or config (the message names the key), a missing
+extra (``soakwatch[http]`` for HTTP/WebSocket/sessions, ``[redis]``, ``[postgres]``,
+``[clickhouse]``) or a failed precondition; 130 for a Ctrl-C the graceful stop cannot catch.
+``--summary -`` prints the summary JSON on stdout (the per-scenario lines then go to stderr)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import signal
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from soakwatch import console
-from soakwatch.errors import SoakwatchError, UsageError
+from soakwatch.cli import add_version, run_main
+from soakwatch.errors import UsageError
+
+if TYPE_CHECKING:
+    from soakwatch.load.driver import Driver
 
 __all__ = ["main"]
 
+PROG = "soak load"
+STDOUT = "-"  # --summary -: the summary JSON on stdout
+
 
 class _Parser(argparse.ArgumentParser):
+    # "soak load: unrecognized arguments: --bogus", one line, like every other error
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="soak load",
+        prog=PROG,
         description="Hold HTTP, WebSocket, session-churn and database load at set rates.",
     )
     add = parser.add_argument
@@ -49,10 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--shard", metavar="I/N", help="run shard I of N: 1/N of every rate and connection count")
     add("--metrics-listen", metavar="HOST:PORT", help="serve /metrics here")
     add("--run-id", metavar="ID", help="publish soak_run_info{run_id=ID} 1 while running")
-    add("--summary", metavar="FILE", help="write the JSON summary here (atomically)")
+    add("--summary", metavar="FILE", help="write the JSON summary here (atomically; - for stdout)")
     add("--status-interval", help="seconds between status lines (default 5s)")
     add("--quiet", action="store_true", help="no live status line")
     add("-v", "--verbose", action="store_true", help="log details to stderr")
+    add_version(parser)
     return parser
 
 
@@ -105,7 +120,7 @@ def _int_flag(flag: str, text: str) -> int | str:
         return text  # the config border rejects it with the key's name
 
 
-async def _run(driver: Any) -> dict[str, Any]:
+async def _run(driver: Driver) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         # Not available on Windows event loops: Ctrl-C then ends the run without a summary.
@@ -120,11 +135,11 @@ async def _run(driver: Any) -> dict[str, Any]:
                 loop.remove_signal_handler(signum)
 
 
-def _report(summary: dict[str, Any]) -> None:
+def _report(summary: dict[str, Any], out: Callable[[str], None]) -> None:
     for name, part in summary["scenarios"].items():
         latency = part["latency_seconds"]
         if part["skipped"]:
-            console.out(f"{name}: skipped: {part['skipped']}")
+            out(f"{name}: skipped: {part['skipped']}")
             continue
         figures = " ".join(
             f"{key}={latency[key] * 1000:.1f}ms"
@@ -132,44 +147,45 @@ def _report(summary: dict[str, Any]) -> None:
             if latency[key] is not None
         )
         bad = ", ".join(f"{k}={v}" for k, v in part["outcomes"].items() if v and k != "ok")
-        console.out(
+        out(
             f"{name}: {part['sent']} sent, {part['achieved_rate_per_second']:.1f}/s, "
             f"ok={part['outcomes']['ok']}{', ' + bad if bad else ''} {figures}".rstrip()
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args_list = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = _parser().parse_args(args_list)
-    except UsageError as exc:
-        console.error(f"soak load: {exc}")
-        return 2
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(PROG, _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    try:
-        from soakwatch.load.config import load_config
-        from soakwatch.load.driver import Driver
+    from soakwatch.load.config import load_config
+    from soakwatch.load.driver import Driver
 
-        top, scenarios = _flags(args)
-        config = load_config(args.config, flags=top, flag_scenarios=scenarios, profile=args.profile)
-        status = None if args.quiet else lambda line: console.status(line)
-        driver = Driver(config, status=status)
-        summary = asyncio.run(_run(driver))
-    except SoakwatchError as exc:
-        console.error(f"soak load: {exc}")
-        return exc.exit_code
+    top, scenarios = _flags(args)
+    config = load_config(args.config, flags=top, flag_scenarios=scenarios, profile=args.profile)
+    to_stdout = config.summary_path == STDOUT
+    if to_stdout:  # printed at the end instead: no file named "-", no half documents
+        config = dataclasses.replace(config, summary_path=None)
+    status = None if args.quiet else lambda line: console.status(line)
+    driver = Driver(config, status=status)  # a missing extra is reported here, before any work
+    summary = asyncio.run(_run(driver))
     if not args.quiet:
         sent = sum(part["sent"] for part in summary["scenarios"].values())
         active = summary["active_seconds"]
         rate = sent / active if active > 0 else 0.0
         console.status(driver.status_line(summary["elapsed_seconds"], rate), final=True)
     if summary["stop_reason"]:
-        console.error(f"soak load: stopped by {summary['stop_reason']}; summary written")
-    _report(summary)
+        written = "summary printed" if to_stdout else "summary written"
+        console.error(f"{PROG}: stopped by {summary['stop_reason']}; {written}")
+    if to_stdout:
+        _report(summary, console.error)
+        console.out(json.dumps(summary, indent=2))
+    else:
+        _report(summary, console.out)
     return 0

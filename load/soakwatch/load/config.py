@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from soakwatch.addresses import parse_address
 from soakwatch.configfile import Section
 from soakwatch.errors import ConfigError
 from soakwatch.load.schedule import Stages
@@ -176,16 +177,10 @@ def parse_shard(text: Any, environ: Mapping[str, str] | None = None) -> tuple[in
 
 
 def parse_listen(text: Any) -> tuple[str, int]:
-    """``"HOST:PORT"`` (``[::1]:PORT`` for IPv6); port 0 picks a free one."""
-    host, sep, port_text = str(text).rpartition(":")
-    host = host.strip("[]")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"expected HOST:PORT, got {text!r}") from None
-    if not sep or not host or not 0 <= port <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host, port
+    """``"HOST:PORT"``, ``"[::1]:PORT"`` or ``":PORT"`` (every IPv4 interface), by the one
+    grammar of ``soakwatch.addresses``; port 0 picks a free one."""
+    address = parse_address(text, any_host="0.0.0.0", allow_port_zero=True)
+    return address.host, address.port
 
 
 def parse_run_id(text: Any) -> str:

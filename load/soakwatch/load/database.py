@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 import logging
 import shlex
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from soakwatch.load.config import DatabaseScenario
-from soakwatch.load.http import drain, new_session
 from soakwatch.load.outcomes import (
     CLOSED,
     CONNECT_ERROR,
@@ -72,9 +72,11 @@ class RedisLoad:
             scenario.url, max_connections=scenario.pool_size, timeout=None
         )
         self._client = redis.asyncio.Redis(connection_pool=self._pool)
+        # redis-py leaves execute_command untyped: give it its real shape once, here.
+        self._execute: Callable[..., Awaitable[object]] = self._client.execute_command
 
     async def operate(self, n: int) -> str:
-        await self._client.execute_command(*self._commands(n))
+        await self._execute(*self._commands(n))
         self._stats.open_connections = len(getattr(self._pool, "_connections", ()))
         return OK
 
@@ -155,12 +157,16 @@ class ClickHouseLoad:
     """Queries POSTed to ClickHouse's HTTP interface; a non-200 reply is a ``db_error``."""
 
     def __init__(self, scenario: DatabaseScenario, stats: ScenarioStats) -> None:
+        from soakwatch.load.http import new_session  # aiohttp: only a ClickHouse run needs it
+
         self.scenario = scenario
         self._stats = stats
         self._statements = _Statements(scenario)
         self._session = new_session(scenario.pool_size)
 
     async def operate(self, n: int) -> str:
+        from soakwatch.load.http import drain
+
         async with self._session.post(self.scenario.url, data=self._statements(n)) as response:
             await drain(response)
             return OK if response.status == 200 else DB_ERROR

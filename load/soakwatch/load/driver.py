@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from prometheus_client import CollectorRegistry
 
 from soakwatch.errors import SoakwatchError
+from soakwatch.extras import require_extra
+from soakwatch.files import write_json_atomic
 from soakwatch.load.config import (
     DatabaseScenario,
     HttpScenario,
@@ -34,12 +36,12 @@ from soakwatch.load.metrics import LoadCollector, RunInfoCollector
 from soakwatch.load.outcomes import AUTH_ERROR, CONNECT_ERROR, DROPPED, ERROR
 from soakwatch.load.schedule import Schedule
 from soakwatch.load.stats import ScenarioStats
-from soakwatch.load.summary import build_summary, write_atomically
+from soakwatch.load.summary import build_summary
 
 if TYPE_CHECKING:
     from soakwatch.load.websocket import WebSocketLoad
 
-__all__ = ["Driver", "run_load"]
+__all__ = ["Driver", "require_extras", "run_load"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,27 @@ class Operation(Protocol):
     async def close(self) -> None: ...
 
 
+# scenario kind -> (extra, the module it brings); ClickHouse is driven over its HTTP interface
+_EXTRA_OF_KIND: dict[str, tuple[str, str]] = {
+    "http": ("http", "aiohttp"),
+    "websocket": ("http", "aiohttp"),
+    "sessions": ("http", "aiohttp"),
+    "redis": ("redis", "redis"),
+    "postgres": ("postgres", "psycopg"),
+    "clickhouse": ("clickhouse", "aiohttp"),
+}
+
+
+def require_extras(config: LoadConfig) -> None:
+    """Raise MissingExtraError for the first extra the config's scenarios (or its /metrics
+    server, on aiohttp) need that is not installed: a Redis-only run needs only ``[redis]``."""
+    needed = [_EXTRA_OF_KIND[scenario.kind] for scenario in config.scenarios]
+    if config.metrics_listen is not None:
+        needed.append(("http", "aiohttp"))
+    for extra, module in dict.fromkeys(needed):
+        require_extra(extra, module)
+
+
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -72,6 +95,7 @@ class Driver:
         registry: CollectorRegistry | None = None,
         status: Callable[[str], None] | None = None,
     ) -> None:
+        require_extras(config)  # before any work: one line naming the extra, exit 2
         self.config = config
         shard_count = config.shard[1]
         self.stats: list[ScenarioStats] = []
@@ -153,19 +177,22 @@ class Driver:
                 await metrics_runner.cleanup()
             summary = self._summary(time.monotonic() - wall_start, error)
             if self.config.summary_path:
-                write_atomically(self.config.summary_path, summary)
+                write_json_atomic(self.config.summary_path, summary)
         return summary
 
     def _make(self, scenario: Any, stats: ScenarioStats) -> Any:
-        from soakwatch.load.http import HttpLoad, new_session
-
+        # Each client library is imported only by the scenarios that use it (its own extra).
         if isinstance(scenario, HttpScenario):
+            from soakwatch.load.http import HttpLoad, new_session
+
             return HttpLoad(scenario, new_session(scenario.max_in_flight))
         if isinstance(scenario, SessionScenario):
+            from soakwatch.load.http import new_session
             from soakwatch.load.sessions import SessionLoad
 
             return SessionLoad(scenario, new_session(scenario.max_in_flight), stats)
         if isinstance(scenario, WebSocketScenario):
+            from soakwatch.load.http import new_session
             from soakwatch.load.websocket import WebSocketLoad
 
             return WebSocketLoad(scenario, new_session(0), stats, self.config.shard)
@@ -318,10 +345,12 @@ class Driver:
             # First write at once: the file exists from the start, and the writer thread is
             # created during warm-up rather than as a step in the middle of the run.
             summary = self._summary(max(loop.time() - start, 0.0), None, status="running")
-            await asyncio.to_thread(write_atomically, self.config.summary_path, summary)
+            await asyncio.to_thread(write_json_atomic, self.config.summary_path, summary)
             await asyncio.sleep(self.config.summary_interval_seconds)
 
-    def _summary(self, elapsed: float, error: str | None, status: str | None = None) -> Any:
+    def _summary(
+        self, elapsed: float, error: str | None, status: str | None = None
+    ) -> dict[str, Any]:
         try:
             loop_time = asyncio.get_running_loop().time()
         except RuntimeError:  # pragma: no cover - always called inside the loop

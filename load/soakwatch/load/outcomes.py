@@ -6,6 +6,7 @@ means per scenario)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 
 __all__ = ["OUTCOMES", "classify_exception", "classify_status"]
 
@@ -50,18 +51,23 @@ def classify_status(status: int) -> str:
 
 def classify_exception(exc: BaseException) -> str:
     """The outcome of an operation that raised ``exc`` (aiohttp, OS and database errors)."""
-    import aiohttp
-
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return TIMEOUT
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+    # An aiohttp error can only come from a run that imported aiohttp: a Redis-only run on an
+    # install without the http extra classifies its errors without it.
+    if "aiohttp" in sys.modules:
+        import aiohttp
+
+        if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+            return CLOSED
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return CONNECT_ERROR
+        if isinstance(exc, aiohttp.ClientOSError):
+            return CLOSED
+        if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.WSServerHandshakeError)):
+            return PROTOCOL_ERROR
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
         return CLOSED
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return CONNECT_ERROR
-    if isinstance(exc, aiohttp.ClientOSError | ConnectionResetError | BrokenPipeError):
-        return CLOSED
-    if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.WSServerHandshakeError)):
-        return PROTOCOL_ERROR
     if isinstance(exc, ConnectionError | OSError):
         return CONNECT_ERROR
     return ERROR

@@ -1,21 +1,16 @@
-"""The JSON summary of a load run (shape in docs/load.md), written atomically so that a reader
-never sees half a file: a temporary file in the same directory, fsync, then ``os.replace``."""
+"""The JSON summary of a load run (shape in docs/load.md). The driver writes it with
+``soakwatch.files.write_json_atomic``, so a reader never sees half a file."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from soakwatch.load.histogram import LatencyHistogram
 from soakwatch.load.outcomes import OUTCOMES
 from soakwatch.load.stats import ScenarioStats
 
-__all__ = ["SCHEMA", "build_summary", "merge_summaries", "write_atomically"]
+__all__ = ["SCHEMA", "build_summary", "merge_summaries"]
 
 SCHEMA = "soakwatch.load.summary/1"
 
@@ -118,21 +113,3 @@ def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         into["latency_seconds"] = hists[name].percentiles().as_dict()
         into["error_ratio"] = into["errors"] / into["completed"] if into["completed"] else 0.0
     return {"schema": SCHEMA, "shards": len(summaries), "scenarios": scenarios}
-
-
-def write_atomically(path: str | os.PathLike[str], document: Mapping[str, Any]) -> None:
-    """Write ``document`` as JSON to ``path`` so that readers see the old or the new file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(document, stream, indent=2, sort_keys=False)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise

@@ -10,20 +10,25 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from soakwatch import console
-from soakwatch.errors import SoakwatchError, UsageError
+from soakwatch.cli import add_version, run_main
+from soakwatch.errors import UsageError
 
 __all__ = ["main"]
+
+PROG = "soak rules"
 
 FORMATS = ("rules", "kubernetes")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="soak rules", description="Generate alerting rules from the soak rules."
+        prog=PROG, description="Generate alerting rules from the soak rules."
     )
+    add_version(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     prom = commands.add_parser(
         "prometheus",
@@ -108,14 +113,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse printed its message (or the help)
-        return int(exc.code or 0)
-    try:
-        return _run(args)
-    except SoakwatchError as exc:
-        console.error(f"soak rules: {exc}")
-        return exc.exit_code
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(PROG, _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    return _run(_parser().parse_args(argv))

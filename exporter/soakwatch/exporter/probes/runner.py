@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import REGISTRY, CollectorRegistry, GaugeMetricFamily, Metric
 
@@ -23,6 +23,12 @@ __all__ = ["ProbeResult", "ProbeRunner"]
 
 logger = logging.getLogger("soakwatch.exporter.probes")
 
+# LoggerAdapter is subscriptable at run time only from Python 3.11.
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:
+    _LoggerAdapter = logging.LoggerAdapter
+
 
 @dataclass(frozen=True)
 class ProbeResult:
@@ -31,7 +37,7 @@ class ProbeResult:
     finished_at: float  # Unix time
 
 
-class _ProbeLogAdapter(logging.LoggerAdapter):
+class _ProbeLogAdapter(_LoggerAdapter):
     """Adds ``service``, ``probe`` and ``target`` to each record. While a probe keeps failing,
     its repeated causes go to DEBUG: a target down for a day must not log every interval."""
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from soakwatch.addresses import parse_address
 from soakwatch.configfile import redact_url
 
 if TYPE_CHECKING:
@@ -57,28 +58,7 @@ class ProbeKind(NamedTuple):
 
 
 def split_host_port(target: str, default_port: int | None = None) -> tuple[str, int]:
-    """``"host:port"``, ``"[::1]:port"`` (or a bare host with ``default_port``) -> (host, port).
-    Raises ValueError with a reason."""
-    text = target.strip()
-    if not text:
-        raise ValueError("expected host:port, got an empty string")
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"expected [ipv6]:port, got {target!r}")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    elif ":" in text:
-        raise ValueError(f"an IPv6 address needs brackets, as in [::1]:6379, got {target!r}")
-    else:
-        host, port_text = text, ""
-    if not host:
-        raise ValueError(f"expected host:port, got {target!r}")
-    if not port_text:
-        if default_port is None:
-            raise ValueError(f"expected host:port (the port is missing), got {target!r}")
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port must be a number from 1 to 65535, got {port_text!r}")
-    return host, int(port_text)
+    """``"host:port"``, ``"[::1]:port"`` (or a bare host with ``default_port``) -> (host, port),
+    by the one grammar of ``soakwatch.addresses``. Raises ValueError with a reason."""
+    address = parse_address(target, default_port=default_port)
+    return address.host, address.port
