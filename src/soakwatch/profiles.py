@@ -1,4 +1,4 @@
-"""The soak profiles of DESIGN.md (ci, staging, production) and their environment overrides."""
+"""The soak profiles and their environment overrides; the table is docs/profiles.md."""
 
 from __future__ import annotations
 
