@@ -7,13 +7,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
+from soakwatch.errors import SourceError
+from soakwatch.exitcodes import exit_code_of
+
 __all__ = [
-    "EXIT_CODES",
     "SCHEMA",
     "STATUSES",
     "Evidence",
@@ -26,7 +28,6 @@ __all__ = [
 SCHEMA = "soakwatch.report/v1"
 Status = Literal["pass", "fail", "inconclusive", "not_applicable"]
 STATUSES: tuple[Status, ...] = ("pass", "fail", "inconclusive", "not_applicable")
-EXIT_CODES: Mapping[str, int] = {"pass": 0, "fail": 1, "inconclusive": 3}
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -82,6 +83,29 @@ class Result:
             "details": _json_safe(dict(self.details)),
         }
 
+    @classmethod
+    def from_json(cls, document: object, *, source: str = "verdict", key: str = "") -> Result:
+        """The result of :meth:`to_json` read back (without its evidence, which the JSON does
+        not hold). A malformed document is a SourceError naming ``source`` and the key."""
+        item = _Reader(document, source, key)
+        subject = item.mapping("subject")
+        for name, value in subject.items():
+            if not isinstance(value, str):
+                raise item.error(f"subject.{name}", f"expected a string, got {value!r}")
+        result = cls(
+            rule=item.string("rule"),
+            kind=item.string("kind"),
+            subject=cast("dict[str, str]", subject),
+            status=item.choice("status", STATUSES),
+            figure=item.optional_number("figure"),
+            unit=item.string("unit"),
+            threshold=item.number("threshold"),
+            comparison=item.string("comparison"),
+            reason=item.string("reason"),
+            details=item.mapping("details"),
+        )
+        return result
+
 
 def verdict_of(results: list[Result]) -> Literal["pass", "fail", "inconclusive"]:
     """fail if any rule failed; inconclusive if none failed but one was inconclusive, or if
@@ -113,7 +137,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES[self.verdict]
+        return exit_code_of(self.verdict)
 
     def counts(self) -> dict[str, int]:
         return {status: sum(r.status == status for r in self.results) for status in STATUSES}
@@ -131,6 +155,129 @@ class Report:
             "counts": self.counts(),
             "results": [r.to_json() for r in self.results],
         }
+
+    @classmethod
+    def from_json(cls, document: object, *, source: str = "verdict") -> Report:
+        """The report of :meth:`to_json` (``soak-analyze --format json``) read back into the same
+        types. A malformed document -- another schema, a missing or mistyped key, a verdict
+        that its results contradict -- is a SourceError naming ``source`` and the key path."""
+        top = _Reader(document, source, "")
+        schema = top.string("schema")
+        if schema != SCHEMA:
+            raise top.error("schema", f"expected {SCHEMA!r}, got {schema!r}")
+        time_range = top.reader("range")
+        rules = top.reader("rules")
+        results = top.list("results")
+        report = cls(
+            start=time_range.number("start"),
+            end=time_range.number("end"),
+            source=top.string("source"),
+            rules_source=rules.string("source"),
+            rules_version=rules.integer("version"),
+            results=[
+                Result.from_json(item, source=source, key=f"results[{index}]")
+                for index, item in enumerate(results)
+            ],
+            generated_at=top.number("generated_at"),
+            selector=top.optional_string("selector"),
+        )
+        verdict = top.string("verdict")
+        if verdict != report.verdict:
+            raise top.error(
+                "verdict", f"{verdict!r} contradicts its results, which make {report.verdict!r}"
+            )
+        return report
+
+
+Choice = TypeVar("Choice", bound=str)
+
+
+class _Reader:
+    """One mapping of a JSON document being read back, with the key path that leads to it."""
+
+    def __init__(self, document: object, source: str, path: str) -> None:
+        self.source = source
+        self.path = path
+        if not isinstance(document, Mapping):
+            raise SourceError(f"{self._where(None)}expected an object, got {_kind(document)}")
+        self.data: Mapping[str, object] = document
+
+    def _where(self, key: str | None) -> str:
+        path = ".".join(part for part in (self.path, key) if part)
+        return f"{self.source}: {path}: " if path else f"{self.source}: "
+
+    def error(self, key: str, message: str) -> SourceError:
+        return SourceError(f"{self._where(key)}{message}")
+
+    def _value(self, key: str, optional: bool) -> object:
+        if key not in self.data:
+            raise self.error(key, "missing")
+        value = self.data[key]
+        if value is None and not optional:
+            raise self.error(key, "expected a value, got null")
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        value = self._value(key, True)
+        if value is not None and not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_kind(value)}")
+        return value
+
+    def string(self, key: str) -> str:
+        value = self._value(key, False)
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_kind(value)}")
+        return value
+
+    def choice(self, key: str, choices: tuple[Choice, ...]) -> Choice:
+        value = self.string(key)
+        for choice in choices:
+            if value == choice:
+                return choice
+        raise self.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
+
+    def optional_number(self, key: str) -> float | None:
+        value = self._value(key, True)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(key, f"expected a number, got {_kind(value)}")
+        return float(value)
+
+    def number(self, key: str) -> float:
+        value = self.optional_number(key)
+        if value is None:
+            raise self.error(key, "expected a number, got null")
+        return value
+
+    def integer(self, key: str) -> int:
+        value = self._value(key, False)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected a whole number, got {_kind(value)}")
+        return value
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self._value(key, False)
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"expected an object, got {_kind(value)}")
+        return {str(k): v for k, v in value.items()}
+
+    def reader(self, key: str) -> _Reader:
+        return _Reader(self.mapping(key), self.source, ".".join(p for p in (self.path, key) if p))
+
+    def list(self, key: str) -> list[object]:
+        value = self._value(key, False)
+        if not isinstance(value, list):
+            raise self.error(key, f"expected a list, got {_kind(value)}")
+        return value
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), repr(value)
+    )
 
 
 def _json_number(value: float | None) -> float | None:
