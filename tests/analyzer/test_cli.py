@@ -207,10 +207,12 @@ def test_usage_and_config_errors_exit_with_2_and_a_message(
 
 
 def test_an_unreachable_prometheus_is_a_source_error_never_a_pass(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import servers
 
+    # every attempt is retried as in production, only without the half-second waits
+    monkeypatch.setenv("SOAK_PROMETHEUS_BACKOFF", "10ms")
     port = servers.free_port()  # nothing listens there
     code, out, err = run(
         capsys,
@@ -221,6 +223,16 @@ def test_an_unreachable_prometheus_is_a_source_error_never_a_pass(
     )
     assert code == 2 and out == ""
     assert f"cannot read from http://127.0.0.1:{port}" in err
+    assert "ConnectionError after 4 attempts" in err
+
+
+def test_a_bad_backoff_in_the_environment_is_a_config_error_naming_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOAK_PROMETHEUS_BACKOFF", "soon")
+    code, out, err = run(capsys, "--prometheus", "http://127.0.0.1:9", "--range", "1h")
+    assert code == 2 and out == ""
+    assert "environment: SOAK_PROMETHEUS_BACKOFF: not a duration: 'soon'" in err
 
 
 def test_end_takes_unix_seconds_or_rfc3339() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -82,3 +83,22 @@ def test_a_server_that_keeps_failing_is_a_source_error_after_the_retries(
     api = source(flaky_api, retries=2)
     with pytest.raises(SourceError, match=r"HTTP 503 after 3 attempts"):
         api.fetch(MetricSelector("m"), 0, 30)
+
+
+def test_the_backoff_comes_from_the_environment_unless_given(
+    flaky_api: FlakyAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, port = flaky_api.server_address[:2]
+    url = f"http://{host!s}:{port}"
+    assert PrometheusSource(url).backoff_seconds == 0.5
+    monkeypatch.setenv("SOAK_PROMETHEUS_BACKOFF", "20ms")
+    assert PrometheusSource(url).backoff_seconds == 0.02
+    assert PrometheusSource(url, backoff_seconds=0.0).backoff_seconds == 0.0
+
+    flaky_api.failures_left = 3
+    started = time.monotonic()
+    series = PrometheusSource(url, retries=3).fetch(MetricSelector("m"), 0, 30)
+    waited = time.monotonic() - started
+
+    assert len(series) == 1
+    assert 0.02 + 0.04 + 0.08 <= waited < 1.5  # 20, 40, 80 ms, not 0.5 + 1 + 2 s

@@ -22,7 +22,8 @@ import numpy as np
 import requests
 
 from soakwatch.analyzer.series import Series
-from soakwatch.configfile import redact_url
+from soakwatch.configfile import env_override, redact_url
+from soakwatch.durations import parse_duration
 from soakwatch.errors import SourceError
 from soakwatch.rules.model import MetricSelector
 
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 MAX_POINTS_PER_SERIES = 11_000  # Prometheus rejects range queries beyond this per series
 DEFAULT_MIN_STEP_SECONDS = 15.0
 MAX_CHUNKS = 4
+DEFAULT_BACKOFF_SECONDS = 0.5
+# The first retry's delay (each later one doubles), for every PrometheusSource not given one:
+# soak-analyze and soak run read it, and tests against a closed port make it short.
+BACKOFF_VARIABLE = "SOAK_PROMETHEUS_BACKOFF"
 
 
 class Source(Protocol):
@@ -73,8 +78,10 @@ def choose_step(
 class PrometheusSource:
     """The Prometheus HTTP API through requests: range queries split to stay under the
     points-per-series limit, retries with exponential backoff on 5xx, 429, timeouts and
-    connection errors, optional bearer token, basic auth and CA bundle. ``compression``: ask
-    for gzip answers (default: yes, except from a server on the loopback interface)."""
+    connection errors, optional bearer token, basic auth and CA bundle. ``backoff_seconds``:
+    the delay before the first retry, doubling after each (default: ``SOAK_PROMETHEUS_BACKOFF``
+    from the environment, else 0.5 s). ``compression``: ask for gzip answers (default: yes,
+    except from a server on the loopback interface)."""
 
     def __init__(
         self,
@@ -85,7 +92,7 @@ class PrometheusSource:
         ca_bundle: str | os.PathLike[str] | None = None,
         timeout_seconds: float = 30.0,
         retries: int = 3,
-        backoff_seconds: float = 0.5,
+        backoff_seconds: float | None = None,
         min_step_seconds: float = DEFAULT_MIN_STEP_SECONDS,
         max_points_per_series: int = MAX_POINTS_PER_SERIES,
         compression: bool | None = None,
@@ -95,6 +102,10 @@ class PrometheusSource:
         self.description = f"prometheus {redact_url(self.url)}"
         self.timeout_seconds = timeout_seconds
         self.retries = retries
+        if backoff_seconds is None:
+            backoff_seconds = env_override(
+                BACKOFF_VARIABLE, parse_duration, DEFAULT_BACKOFF_SECONDS
+            )
         self.backoff_seconds = backoff_seconds
         self.min_step_seconds = min_step_seconds
         self.max_points_per_series = max_points_per_series
