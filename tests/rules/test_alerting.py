@@ -209,7 +209,7 @@ def test_promtool_accepts_the_committed_rule_file() -> None:
 
 SHIPPED_SPECS = [
     REPO / "rules" / "soakwatch" / "rules" / "soak.yaml",
-    *sorted((REPO / "examples").glob("*rules*.yaml")),
+    *sorted((REPO / "run" / "soakwatch" / "run" / "demo").glob("*rules*.yaml")),
 ]
 
 

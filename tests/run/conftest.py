@@ -1,17 +1,16 @@
-"""A fixture that starts the sample service (examples/sample_service) as a real child process."""
+"""A fixture that starts the sample service (``soakwatch.run.demo.sample_service``, package data of
+the demo) as a real child process."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-SAMPLE_SERVICE = Path(__file__).resolve().parents[2] / "examples" / "sample_service" / "app.py"
+from soakwatch.run.demo import sample_service_command
 
 
 @dataclass
@@ -24,7 +23,7 @@ class SampleService:
 def start_sample_service(*args: str, timeout: float = 20.0) -> SampleService:
     """Start the service on a free port it picks itself, and wait for its "listening" line."""
     process = subprocess.Popen(
-        [sys.executable, str(SAMPLE_SERVICE), "--port", "0", *args],
+        sample_service_command("--port", "0", *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChildProcess", "free_port", "wait_until"]
+__all__ = ["ChildProcess", "child_env", "free_port", "soak_command", "wait_until"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,21 @@ def _posix_options(user: str | None) -> dict[str, Any]:
         "start_new_session": True,
         "preexec_fn": _as_user(user) if user else _die_with_parent,
     }
+
+
+def soak_command(*args: str) -> list[str]:
+    """``soak ARGS...`` run by this interpreter (works without the ``soak`` script on PATH)."""
+    return [sys.executable, "-m", "soakwatch.commands", *args]
+
+
+def child_env() -> dict[str, str]:
+    """The environment of the run's children: ours, without the listen overrides (the run
+    decides where children listen; an inherited override would break the wiring)."""
+    env = dict(os.environ)
+    for name in ("SOAK_EXPORTER_LISTEN", "SOAK_LOAD_METRICS_LISTEN"):
+        env.pop(name, None)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
 
 
 def free_port(host: str = "127.0.0.1") -> int:

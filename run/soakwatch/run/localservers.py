@@ -135,6 +135,8 @@ class Server:
         self.log_path = log_path
         self.host = HOST
         self.extra_logs: list[Path] = []
+        # False for a server whose data outlives it (the Prometheus of a run, in its run dir)
+        self.remove_data_dir = True
 
     @property
     def pid(self) -> int:
@@ -148,7 +150,8 @@ class Server:
         return _log_tail([self.log_path, *self.extra_logs], lines)
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-        """Signal the process by PID, wait, SIGKILL after ``timeout`` s; remove the data dir."""
+        """Signal the process by PID, wait, SIGKILL after ``timeout`` s; remove the data dir
+        (unless ``remove_data_dir`` is False)."""
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, self.stop_signal)
@@ -158,7 +161,8 @@ class Server:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.remove_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self: ServerT) -> ServerT:
         return self
@@ -187,10 +191,12 @@ def spawn(
     *,
     user: str | None = None,
     env: dict[str, str] | None = None,
+    log_path: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start ``argv`` in ``data_dir`` with its output in ``data_dir/server.log`` (its own
-    session, dies with this process, runs as ``user`` if given); the process and the log."""
-    log_path = data_dir / "server.log"
+    """Start ``argv`` in ``data_dir`` with its output in ``log_path`` (default
+    ``data_dir/server.log``; its own session, dies with this process, runs as ``user`` if
+    given); the process and the log."""
+    log_path = log_path or data_dir / "server.log"
     child = ChildProcess(Path(argv[0]).name, argv, log_path, env=env, cwd=data_dir, user=user)
     return child.process, log_path
 

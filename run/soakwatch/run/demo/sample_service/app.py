@@ -1,10 +1,9 @@
 """A small aiohttp service to soak: HTTP and WebSocket endpoints over Redis and PostgreSQL, with a
 knob that makes it leak memory at a chosen rate.
 
-Run it as a script or a module from the repository root::
+It ships inside soakwatch (package data of ``soak run --demo``); run it as a module::
 
-    python examples/sample_service/app.py --port 8080 --leak-bytes-per-second 20000
-    python -m examples.sample_service --port 8080
+    python -m soakwatch.run.demo.sample_service --port 8080 --leak-bytes-per-second 20000
 
 Every option also reads an environment variable (``SAMPLE_SERVICE_<OPTION>``, e.g.
 ``SAMPLE_SERVICE_LEAK_BYTES_PER_SECOND``); the command line wins. Redis and PostgreSQL are
