@@ -145,6 +145,30 @@ def test_build_check_reports_stale_files_and_build_writes_them(
     assert sorted(p.name for p in tmp_path.glob("*.json")) == [p.name for p in COMMITTED]
 
 
+def test_build_creates_its_output_folder_and_writes_the_committed_dashboards_into_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "grafana" / "provisioning"
+    assert cli.main(["build", "-o", str(output)]) == 0
+    assert sorted(p.name for p in output.iterdir()) == [p.name for p in COMMITTED]
+    for path in COMMITTED:
+        assert (output / path.name).read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+    assert f"wrote {output / COMMITTED[0].name}" in capsys.readouterr().out
+
+
+def test_build_without_an_output_writes_nothing_and_says_what_it_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in COMMITTED}
+    assert cli.main(["build"]) == 2
+    assert capsys.readouterr().err == (
+        "soak dashboards: build needs --output-dir DIR and/or --configmap FILE\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+    assert {p: p.stat().st_mtime_ns for p in COMMITTED} == before  # the package is untouched
+
+
 def test_the_kubernetes_configmap_holds_exactly_the_committed_dashboards() -> None:
     path = REPO / "deploy" / "kubernetes" / "grafana-dashboards.yaml"
     files = {p.name: p.read_text(encoding="utf-8") for p in COMMITTED}

@@ -66,6 +66,20 @@ def test_a_signal_stops_soak_load_gracefully_and_the_summary_is_written(
     assert list(tmp_path.iterdir()) == [summary_path]  # no temporary file left behind
 
 
+def test_summary_dash_prints_the_summary_json_on_stdout_and_writes_no_file(
+    load_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["--http", f"{load_app.url}/ok", "--rate", "10/s", "--duration", "1s", "--summary", "-"]
+    assert main([*argv, "--quiet"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)  # stdout is the document and nothing else
+    assert summary["schema"] == "soakwatch.load.summary/1"
+    assert summary["status"] == "completed" and summary["totals"]["ok"] == 10
+    assert captured.err.startswith("http: 10 sent, ")  # the human lines moved to stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_soak_load_runs_a_short_http_load_from_flags_alone(
     load_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
