@@ -1,7 +1,8 @@
 """The servers the benchmarks start on 127.0.0.1, built on ``soakwatch.run.localservers``: a child
 listening on a free port (a benchmark's own minimal server, an exporter), and a Prometheus over
-a TSDB made with ``promtool tsdb create-blocks-from openmetrics``; and ``serve_protocol``, the
-loop of a benchmark's own minimal asyncio server in its child process.
+a TSDB made with ``promtool tsdb create-blocks-from openmetrics`` (``soakwatch.run.prometheus``,
+the launcher ``soak run`` and the tests use); and ``serve_protocol``, the loop of a
+benchmark's own minimal asyncio server in its child process.
 
 Each runs in its own temporary directory (its output in ``server.log`` there), dies with this
 process, and is stopped by its PID (``with`` or ``.stop()``)."""
@@ -14,10 +15,10 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from soakwatch.run import prometheus
 from soakwatch.run.localservers import (
     HOST,
     SinglePortServer,
@@ -27,6 +28,7 @@ from soakwatch.run.localservers import (
     spawn,
     start_in_temp_dir,
 )
+from soakwatch.run.prometheus import PrometheusServer
 
 ROOT = Path(__file__).parent.parent
 
@@ -43,14 +45,6 @@ def _accepts(port: int) -> Callable[[], bool]:
     def ready() -> bool:
         with socket.create_connection((HOST, port), timeout=1):
             return True
-
-    return ready
-
-
-def _answers_200(url: str) -> Callable[[], bool]:
-    def ready() -> bool:
-        with urllib.request.urlopen(url, timeout=1) as reply:
-            return int(reply.status) == 200
 
     return ready
 
@@ -106,26 +100,9 @@ def import_openmetrics(openmetrics: Path, tsdb: Path, timeout: float) -> float:
     return time.perf_counter() - began
 
 
-def start_prometheus(tsdb: Path) -> ListeningServer:
+def start_prometheus(tsdb: Path) -> PrometheusServer:
     """A Prometheus serving the blocks in ``tsdb`` (nothing scraped, kept for 100 years),
-    returned once ``/-/ready`` answers."""
-    binary = find_binary("prometheus", "prometheus")
-
-    def attempt(data_dir: Path) -> ListeningServer:
-        port = free_port()
-        config = data_dir / "prometheus.yml"
-        config.write_text("global: {}\n")
-        argv = [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tsdb}",
-            f"--web.listen-address={HOST}:{port}",
-            "--storage.tsdb.retention.time=100y",
-            "--log.level=error",
-        ]
-        process, log_path = spawn(argv, data_dir)
-        server = ListeningServer(process, data_dir, log_path, port=port)
-        server.name = "prometheus"
-        return launch(server, _answers_200(f"http://{HOST}:{port}/-/ready"))
-
-    return start_in_temp_dir("prometheus", attempt)
+    returned once ``/-/ready`` answers; started by ``soak run``'s launcher."""
+    return prometheus.start_prometheus(
+        {"global": {}}, storage_path=tsdb, retention="100y", log_level="error"
+    )

@@ -2,8 +2,9 @@
 directory, stopped by PID.
 
 The machinery, Redis and PostgreSQL live in ``soakwatch.run.localservers`` (``soak run --demo``
-starts its servers with the same code); this module adds the servers only the tests need
-(ClickHouse, Prometheus, Alertmanager, VictoriaMetrics) and the pytest side. Every server runs
+starts its servers with the same code), Prometheus in ``soakwatch.run.prometheus`` (the launcher
+of ``soak run --local-prometheus`` and the benchmarks); this module adds the servers only the
+tests need (ClickHouse, Alertmanager, VictoriaMetrics) and the pytest side. Every server runs
 as a child of the test process with its output in ``<data_dir>/server.log``. Ports come from
 binding port 0; if the chosen port is taken before the server binds it (another test session
 raced us), the start is retried with fresh ports. On Linux the children get PR_SET_PDEATHSIG,
@@ -30,13 +31,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import pytest
 import requests
-import yaml
 
-from soakwatch.run import localservers
+from soakwatch.run import localservers, prometheus
 from soakwatch.run.localservers import (
     HOST,
     MissingBinaryError,
@@ -53,6 +52,7 @@ from soakwatch.run.localservers import (
     start_in_temp_dir,
     wait_for_port,
 )
+from soakwatch.run.prometheus import prometheus_config
 
 __all__ = [
     "AlertmanagerServer",
@@ -71,6 +71,7 @@ __all__ = [
     "start_clickhouse",
     "start_postgres",
     "start_prometheus",
+    "start_prometheus_on_tsdb",
     "start_redis",
     "start_victoriametrics",
     "wait_for_port",
@@ -258,89 +259,9 @@ def start_clickhouse() -> ClickHouseServer:
     return start_in_temp_dir("clickhouse", attempt)
 
 
-# -- Prometheus -------------------------------------------------------------------------------
-class PrometheusServer(_PromQLMixin, SinglePortServer):
-    name = "prometheus"
-
-    def __init__(
-        self,
-        process: subprocess.Popen[bytes],
-        data_dir: Path,
-        log_path: Path,
-        *,
-        port: int,
-        config_path: Path,
-        storage_path: Path,
-    ) -> None:
-        super().__init__(process, data_dir, log_path, port=port)
-        self.config_path = config_path
-        self.storage_path = storage_path
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def reload(self, config_text: str | None = None) -> None:
-        """Re-read the config and the rule files (optionally writing a new config first)."""
-        if config_text is not None:
-            self.config_path.write_text(config_text)
-        response = requests.post(f"{self.url}/-/reload", timeout=30)
-        if response.status_code != 200:
-            raise AssertionError(f"reload failed: {response.status_code} {response.text}")
-
-
-def prometheus_config(
-    scrape_targets: Sequence[str] | None = None,
-    rule_files: Sequence[str | os.PathLike[str]] | None = None,
-    alertmanager_urls: Sequence[str] | None = None,
-    scrape_interval: str = "1s",
-    evaluation_interval: str = "1s",
-    extra_scrape_configs: Sequence[dict[str, Any]] | None = None,
-    *,
-    job_name: str = "soak",
-) -> dict[str, Any]:
-    """The prometheus.yml the factory writes: ``scrape_targets`` ("host:port" or a URL with a
-    metrics path) in one job, rule files by absolute path, Alertmanagers by URL."""
-    config: dict[str, Any] = {
-        "global": {
-            "scrape_interval": scrape_interval,
-            "evaluation_interval": evaluation_interval,
-        },
-        "scrape_configs": [],
-    }
-    by_path: dict[tuple[str, str], list[str]] = {}
-    for target in scrape_targets or []:
-        if "://" in target:
-            parts = urlsplit(target)
-            key = (parts.scheme, parts.path or "/metrics")
-            by_path.setdefault(key, []).append(parts.netloc)
-        else:
-            by_path.setdefault(("http", "/metrics"), []).append(target)
-    for index, ((scheme, path), targets) in enumerate(by_path.items()):
-        config["scrape_configs"].append(
-            {
-                "job_name": job_name if index == 0 else f"{job_name}-{index}",
-                "scheme": scheme,
-                "metrics_path": path,
-                "static_configs": [{"targets": targets}],
-            }
-        )
-    config["scrape_configs"].extend(extra_scrape_configs or [])
-    if rule_files:
-        config["rule_files"] = [str(Path(path).resolve()) for path in rule_files]
-    if alertmanager_urls:
-        alertmanagers = []
-        for url in alertmanager_urls:
-            parts = urlsplit(url)
-            entry: dict[str, Any] = {
-                "scheme": parts.scheme or "http",
-                "static_configs": [{"targets": [parts.netloc]}],
-            }
-            if parts.path.strip("/"):
-                entry["path_prefix"] = parts.path
-            alertmanagers.append(entry)
-        config["alerting"] = {"alertmanagers": alertmanagers}
-    return config
+# -- Prometheus: the launcher of soak run (soakwatch.run.prometheus) --------------------------
+class PrometheusServer(prometheus.PrometheusServer, _PromQLMixin):
+    """``soakwatch.run.prometheus.PrometheusServer`` with PromQL helpers for the tests."""
 
 
 def start_prometheus(
@@ -354,17 +275,17 @@ def start_prometheus(
     scrape_self: bool = False,
     extra_args: Sequence[str] = (),
 ) -> PrometheusServer:
-    """Prometheus with a generated config; ``scrape_self`` adds a job "prometheus" for itself."""
-    binary = require_binary("prometheus", "prometheus")
+    """Prometheus with a generated config; ``scrape_self`` adds a job "prometheus" for itself.
+    Skips/fails the test without the prometheus binary."""
+    require_binary("prometheus", "prometheus")
 
-    def attempt(data_dir: Path) -> PrometheusServer:
-        port = free_port()
+    def config(port: int) -> dict[str, Any]:
         extra = list(extra_scrape_configs or [])
         if scrape_self:
             extra.append(
                 {"job_name": "prometheus", "static_configs": [{"targets": [f"{HOST}:{port}"]}]}
             )
-        config = prometheus_config(
+        return prometheus_config(
             scrape_targets,
             rule_files,
             alertmanager_urls,
@@ -372,33 +293,31 @@ def start_prometheus(
             evaluation_interval,
             extra,
         )
-        config_path = data_dir / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        storage_path = data_dir / "tsdb"
-        argv = [
-            binary,
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={storage_path}",
-            f"--web.listen-address={HOST}:{port}",
+
+    return prometheus.start_prometheus(
+        config,
+        extra_args=[
             "--web.enable-lifecycle",
             "--web.enable-admin-api",
             # Alerts reach the Alertmanager within a second instead of a minute.
             "--rules.alert.resend-delay=1s",
-            "--log.level=warn",
             *extra_args,
-        ]
-        process, log_path = spawn(argv, data_dir)
-        server = PrometheusServer(
-            process,
-            data_dir,
-            log_path,
-            port=port,
-            config_path=config_path,
-            storage_path=storage_path,
-        )
-        return launch(server, _http_ok(f"http://{HOST}:{port}/-/ready"))
+        ],
+        server_class=PrometheusServer,
+    )
 
-    return start_in_temp_dir("prometheus", attempt)
+
+def start_prometheus_on_tsdb(home: Path, storage_path: Path) -> PrometheusServer:
+    """A Prometheus serving the blocks in ``storage_path`` (made by promtool; nothing scraped,
+    kept for 100 years), its config and log in ``home``, which stays after stop."""
+    require_binary("prometheus", "prometheus")
+    return prometheus.start_prometheus(
+        {"global": {"scrape_interval": "15s"}},
+        home=home,
+        storage_path=storage_path,
+        retention="100y",
+        server_class=PrometheusServer,
+    )
 
 
 # -- Alertmanager -----------------------------------------------------------------------------
