@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from soakwatch.addresses import parse_address
 from soakwatch.configfile import check_url
 from soakwatch.exporter.probes.http import fetch
 from soakwatch.exporter.probes.spec import split_host_port
@@ -34,9 +35,7 @@ def ping_url(target: str) -> str:
     """``host:port`` (the HTTP port, default 8123) or ``http(s)://host:port[/base]`` -> the
     /ping URL."""
     if "://" not in target:
-        host, port = split_host_port(target, default_port=8123)
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}/ping"
+        return f"http://{parse_address(target, default_port=8123)}/ping"  # IPv6 in brackets
     return target.rstrip("/") + "/ping"
 
 
