@@ -27,6 +27,7 @@ import pytest
 
 from soakwatch.durations import parse_duration
 from soakwatch.errors import SoakwatchError
+from soakwatch.extras import MissingExtraError, require_extra
 from soakwatch.profiles import PROFILES, Profile, resolve_profile
 
 if TYPE_CHECKING:
@@ -281,7 +282,10 @@ def soak_monitor(soak_config: Profile) -> Iterator[SoakMonitor]:
     from soakwatch.sampling import SoakMonitor
 
     interval = min(soak_config.sampling_interval_seconds, 1.0)
-    monitor = SoakMonitor(interval_seconds=interval).start()
+    try:
+        monitor = SoakMonitor(interval_seconds=interval).start()
+    except MissingExtraError as exc:
+        pytest.fail(f"soak_monitor: {exc}", pytrace=False)
     yield monitor
     judged_by_test = monitor.verdict_seen
     verdict = monitor.verdict()
@@ -296,6 +300,11 @@ def soak_run(
     """``soak_run(config=None, *, duration=None, scenarios=None)``: a whole ``soak run`` against
     the configured target (or ``config``, a path or a mapping in the soak config format), with
     the profile of ``soak_config``. Returns the result, whose ``verdict`` is the analyzer's."""
+    try:
+        # the verdict is the analyzer's: say so before the run, not after its whole duration
+        require_extra("analyzer")
+    except MissingExtraError as exc:
+        pytest.fail(f"soak_run: {exc}", pytrace=False)
     from soakwatch.run import RunRequest, execute
     from soakwatch.run.config import RunConfig, load_run_config, parse_run_config
 

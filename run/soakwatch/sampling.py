@@ -8,18 +8,33 @@ interval doubles), so a two-day test keeps a few thousand points, not a list tha
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psutil
 
-__all__ = ["MemoryVerdict", "ResourceSample", "ResourceSampler", "SoakMonitor", "judge_memory"]
+from soakwatch.extras import require_extra
+
+if TYPE_CHECKING:
+    from soakwatch.rules.model import Rule
+
+__all__ = [
+    "MemoryVerdict",
+    "ResourceSample",
+    "ResourceSampler",
+    "SoakMonitor",
+    "judge_memory",
+    "memory_rule",
+]
 
 log = logging.getLogger(__name__)
+MB = 1e6  # the rule's unit is MB/h: decimal megabytes, as in rules/soak.yaml
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,15 @@ class MemoryVerdict:
         return self.status == "pass"
 
 
+def memory_rule(warmup_seconds: float = 0.0) -> Rule:
+    """The rule ``judge_memory`` applies: ``memory_growth`` of the shipped rules file with the
+    test's own warm-up (a test lasts seconds to minutes, not the rule's hours)."""
+    from soakwatch.rules.model import load_rules
+
+    rule = load_rules().rules["memory_growth"]
+    return dataclasses.replace(rule, warmup_seconds=warmup_seconds)
+
+
 def judge_memory(
     samples: list[ResourceSample],
     *,
@@ -152,25 +176,21 @@ def judge_memory(
     warmup_seconds: float = 0.0,
     min_points: int = 8,
 ) -> MemoryVerdict:
-    """Apply the memory-growth rule to sampled RSS with the analyzer's estimator (robust slope
-    after warm-up, with its confidence interval). Pass when the upper bound is below the
-    threshold, fail when the lower bound is above it, inconclusive otherwise or on too few
-    points. The threshold defaults to the rule's in ``rules/soak.yaml``."""
+    """Apply the memory-growth rule to sampled RSS with the analyzer's own estimate for that
+    rule (:func:`soakwatch.analyzer.evaluate.estimate_rule_growth`: robust slope after warm-up,
+    with its confidence interval), so soak-analyze judging the same samples finds the same
+    slope. Pass when the upper bound is below the threshold, fail when the lower bound is above
+    it, inconclusive otherwise or on too few points. The threshold defaults to the rule's in
+    ``rules/soak.yaml``. Raises MissingExtraError without the analyzer extra."""
+    require_extra("analyzer")
+    import numpy as np
+
+    from soakwatch.analyzer.evaluate import estimate_rule_growth
+
     duration = samples[-1].timestamp - samples[0].timestamp if samples else 0.0
-    try:
-        import numpy as np
-
-        from soakwatch.analyzer.growth import estimate_growth
-    except ImportError:
-        return MemoryVerdict(
-            "inconclusive",
-            "the analyzer is not installed (pip install 'soakwatch[analyzer]')",
-            duration_seconds=duration,
-        )
+    rule = memory_rule(warmup_seconds)
     if threshold_mb_per_hour is None:
-        from soakwatch.rules.model import load_rules
-
-        threshold_mb_per_hour = load_rules().rules["memory_growth"].threshold
+        threshold_mb_per_hour = rule.threshold
     if len(samples) < min_points:
         return MemoryVerdict(
             "inconclusive",
@@ -181,13 +201,7 @@ def judge_memory(
         )
     t = np.array([s.timestamp for s in samples], dtype=np.float64)
     y = np.array([s.rss_bytes for s in samples], dtype=np.float64)
-    estimate = estimate_growth(
-        t,
-        y,
-        window_seconds=max(duration / min_points, 1e-3),
-        warmup_seconds=warmup_seconds,
-        min_windows=min_points,
-    )
+    estimate = estimate_rule_growth(rule, t, y)
     if estimate.fit is None or estimate.points < 3:
         return MemoryVerdict(
             "inconclusive",
@@ -197,9 +211,9 @@ def judge_memory(
             duration_seconds=duration,
         )
     slope, lower, upper = (
-        estimate.slope_per_hour / 1e6,
-        estimate.lower_per_hour / 1e6,
-        estimate.upper_per_hour / 1e6,
+        estimate.slope_per_hour / MB,
+        estimate.lower_per_hour / MB,
+        estimate.upper_per_hour / MB,
     )
     figures = f"{slope:+.2f} MB/h [{lower:+.2f}, {upper:+.2f}], threshold {threshold_mb_per_hour:g}"
     if upper < threshold_mb_per_hour:
@@ -231,6 +245,9 @@ class SoakMonitor:
         self._verdict: MemoryVerdict | None = None
 
     def start(self) -> SoakMonitor:
+        """Start sampling. Raises MissingExtraError first when the verdict could not be judged
+        (no analyzer extra): a test must not run its whole duration for nothing."""
+        require_extra("analyzer")
         self.sampler.start()
         return self
 

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from soakwatch.analyzer.counters import counter_increase
-from soakwatch.analyzer.growth import estimate_growth
+from soakwatch.analyzer.growth import GrowthEstimate, estimate_growth
 from soakwatch.analyzer.quantiles import histogram_quantile
 from soakwatch.analyzer.report import Evidence, Result, Status
 from soakwatch.analyzer.segments import restart_times
@@ -29,7 +29,7 @@ from soakwatch.analyzer.variation import coefficient_of_variation
 from soakwatch.durations import format_duration
 from soakwatch.rules.model import Rule
 
-__all__ = ["RoleData", "evaluate_rule", "evaluate_sliding"]
+__all__ = ["RoleData", "estimate_rule_growth", "evaluate_rule", "evaluate_sliding"]
 
 RoleData = Mapping[str, list[Series]]
 Subject = tuple[tuple[str, str], ...]
@@ -183,16 +183,13 @@ def _not_enough(rule: Rule, have_points: int, have_seconds: float, unit: str) ->
 
 
 # -- kinds ------------------------------------------------------------------------------------
-def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Result:
-    labels = dict(subject)
-
-    def companion(role: str) -> tuple[FloatArray, FloatArray] | None:
-        found = _companion(value, data.get(role, []))
-        return (found.t, found.v) if found is not None else None
-
-    restarts = restart_times(companion("start_time"), companion("restarts"), companion("up"))
-    t, v = value.t, value.v
-    estimate = estimate_growth(
+def estimate_rule_growth(
+    rule: Rule, t: FloatArray, v: FloatArray, *, restarts: FloatArray | None = None
+) -> GrowthEstimate:
+    """The growth estimate of a ``slope`` rule on one series, with the rule's window,
+    confidence and warm-up: the one estimate behind soak-analyze's verdict and the pytest
+    plugin's ``soak_monitor`` (which passes the memory rule with its own warm-up)."""
+    return estimate_growth(
         t,
         v,
         restarts=restarts,
@@ -202,6 +199,18 @@ def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Resul
         warmup_auto=rule.warmup_auto,
         max_warmup_fraction=rule.max_warmup_fraction,
     )
+
+
+def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Result:
+    labels = dict(subject)
+
+    def companion(role: str) -> tuple[FloatArray, FloatArray] | None:
+        found = _companion(value, data.get(role, []))
+        return (found.t, found.v) if found is not None else None
+
+    restarts = restart_times(companion("start_time"), companion("restarts"), companion("up"))
+    t, v = value.t, value.v
+    estimate = estimate_rule_growth(rule, t, v, restarts=restarts)
     details: dict[str, Any] = {
         "slope": _show(rule, estimate.slope_per_hour),
         "lower": _show(rule, estimate.lower_per_hour),
