@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -45,7 +45,7 @@ Kind = Literal[
 Comparison = Literal["<", "<=", ">=", ">"]
 
 # kind -> (required metric roles, optional metric roles)
-KINDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = MappingProxyType(
+KINDS: Mapping[Kind, tuple[tuple[str, ...], tuple[str, ...]]] = MappingProxyType(
     {
         "slope": (("value",), ("start_time", "restarts", "up")),
         "counter_ratio": (("numerator", "denominator"), ()),
@@ -80,7 +80,7 @@ _KIND_BASE_UNITS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "failure_fraction": ("ratio",),
     }
 )
-_COMPARISONS: tuple[str, ...] = ("<", "<=", ">=", ">")
+_COMPARISONS: tuple[Comparison, ...] = ("<", "<=", ">=", ">")
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _MATCHER = re.compile(
@@ -334,7 +334,7 @@ def _override(section: Section) -> RuleOverride:
     return result
 
 
-def _metrics(section: Section, kind: str) -> Mapping[str, MetricSelector]:
+def _metrics(section: Section, kind: Kind) -> Mapping[str, MetricSelector]:
     required, optional = KINDS[kind]
     metrics: dict[str, MetricSelector] = {}
     for role in required + optional:
@@ -394,7 +394,7 @@ def _limit(section: Section, kind: str) -> float | None:
     return limit
 
 
-def _sum_over(section: Section, kind: str, group_by: list[str]) -> tuple[str, ...]:
+def _sum_over(section: Section, kind: str, group_by: Sequence[str]) -> tuple[str, ...]:
     """``sum_over``: labels whose series are added up into one value per subject and time (the
     states of one pool make its size). Only variation rules take it."""
     if kind != "variation":
