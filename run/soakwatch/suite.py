@@ -12,13 +12,16 @@ reason; a required service down is an error listing each (see docs/pytest.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from soakwatch.errors import SoakwatchError
 from soakwatch.run import RunResult, check_availability
 from soakwatch.run.config import RunConfig, load_run_config
+
+if TYPE_CHECKING:
+    from soakwatch.analyzer.report import Report
 
 __all__: list[str] = []
 
@@ -58,21 +61,33 @@ def _soak(
     return soak_run(config, scenarios=scenarios)
 
 
-def _failures(result: RunResult, rules: Iterable[str]) -> list[str]:
+def _report(result: RunResult) -> Report | None:
+    """The run's verdict as the analyzer's typed report (None: the run has no verdict)."""
+    if result.verdict is None:
+        return None
+    from soakwatch.analyzer.report import Report
+
+    try:
+        return Report.from_json(result.verdict, source=f"{result.run_dir}/verdict.json")
+    except SoakwatchError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def _failures(report: Report | None, rules: Iterable[str]) -> list[str]:
     wanted = set(rules)
     return [
-        f"{r['rule']} {','.join(f'{k}={v}' for k, v in (r.get('subject') or {}).items())}: "
-        f"{r['status']} ({r.get('reason', '')})"
-        for r in (result.verdict or {}).get("results", [])
-        if r.get("rule") in wanted and r.get("status") in ("fail", "inconclusive")
+        f"{r.rule} {','.join(f'{k}={v}' for k, v in r.subject.items())}: {r.status} ({r.reason})"
+        for r in (report.results if report else [])
+        if r.rule in wanted and r.status in ("fail", "inconclusive")
     ]
 
 
 def _assert_rules(result: RunResult, *rules: str) -> None:
-    assert result.verdict is not None, f"no verdict: see {result.run_dir}/logs/analyze.log"
-    judged = [r for r in result.verdict.get("results", []) if r.get("rule") in rules]
+    report = _report(result)
+    assert report is not None, f"no verdict: see {result.run_dir}/logs/analyze.log"
+    judged = [r for r in report.results if r.rule in rules]
     assert judged, f"no result for {', '.join(rules)} in {result.run_dir}/verdict.json"
-    problems = _failures(result, rules)
+    problems = _failures(report, rules)
     assert not problems, f"{result.run_dir}:\n  " + "\n  ".join(problems)
 
 
@@ -134,6 +149,8 @@ def test_gc_efficiency(request: pytest.FixtureRequest, soak_run: Any) -> None:
 def test_complete_suite(request: pytest.FixtureRequest, soak_run: Any) -> None:
     """Every scenario of the config in one run, judged by every rule."""
     result = _soak(request, soak_run, ALL_KINDS, "load")
+    report = _report(result)
+    every_rule = [r.rule for r in report.results] if report else []
     assert result.status == "pass", f"{result.status}: {result.run_dir}\n  " + "\n  ".join(
-        _failures(result, [r.get("rule", "") for r in (result.verdict or {}).get("results", [])])
+        _failures(report, every_rule)
     )
