@@ -12,7 +12,9 @@ so a killed test session does not leave servers behind, and the next session's f
 removes the data dirs such a session left (marked with its PID).
 
 A missing binary skips the test with the Debian package to install, or fails it when the
-environment variable ``CI`` is set (CI must have every server).
+environment variable ``CI`` is set (CI must have every server). ``require_binary`` is that rule
+for any program; a test that runs one itself (promtool, amtool, kubectl) carries
+``@pytest.mark.requires_binary(name, package)``, which conftest.py checks with it.
 
 Timing on this project's 2-core CI machine: Redis, ClickHouse, Prometheus, Alertmanager and
 VictoriaMetrics are ready in well under a second, PostgreSQL (initdb included) in 1-2 s.
