@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import numpy as np
@@ -50,7 +51,9 @@ def _plot(result: Result, evidence: Evidence) -> str:
     figure = Figure(figsize=(9, 3.2), dpi=90)
     axes = figure.add_subplot()
 
-    epoch = dates.date2num(datetime(1970, 1, 1, tzinfo=timezone.utc))
+    # matplotlib ships date2num without annotations: give it the type it documents
+    date2num: Callable[[datetime], float] = dates.date2num
+    epoch = float(date2num(datetime(1970, 1, 1, tzinfo=timezone.utc)))
 
     def when(t: np.ndarray) -> np.ndarray:
         """Unix seconds as matplotlib date numbers (days since its epoch)."""
