@@ -244,6 +244,7 @@ def start_local_prometheus(
             home=run_dir / "prometheus",
             log_path=run_dir / "logs" / "prometheus.log",
             retention=RUN_RETENTION,
+            log_level="info",  # the run's log keeps what Prometheus did, as it always has
         )
     except SoakwatchError as exc:
         raise SoakwatchError(f"--local-prometheus: {exc}") from None
