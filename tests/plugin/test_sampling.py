@@ -75,8 +75,9 @@ def rule_warmup() -> float:
     return load_rules().rules["memory_growth"].warmup_seconds
 
 
-def test_the_monitor_names_the_missing_analyzer_extra_before_the_test_runs(
-    pytester: pytest.Pytester,
+@pytest.mark.parametrize("fixture", ["soak_monitor", "soak_run"])
+def test_the_fixtures_name_the_missing_analyzer_extra_before_the_test_runs(
+    pytester: pytest.Pytester, fixture: str
 ) -> None:
     pytester.makeconftest(
         """
@@ -87,10 +88,10 @@ def test_the_monitor_names_the_missing_analyzer_extra_before_the_test_runs(
         """
     )
     pytester.makepyfile(
-        """
+        f"""
         import pathlib
 
-        def test_long(soak_monitor):
+        def test_long({fixture}):
             pathlib.Path("body-ran").write_text("yes")
         """
     )
@@ -99,7 +100,7 @@ def test_the_monitor_names_the_missing_analyzer_extra_before_the_test_runs(
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "*soak_monitor: needs the 'analyzer' extra (numpy is not installed): "
+            f"*{fixture}: needs the 'analyzer' extra (numpy is not installed): "
             "pip install 'soakwatch?analyzer?'*"
         ]
     )
