@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -60,9 +61,9 @@ def flaky_api() -> Iterator[FlakyAPI]:
     server.server_close()
 
 
-def source(server: FlakyAPI, **kwargs: object) -> PrometheusSource:
+def source(server: FlakyAPI, **kwargs: Any) -> PrometheusSource:
     host, port = server.server_address[:2]
-    return PrometheusSource(f"http://{host!s}:{port}", backoff_seconds=0.01, **kwargs)  # type: ignore[arg-type]
+    return PrometheusSource(f"http://{host!s}:{port}", backoff_seconds=0.01, **kwargs)
 
 
 def test_two_503s_are_retried_and_the_third_answer_is_used(flaky_api: FlakyAPI) -> None:
