@@ -19,7 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "http": ("aiohttp",),
     "redis": ("redis",),
     "postgres": ("psycopg",),
-    "clickhouse": ("clickhouse_driver",),
+    "clickhouse": ("aiohttp",),  # the load driver speaks ClickHouse over HTTP
     "grafana": ("grafana_client",),
 }
 
