@@ -725,6 +725,7 @@ def test_the_committed_promtool_test_file_is_current() -> None:
     )
 
 
+@pytest.mark.slow  # promtool over every group at once: 4-6 s; the groups run one by one above
 @needs_promtool
 def test_the_committed_promtool_test_file_passes() -> None:
     done = subprocess.run(
