@@ -109,24 +109,17 @@ def _run(bin_dir: Path, *argv: str, cwd: Path) -> subprocess.CompletedProcess[st
     )
 
 
-ANALYZER_NEEDS_A_LAZY_PACKAGE = pytest.mark.xfail(
-    strict=True,
-    reason="soakwatch.analyzer/__init__.py imports numpy at once (engineer C: lazy re-exports)",
-)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("argv", "code", "line"),
     [
-        pytest.param(["soak-analyze", "--help"], 0, None, marks=ANALYZER_NEEDS_A_LAZY_PACKAGE),
-        pytest.param(["soak-analyze", "--version"], 0, None, marks=ANALYZER_NEEDS_A_LAZY_PACKAGE),
-        pytest.param(
+        (["soak-analyze", "--help"], 0, None),
+        (["soak-analyze", "--version"], 0, None),
+        (
             ["soak-analyze", "--run-dir", "x"],
             2,
             "soak-analyze: needs the 'analyzer' extra (numpy is not installed): "
             "pip install 'soakwatch[analyzer]'",
-            marks=ANALYZER_NEEDS_A_LAZY_PACKAGE,
         ),
         (
             ["soak", "load", "--http", "http://127.0.0.1:9/", "--rate", "1/s", "--duration", "1s"],
