@@ -7,6 +7,10 @@ import importlib
 import sys
 
 from soakwatch import console
+from soakwatch.cli import run_main
+from soakwatch.errors import UsageError
+from soakwatch.exitcodes import EXIT_ERROR, EXIT_PASS
+from soakwatch.version import __version__
 
 __all__ = ["main"]
 
@@ -28,23 +32,23 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
+def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         console.out(_usage())
-        return 0 if args else 2
+        return EXIT_PASS if args else EXIT_ERROR
     if args[0] == "--version":
-        from soakwatch.version import __version__
-
         console.out(f"soak {__version__}")
-        return 0
+        return EXIT_PASS
     name, rest = args[0], args[1:]
     if name not in SUBCOMMANDS:
-        console.error(f"soak: unknown command {name!r}\n\n{_usage()}")
-        return 2
+        raise UsageError(f"unknown command {name!r}\n\n{_usage()}")
     module = importlib.import_module(SUBCOMMANDS[name][0])
     result: int = module.main(rest)
     return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("soak", _main, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

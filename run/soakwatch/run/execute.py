@@ -24,6 +24,7 @@ from typing import Any
 import requests
 import yaml
 
+from soakwatch.addresses import Address, parse_address
 from soakwatch.configfile import redact_url
 from soakwatch.durations import format_duration
 from soakwatch.errors import SoakwatchError, UsageError
@@ -80,6 +81,14 @@ def _wait_http(url: str, child: ChildProcess, timeout: float) -> None:
         wait_until(ready, timeout=timeout, what=child.name, alive=child.running)
     except RuntimeError as exc:
         raise SoakwatchError(f"{exc}\n{child.log_tail()}") from None
+
+
+def _metrics_url(listen: str) -> str:
+    """The URL the run scrapes a child at that listens on ``listen`` (a wildcard address is
+    reached on the loopback interface)."""
+    address = parse_address(listen, any_host="127.0.0.1")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
+    return f"http://{Address(host, address.port)}/metrics"
 
 
 class _Run:
@@ -149,7 +158,7 @@ class _Run:
             stop_signal=signal.SIGINT,
         )
         self.children.append(child)
-        url = f"http://{listen}/metrics"
+        url = _metrics_url(listen)
         _wait_http(url, child, START_TIMEOUT_SECONDS)
         return ScrapeTarget("load", url)
 
