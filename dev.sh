@@ -9,6 +9,9 @@ cd "$(dirname "$0")"
 # python3-venv: a fresh Debian image has neither Python's venv nor ensurepip.
 APT_PACKAGES=(python3 python3-venv prometheus prometheus-alertmanager redis-server postgresql
               clickhouse-server victoria-metrics prometheus-process-exporter wrk)
+# Programs the tests need, as program:package; the package is installed only when no such
+# program is on PATH (a machine may bring its own kubectl from another repository).
+APT_PROGRAMS=(kubectl:kubernetes-client)
 VENV=${SOAKWATCH_VENV:-.venv}
 
 quiet() {  # run a command, show its output only when it fails
@@ -27,6 +30,9 @@ setup_apt() {
     for pkg in "${APT_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
             || missing+=("$pkg")
+    done
+    for entry in "${APT_PROGRAMS[@]}"; do
+        command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "installing Debian packages: ${missing[*]}" >&2
