@@ -49,7 +49,7 @@ def test_the_committed_dashboards_are_what_the_code_builds_now() -> None:
     assert sorted(built) == [p.name for p in COMMITTED]
     for path in COMMITTED:
         assert path.read_text(encoding="utf-8") == built[path.name], (
-            f"{path.name} is stale: run `soak dashboards build`"
+            f"{path.name} is stale: run `soak dashboards build -o dashboards/soakwatch/dashboards`"
         )
 
 

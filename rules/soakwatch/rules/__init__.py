@@ -1,4 +1,4 @@
-"""The soak rules: the versioned spec ``rules/soak.yaml`` and its typed model.
+"""The soak rules: the versioned spec ``rules/soakwatch/rules/soak.yaml`` and its typed model.
 
 Import as ``soakwatch.rules``."""
 

@@ -1,6 +1,6 @@
-"""The soak rules as a typed model: ``rules/soak.yaml`` is read and checked once, here, into frozen
-dataclasses. The analyzer's evaluation and the generated Prometheus rules are both produced from
-this model; behind :func:`load_rules` no code sees the raw YAML.
+"""The soak rules as a typed model: ``rules/soakwatch/rules/soak.yaml`` is read and checked once,
+here, into frozen dataclasses. The analyzer's evaluation and the generated Prometheus rules are
+both produced from this model; behind :func:`load_rules` no code sees the raw YAML.
 
 A rule's metrics are PromQL series selectors (``name`` or ``name{label="value",...}``), parsed into
 a :class:`MetricSelector` so that both consumers build their queries from the same parts.
@@ -503,7 +503,7 @@ def _rule(name: str, section: Section) -> Rule:
 
 
 def load_rules(path: str | os.PathLike[str] | None = None) -> RuleSet:
-    """Read and check a rules spec (default: the packaged ``rules/soak.yaml``).
+    """Read and check a rules spec (default: the packaged ``soak.yaml`` beside this module).
 
     Raises ConfigError naming the file and the key path on any problem, unknown keys included."""
     source_path = Path(path) if path is not None else DEFAULT_RULES_PATH
