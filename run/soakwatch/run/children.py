@@ -18,7 +18,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChildProcess", "child_env", "free_port", "soak_command", "wait_until"]
+__all__ = [
+    "ChildProcess",
+    "child_env",
+    "free_port",
+    "soak_command",
+    "stop_process",
+    "wait_until",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,19 +175,25 @@ class ChildProcess:
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """Send the stop signal to our PID, wait, then SIGKILL. Returns the exit code."""
-        if self.process.poll() is None:
-            try:
-                self.process.send_signal(self.stop_signal)
-            except ProcessLookupError:
-                pass
-            except ValueError:  # Windows knows no SIGINT for another process: terminate it
-                self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log.warning(
-                    "%s (pid %d) did not stop in %.0fs: killing", self.name, self.pid, timeout
-                )
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, self.stop_signal, timeout, self.name)
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], stop_signal: int, timeout: float, name: str
+) -> int | None:
+    """Stop one child by its own PID: ``stop_signal``, wait ``timeout`` seconds, then SIGKILL.
+    Returns the exit code (None only if it could not be reaped)."""
+    if process.poll() is None:
+        try:
+            process.send_signal(stop_signal)
+        except ProcessLookupError:
+            pass
+        except ValueError:  # Windows knows no SIGINT for another process: terminate it
+            process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) did not stop in %.0fs: killing", name, process.pid, timeout)
+            process.kill()
+            process.wait()
+    return process.returncode

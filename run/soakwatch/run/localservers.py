@@ -15,7 +15,6 @@ included) in 1-2 s.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from soakwatch.errors import SoakwatchError
-from soakwatch.run.children import ChildProcess, free_port
+from soakwatch.run.children import ChildProcess, free_port, stop_process, wait_until
 
 __all__ = [
     "HOST",
@@ -152,15 +151,7 @@ class Server:
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         """Signal the process by PID, wait, SIGKILL after ``timeout`` s; remove the data dir
         (unless ``remove_data_dir`` is False)."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, self.stop_signal)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout)
+        stop_process(self.process, self.stop_signal, timeout, self.name)
         if self.remove_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -204,31 +195,21 @@ def spawn(
 def _wait_ready(
     server: Server, ready: Callable[[], bool], timeout: float = START_TIMEOUT_SECONDS
 ) -> None:
-    """Poll ``ready()`` (an exception or False means "not yet") with short, growing sleeps."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    last_error = ""
-    while True:
-        if not server.running():
-            tail = server.log_tail()
-            # Another process bound the port between free_port() and the server's bind.
-            kind = PortTakenError if "address already in use" in tail.lower() else ServerStartError
-            raise kind(
-                f"{server.name} exited with code {server.process.returncode} before it was "
-                f"ready\n{tail}"
-            )
-        try:
-            if ready():
-                return
-        except Exception as exc:  # not up yet: connection refused, 503, "starting up", ...
-            last_error = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() > deadline:
-            raise ServerStartError(
-                f"{server.name} not ready after {timeout:.0f}s "
-                f"(last check: {last_error or 'not ready'})\n{server.log_tail()}"
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
+    """Poll ``ready()`` (an exception or False means "not yet") with ``wait_until``; raise
+    ServerStartError with the log's tail, PortTakenError when the server exited because its
+    port was taken."""
+    try:
+        wait_until(ready, timeout=timeout, what=server.name, alive=server.running)
+    except RuntimeError as exc:
+        tail = server.log_tail()
+        if server.running():
+            raise ServerStartError(f"{exc}\n{tail}") from None
+        # Another process bound the port between free_port() and the server's bind.
+        kind = PortTakenError if "address already in use" in tail.lower() else ServerStartError
+        raise kind(
+            f"{server.name} exited with code {server.process.returncode} before it was "
+            f"ready\n{tail}"
+        ) from None
 
 
 def launch(server: ServerT, ready: Callable[[], bool]) -> ServerT:
