@@ -152,10 +152,8 @@ def _validate_load(data: Mapping[str, Any], source: str) -> None:
     The profile is chosen on the command line, after this file is read; any profile fills the
     same keys (connections, rates), so "ci" stands in for it: a scenario that leaves those to
     the profile must not fail here when the run itself would work."""
-    try:
-        from soakwatch.load.config import load_config
-    except ImportError:  # the load driver is an optional part
-        return
+    from soakwatch.load.config import load_config
+
     try:
         load_config(data=data, source=source, profile="ci", environ={})
     except ConfigError as exc:
@@ -171,10 +169,8 @@ def _exporter_section(section: Section) -> dict[str, Any] | None:
     if not isinstance(raw, Mapping):
         raise section.error("exporter", f"expected a mapping, got {type(raw).__name__}")
     data = dict(copy.deepcopy(raw))
-    try:
-        from soakwatch.exporter.config import parse_config
-    except ImportError:
-        return data
+    from soakwatch.exporter.config import parse_config
+
     try:
         parse_config({**data, "listen": "127.0.0.1:0"}, source=section.source)
     except ConfigError as exc:
