@@ -4,7 +4,9 @@ works with no Prometheus server at all.
 Format of ``<run dir>/samples.om``: one sample per line in OpenMetrics sample syntax,
 ``name{label="value",...} value timestamp_seconds``, appended scrape by scrape (so one series'
 samples are interleaved with the others'). Lines starting with ``#`` are comments and ignored. A
-last line without its newline (a run killed mid-write) is ignored. :func:`export_openmetrics`
+last line without its newline (a run killed mid-write) is ignored, and so is a line that is not
+UTF-8 (a torn write, a bad disk block): the reader counts it in :class:`SkippedLines` and judges
+the rest. Values may be ``NaN``, ``+Inf`` and ``-Inf``, as scraped. :func:`export_openmetrics`
 turns a recording into a grouped OpenMetrics file that ``promtool tsdb create-blocks-from
 openmetrics`` imports into any Prometheus.
 
@@ -13,10 +15,12 @@ The writer only needs prometheus-client; numpy is imported by the reader when it
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -30,12 +34,15 @@ __all__ = [
     "SAMPLES_FILE",
     "SampleWriter",
     "SeriesKey",
+    "SkippedLines",
     "export_openmetrics",
     "format_sample",
     "iter_samples",
     "read_samples",
     "series_labels",
 ]
+
+log = logging.getLogger(__name__)
 
 SAMPLES_FILE = "samples.om"
 HEADER = "# soakwatch samples v1: name{labels} value timestamp_seconds\n"
@@ -165,25 +172,56 @@ def _parse_labels(text: str, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
+@dataclass
+class SkippedLines:
+    """The lines of a recording the reader left out because they are not UTF-8 text."""
+
+    count: int = 0
+    first_line: int | None = None  # the number (from 1) of the first one
+
+    def add(self, number: int) -> None:
+        self.count += 1
+        if self.first_line is None:
+            self.first_line = number
+
+    def describe(self) -> str:
+        """``"2 lines not UTF-8 skipped (the first is line 7)"``, or "" when none was."""
+        if not self.count:
+            return ""
+        lines = "line" if self.count == 1 else "lines"
+        return f"{self.count} {lines} not UTF-8 skipped (the first is line {self.first_line})"
+
+
 def iter_samples(
-    run_dir: str | os.PathLike[str], names: Iterable[str] | None = None
+    run_dir: str | os.PathLike[str],
+    names: Iterable[str] | None = None,
+    *,
+    skipped: SkippedLines | None = None,
 ) -> Iterator[tuple[SeriesKey, float, float]]:
     """Each (series key, timestamp seconds, value) of a recording, in file order.
 
-    ``names`` limits the result to those metric names. A malformed line other than a truncated
-    last one raises SourceError naming the file and line."""
+    ``names`` limits the result to those metric names. A line that is not UTF-8 is left out
+    and counted in ``skipped`` (a run cut short by a crash is still judged on what it holds);
+    another malformed line, other than a truncated last one, raises SourceError naming the
+    file and line."""
     path = _samples_path(run_dir)
     wanted = set(names) if names is not None else None
+    counted = skipped if skipped is not None else SkippedLines()
     try:
-        handle = path.open("r", encoding="utf-8", newline="\n")
+        handle = path.open("rb")
     except OSError as exc:
         raise SourceError(f"cannot read samples: {path}: {exc.strerror}") from None
     # one parse per distinct series text: a run repeats the same few series every scrape
     keys: dict[str, SeriesKey | None] = {}
     with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.endswith("\n"):
-                return  # a run killed mid-write: the partial last line is not a sample
+        for number, raw in enumerate(handle, start=1):
+            if not raw.endswith(b"\n"):
+                break  # a run killed mid-write: the partial last line is not a sample
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                counted.add(number)
+                continue
             if line[0] == "#" or not line.strip():
                 continue
             parts = line.rsplit(None, 2)
@@ -202,6 +240,8 @@ def iter_samples(
                 bad = ts_text if not _is_float(ts_text) else value_text
                 raise SourceError(f"{path}:{number}: not a number: {bad!r}") from None
             yield sample
+    if counted.count:
+        log.warning("%s: %s", path, counted.describe())
 
 
 def _is_float(text: str) -> bool:
@@ -224,15 +264,19 @@ def _series_key(text: str, wanted: set[str] | None, where: str) -> SeriesKey | N
 
 
 def read_samples(
-    run_dir: str | os.PathLike[str], names: Iterable[str] | None = None
+    run_dir: str | os.PathLike[str],
+    names: Iterable[str] | None = None,
+    *,
+    skipped: SkippedLines | None = None,
 ) -> dict[SeriesKey, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
     """Every series of a recording: key -> (timestamps in seconds, values), sorted by time,
-    one value per timestamp (the last one written wins)."""
+    one value per timestamp (the last one written wins). Lines left out are counted in
+    ``skipped``, as :func:`iter_samples` says."""
     import numpy as np
 
     times: dict[SeriesKey, list[float]] = {}
     values: dict[SeriesKey, list[float]] = {}
-    for key, ts, value in iter_samples(run_dir, names):
+    for key, ts, value in iter_samples(run_dir, names, skipped=skipped):
         if key not in times:
             times[key] = []
             values[key] = []

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from soakwatch.analyzer.baseline import baseline_results
@@ -54,6 +56,24 @@ def _queries(
     return out
 
 
+def _note_non_finite(result: Result, set_aside: list[tuple[Mapping[str, str], int]]) -> Result:
+    """``result`` with ``details.non_finite_samples`` and a word in its reason when series of
+    its subject had NaN or infinite samples, which the rule did not see."""
+    count = sum(
+        dropped
+        for labels, dropped in set_aside
+        if all(labels.get(key, "") == value for key, value in result.subject.items())
+    )
+    if not count:
+        return result
+    noun = "sample" if count == 1 else "samples"
+    return replace(
+        result,
+        reason=f"{result.reason}; {count} NaN or infinite {noun} ignored",
+        details={**result.details, "non_finite_samples": count},
+    )
+
+
 def analyze(
     source: Source,
     ruleset: RuleSet,
@@ -93,8 +113,19 @@ def analyze(
     # queries overlap: the server works on one while this process decodes another
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         answers = dict(zip(wanted, pool.map(fetch, wanted.items()), strict=True))
+    # NaN and infinities, as both sources return them, are set aside once for every rule
+    cleaned = {key: [s.finite() for s in series] for key, series in answers.items()}
     fetched = {
-        name: {role: answers[key] for role, (key, _s, _x, _t) in plan.items()}
+        name: {role: [s for s, _ in cleaned[key]] for role, (key, _s, _x, _t) in plan.items()}
+        for name, plan in plans.items()
+    }
+    set_aside = {
+        name: [
+            (s.labels, dropped)
+            for key, _s, _x, _t in plan.values()
+            for s, dropped in cleaned[key]
+            if dropped
+        ]
         for name, plan in plans.items()
     }
     known_services = sorted(
@@ -109,11 +140,17 @@ def analyze(
     )
     results: list[Result] = []
     for name, rule in rules.rules.items():
-        judged = evaluate_rule(rule, fetched[name], start, end, known_services)
+        judged = [
+            _note_non_finite(r, set_aside[name])
+            for r in evaluate_rule(rule, fetched[name], start, end, known_services)
+        ]
         results += judged
         window = sliding_window_seconds or rule.sliding_window_seconds
         if window:
-            results += evaluate_sliding(rule, fetched[name], start, end, window, known_services)
+            results += [
+                _note_non_finite(r, set_aside[name])
+                for r in evaluate_sliding(rule, fetched[name], start, end, window, known_services)
+            ]
         if baselines:
             results += baseline_results(rule, judged, baselines)
     return Report(

@@ -28,6 +28,15 @@ class Series:
         keep = (self.t >= start) & (self.t <= end)
         return Series(self.name, self.labels, self.t[keep], self.v[keep])
 
+    def finite(self) -> tuple[Series, int]:
+        """The series without its NaN and infinite samples, and how many those were. A
+        scraped NaN or +Inf is no measurement: not a start time, not a probe outcome."""
+        keep = np.isfinite(self.v)
+        dropped = int(keep.size - np.count_nonzero(keep))
+        if not dropped:
+            return self, 0
+        return Series(self.name, self.labels, self.t[keep], self.v[keep]), dropped
+
     def label_text(self) -> str:
         return ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
 

@@ -43,7 +43,11 @@ BACKOFF_VARIABLE = "SOAK_PROMETHEUS_BACKOFF"
 class Source(Protocol):
     """Anything that returns the series for a selector over [start, end] (Unix seconds)."""
 
-    description: str
+    @property
+    def description(self) -> str:
+        """What the report names as its source, read after the fetches (so it may say what
+        the source left out)."""
+        ...
 
     def fetch(
         self,
@@ -57,7 +61,8 @@ class Source(Protocol):
         """All series matching ``selector`` (metric name + ``suffix``, e.g. ``_bucket``).
 
         ``step_seconds``: the coarsest sampling the caller can use (None: the finest the source
-        offers); a source that returns raw samples may ignore it. Raises SourceError when the
+        offers); a source that returns raw samples may ignore it. Values are as stored, NaN
+        and infinities included (the analysis sets those aside). Raises SourceError when the
         data cannot be read; an absent metric is an empty list. Must be safe to call from
         several threads at once."""
         ...
@@ -218,13 +223,22 @@ class PrometheusSource:
 
 
 class RunDirSource:
-    """The samples a local run recorded in its directory (read once, on first use)."""
+    """The samples a local run recorded in its directory (read once, on first use). Lines of
+    the recording that are not UTF-8 are left out, counted in ``skipped`` and named in the
+    description."""
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        from soakwatch.recording import SkippedLines
+
         self.run_dir = Path(run_dir)
-        self.description = f"run directory {self.run_dir}"
+        self.skipped = SkippedLines()
         self._series: dict[str, list[Series]] | None = None
         self._lock = threading.Lock()
+
+    @property
+    def description(self) -> str:
+        left_out = self.skipped.describe()
+        return f"run directory {self.run_dir}" + (f" ({left_out})" if left_out else "")
 
     def _load(self) -> dict[str, list[Series]]:
         with self._lock:
@@ -235,7 +249,8 @@ class RunDirSource:
             from soakwatch.recording import read_samples
 
             by_name: dict[str, list[Series]] = {}
-            for (name, labels), (t, v) in read_samples(self.run_dir).items():
+            samples = read_samples(self.run_dir, skipped=self.skipped)
+            for (name, labels), (t, v) in samples.items():
                 by_name.setdefault(name, []).append(Series(name, dict(labels), t, v))
             self._series = by_name
         return self._series
