@@ -199,3 +199,31 @@ async def test_a_ramp_up_sends_half_the_full_rate_on_average_before_the_steady_s
     config = http_config(scenario("api", f"{load_app.url}/ok", "40/s"), ramp_up="1s")
     part = (await Driver(config).run())["scenarios"]["api"]
     assert part["scheduled"] == part["outcomes"]["ok"] == 60  # 20 in the ramp + 40 steady
+
+
+@pytest.mark.asyncio
+async def test_requests_in_flight_when_stop_grace_ends_are_cut_short_in_the_summary_and_metrics(
+    load_app: Any,
+) -> None:
+    # The real test service answers /stall after 60 s: nothing finishes within the run.
+    config = http_config(
+        scenario("hang", f"{load_app.url}/stall?seconds=60", "20/s", timeout="30s"),
+        duration="60s",
+        stop_grace="200ms",
+    )
+    driver = Driver(config)
+    run = asyncio.create_task(driver.run())
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if driver.stats[0].in_flight >= 10:
+            break
+    driver.stop("test")
+    part = (await asyncio.wait_for(run, 15))["scenarios"]["hang"]
+    assert part["sent"] >= 10 and part["in_flight"] == 0
+    assert part["outcomes"]["cut_short"] == part["sent"] == part["errors"]
+    assert part["error_ratio"] == 1.0
+    assert part["latency_seconds"]["count"] == 0  # the grace is no latency of the service
+    cut_short = driver.registry.get_sample_value(
+        "soak_load_requests_total", {"scenario": "hang", "outcome": "cut_short", "shard": "0/1"}
+    )
+    assert cut_short == part["sent"]

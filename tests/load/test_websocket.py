@@ -132,3 +132,30 @@ def test_soak_load_exits_2_when_the_auth_service_is_down_and_writes_the_summary(
         capsys.readouterr().err
     )
     assert '"status": "error"' in summary.read_text()
+
+
+@pytest.mark.asyncio
+async def test_messages_awaiting_their_reply_when_the_run_stops_are_cut_short(
+    load_app: Any,
+) -> None:
+    # /ws-silent never replies: each connection's first message is still waiting at the stop.
+    config = ws_config(ws("silent", f"{load_app.ws_url}/ws-silent", timeout="30s"), duration="60s")
+    driver = Driver(config)
+    run = asyncio.create_task(driver.run())
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if driver.stats[0].in_flight == 5:
+            break
+    driver.stop("test")
+    part = (await asyncio.wait_for(run, 15))["scenarios"]["silent"]
+    assert part["sent"] == 5 and part["in_flight"] == 0
+    assert part["outcomes"]["cut_short"] == 5 == part["errors"]
+
+
+@pytest.mark.asyncio
+async def test_a_run_that_ends_as_planned_lets_the_last_replies_arrive(load_app: Any) -> None:
+    # 20 connections x 1 message per 50 ms: at the planned end some replies are on their way.
+    config = ws_config(ws("echo", f"{load_app.ws_url}/ws", connections=20, interval="50ms"))
+    part = (await Driver(config).run())["scenarios"]["echo"]
+    assert part["outcomes"]["ok"] == part["sent"] > 100
+    assert part["errors"] == 0

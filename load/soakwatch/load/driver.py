@@ -6,6 +6,7 @@ Python API (what ``soak run`` calls)::
 
     driver = Driver(load_config("load.yaml", profile="ci"))
     summary = await driver.run()      # driver.stop("SIGTERM") from a signal handler ends it early
+    driver.summary_error              # None, or why the summary file could not be written
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from prometheus_client import CollectorRegistry
 
 from soakwatch.errors import SoakwatchError
 from soakwatch.extras import require_extra
-from soakwatch.files import write_json_atomic
 from soakwatch.load.config import (
     DatabaseScenario,
     HttpScenario,
@@ -33,10 +33,10 @@ from soakwatch.load.config import (
 )
 from soakwatch.load.deadlines import within
 from soakwatch.load.metrics import LoadCollector, RunInfoCollector
-from soakwatch.load.outcomes import AUTH_ERROR, CONNECT_ERROR, DROPPED, ERROR
+from soakwatch.load.outcomes import AUTH_ERROR, CONNECT_ERROR, CUT_SHORT, DROPPED, ERROR
 from soakwatch.load.schedule import Schedule
 from soakwatch.load.stats import ScenarioStats
-from soakwatch.load.summary import build_summary
+from soakwatch.load.summary import build_summary, probe_summary_path, try_write_summary
 
 if TYPE_CHECKING:
     from soakwatch.load.websocket import WebSocketLoad
@@ -94,6 +94,7 @@ class Driver:
         *,
         registry: CollectorRegistry | None = None,
         status: Callable[[str], None] | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         require_extras(config)  # before any work: one line naming the extra, exit 2
         self.config = config
@@ -119,6 +120,10 @@ class Driver:
             )
         self.metrics_address: tuple[str, int] | None = None
         self._status = status
+        self._warn: Callable[[str], None] = warn if warn is not None else log.warning
+        # None, or why the last write of the summary file failed (the run goes on without it)
+        self.summary_error: str | None = None
+        self.summary: dict[str, Any] | None = None  # the final summary, once run() has ended
         self._stop_event: asyncio.Event | None = None
         self._stop_reason: str | None = None
         self._errors_logged: dict[str, int] = {}
@@ -143,6 +148,10 @@ class Driver:
             self._stop_event.set()
         self._started_wall = _utc_now()
         wall_start = time.monotonic()
+        if self.config.summary_path:
+            # Say now, not after hours of load, that the summary will have nowhere to go.
+            sample = self._summary(0.0, None, status="running")
+            self._note_summary_write(probe_summary_path(self.config.summary_path, sample))
         operations: list[tuple[RateScenario, ScenarioStats, Operation]] = []
         holders: list[WebSocketLoad] = []
         closers: list[Callable[[], Awaitable[None]]] = []
@@ -176,9 +185,21 @@ class Driver:
             if metrics_runner is not None:
                 await metrics_runner.cleanup()
             summary = self._summary(time.monotonic() - wall_start, error)
+            self.summary = summary
             if self.config.summary_path:
-                write_json_atomic(self.config.summary_path, summary)
+                # Reported, not raised: the caller has the summary and summary_error.
+                problem = try_write_summary(self.config.summary_path, summary)
+                self._note_summary_write(problem, warn=False)
         return summary
+
+    def _note_summary_write(self, problem: str | None, *, warn: bool = True) -> None:
+        """Keep why the summary could not be written; warn when writing starts to fail."""
+        if problem is not None and self.summary_error is None and warn:
+            self._warn(
+                f"cannot write the summary to {self.config.summary_path}: {problem}; "
+                "the run goes on, and the summary is kept for the end"
+            )
+        self.summary_error = problem
 
     def _make(self, scenario: Any, stats: ScenarioStats) -> Any:
         # Each client library is imported only by the scenarios that use it (its own extra).
@@ -291,6 +312,11 @@ class Driver:
         loop = asyncio.get_running_loop()
         try:
             outcome = await within(timeout, operation.operate(n))
+        except asyncio.CancelledError:
+            # The run ended it (stop_grace ran out): sent and never finished, so it counts, as
+            # an error. No latency: its time is the grace's, not the service's.
+            stats.record(CUT_SHORT, None)
+            raise
         except Exception as exc:
             outcome = operation.classify(exc)
             if outcome == ERROR:
@@ -345,7 +371,8 @@ class Driver:
             # First write at once: the file exists from the start, and the writer thread is
             # created during warm-up rather than as a step in the middle of the run.
             summary = self._summary(max(loop.time() - start, 0.0), None, status="running")
-            await asyncio.to_thread(write_json_atomic, self.config.summary_path, summary)
+            path = self.config.summary_path
+            self._note_summary_write(await asyncio.to_thread(try_write_summary, path, summary))
             await asyncio.sleep(self.config.summary_interval_seconds)
 
     def _summary(

@@ -21,6 +21,7 @@ PROTOCOL_ERROR = "protocol_error"  # a reply that does not parse (HTTP, WebSocke
 AUTH_ERROR = "auth_error"  # the auth service gave no token
 DB_ERROR = "db_error"  # the database rejected the statement
 DROPPED = "dropped"  # due but not sent: every in-flight slot was taken (driver saturated)
+CUT_SHORT = "cut_short"  # sent, still in flight when the run ended it (stop_grace ran out)
 ERROR = "error"  # anything else (logged)
 
 OUTCOMES: tuple[str, ...] = (
@@ -35,6 +36,7 @@ OUTCOMES: tuple[str, ...] = (
     AUTH_ERROR,
     DB_ERROR,
     DROPPED,
+    CUT_SHORT,
     ERROR,
 )
 

@@ -25,6 +25,7 @@ from soakwatch.load.http import GOLDEN, fetch
 from soakwatch.load.outcomes import (
     AUTH_ERROR,
     CLOSED,
+    CUT_SHORT,
     ERROR,
     OK,
     PROTOCOL_ERROR,
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 MAX_TOKEN_REPLY_BYTES = 64 * 1024
 MAX_NEW_CONNECTIONS_PER_TICK = 250  # connection storms overflow listen backlogs
 TICK_SECONDS = 0.1
+_REPLY_POLL_SECONDS = 0.01  # at the planned end, how often to look for the last replies
 
 
 class AuthUnavailable(Exception):
@@ -87,6 +89,7 @@ class WebSocketLoad:
         self._session = session
         self._stats = stats
         self.connections = shard_share(scenario.connections, shard)
+        self._closing = False  # the run is ending: no new message starts
 
     async def preflight(self) -> None:
         """Check the auth service once before the run. Its failure, per ``auth.on_failure``:
@@ -125,7 +128,14 @@ class WebSocketLoad:
                 while len(tasks) > target:
                     tasks.pop().cancel()
                 await asyncio.sleep(TICK_SECONDS)
+            # The planned end: send no more, and let the replies in flight arrive (each within
+            # its timeout), so that a clean run does not end by cutting its last messages.
+            self._closing = True
+            deadline = loop.time() + self.scenario.timeout_seconds
+            while self._stats.in_flight > 0 and loop.time() < deadline:
+                await asyncio.sleep(_REPLY_POLL_SECONDS)
         finally:
+            self._closing = True
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -192,12 +202,18 @@ class WebSocketLoad:
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if self._closing:
+                return
             stats.scheduled += 1
             stats.started += 1
             stats.in_flight += 1
             try:
                 await ws.send_str(message)
                 reply = await within(timeout, ws.receive())
+            except asyncio.CancelledError:
+                # The run (or the ramp-down) closed this connection before the reply came.
+                stats.record(CUT_SHORT, None)
+                raise
             except TimeoutError:
                 stats.record(TIMEOUT, loop.time() - due)
                 return  # the reply may still come: a fresh connection keeps replies paired
