@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -52,3 +54,31 @@ def load_app() -> Iterator[LoadApp]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def full_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real, full file system: a 64 kB tmpfs filled up by a file named ``filler`` (writes
+    there fail with ENOSPC from the kernel). Mounting needs root, which CI has: elsewhere the
+    test is skipped, saying so; in CI without root it fails rather than pass unchecked."""
+    if os.geteuid() != 0:
+        reason = "a tmpfs mount needs root (CI runs these tests as root)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(mount_point)],
+        check=True,
+    )
+    try:
+        with open(mount_point / "filler", "wb", buffering=0) as filler:  # nothing left to flush
+            try:
+                while True:
+                    filler.write(b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -96,3 +99,147 @@ def test_soak_load_runs_a_short_http_load_from_flags_alone(
     summary = json.loads(summary_path.read_text())
     assert summary["schema"] == "soakwatch.load.summary/1"
     assert summary["status"] == "completed" and summary["totals"]["ok"] == 20
+
+
+class _StderrLines:
+    """The lines a child writes on stderr, read by a thread as they come."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stderr is not None
+        self._stream = process.stderr
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self.lines.append(line.decode().rstrip("\n"))
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return "\n".join(self.lines)
+
+
+def _json_block(text: str) -> dict[str, Any]:
+    """The one indented JSON document among the lines of ``text`` (from "{" to "}")."""
+    lines = text.splitlines()
+    start = lines.index("{")
+    end = lines.index("}", start)
+    document: dict[str, Any] = json.loads("\n".join(lines[start : end + 1]))
+    return document
+
+
+def _hanging_load(load_app: Any, config_path: Path, **top: str) -> list[str]:
+    """``soak load`` holding requests to the real test service's /stall, which answers after
+    60 s: every request is still in flight when the run stops."""
+    scenario = f"""scenarios:
+  - kind: http
+    name: hang
+    url: {load_app.url}/stall?seconds=60
+    rate: 20/s
+    timeout: 30s
+"""
+    config_path.write_text("".join(f"{key}: {value}\n" for key, value in top.items()) + scenario)
+    return [sys.executable, "-m", "soakwatch.commands", "load", "--config", str(config_path),
+            "--quiet"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_operations_still_in_flight_when_stop_grace_ends_are_counted_as_cut_short(
+    load_app: Any, tmp_path: Path
+) -> None:
+    summary_path = tmp_path / "summary.json"
+    command = _hanging_load(
+        load_app, tmp_path / "load.yaml", duration="60s", stop_grace="1s", summary=str(summary_path)
+    )
+    before = load_app.stats()["hits"].get("stall", 0)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: load_app.stats()["hits"].get("stall", 0) - before >= 20, 20)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr.decode()
+    # Every request the server received was still unanswered when the grace ran out.
+    arrived = load_app.stats()["hits"]["stall"] - before
+    summary = json.loads(summary_path.read_text())
+    part = summary["scenarios"]["hang"]
+    assert part["sent"] == arrived >= 20
+    assert part["outcomes"]["cut_short"] == part["sent"]
+    assert part["errors"] == part["completed"] == part["sent"] and part["error_ratio"] == 1.0
+    assert summary["totals"]["outcomes"]["cut_short"] == part["sent"]
+    assert summary["totals"]["error_ratio"] == 1.0
+
+
+def test_a_summary_path_under_a_regular_file_is_warned_about_at_the_start_and_printed_at_the_end(
+    load_app: Any, tmp_path: Path
+) -> None:
+    in_the_way = tmp_path / "file"
+    in_the_way.write_text("not a folder\n")
+    target = in_the_way / "x.json"
+    command = [
+        sys.executable, "-m", "soakwatch.commands", "load", "--http", f"{load_app.url}/ok",
+        "--rate", "10/s", "--duration", "60s", "--summary", str(target), "--quiet",
+    ]  # fmt: skip
+    before = load_app.stats()["hits"].get("ok", 0)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stderr = _StderrLines(process)
+        _wait_for(lambda: any("warning" in line for line in stderr.lines), 20)
+        assert process.poll() is None  # said during the run, not at its end
+        _wait_for(lambda: load_app.stats()["hits"].get("ok", 0) - before >= 5, 20)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)  # stdout is a few lines: no pipe fills up
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = stderr.text()
+    assert process.returncode == 2, text
+    assert "Traceback" not in text
+    warning = f"soak load: warning: cannot write the summary to {target}: {in_the_way} is not a "
+    assert text.startswith(warning + "directory; the run goes on")
+    assert "stopped by SIGTERM; summary printed" in text
+    summary = _json_block(text)
+    assert summary["status"] == "stopped" and summary["scenarios"]["http"]["outcomes"]["ok"] > 0
+    assert text.splitlines()[-1] == (
+        f"soak load: cannot write the summary to {target}: {in_the_way} is not a directory; "
+        "the summary is on stderr above"
+    )
+    assert process.stdout is not None
+    assert process.stdout.read().decode().startswith("http: ")  # the per-scenario lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_full_disk_under_the_summary_is_warned_about_during_the_run_and_ends_with_exit_2(
+    load_app: Any, full_tmpfs: Path
+) -> None:
+    target = full_tmpfs / "summary.json"
+    command = [
+        sys.executable, "-m", "soakwatch.commands", "load", "--http", f"{load_app.url}/ok",
+        "--rate", "10/s", "--duration", "2s", "--summary", str(target), "--quiet",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stderr = _StderrLines(process)
+        _wait_for(lambda: any("warning" in line for line in stderr.lines), 20)
+        assert process.poll() is None  # said during the run
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = stderr.text()
+    assert process.returncode == 2, text
+    assert "Traceback" not in text
+    reason = os.strerror(errno.ENOSPC)
+    assert text.startswith(f"soak load: warning: cannot write the summary to {target}: {reason}")
+    assert [line for line in text.splitlines() if "warning" in line][1:] == []  # said once
+    summary = _json_block(text)
+    assert summary["status"] == "completed" and summary["totals"]["ok"] == 20
+    assert text.splitlines()[-1].startswith(f"soak load: cannot write the summary to {target}: ")
+    assert not target.exists()
+    assert [p.name for p in full_tmpfs.iterdir()] == ["filler"]  # no temporary file left

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,12 @@ from soakwatch.files import write_json_atomic
 from soakwatch.load.config import DEFAULT_BUCKETS
 from soakwatch.load.histogram import LatencyHistogram
 from soakwatch.load.stats import ScenarioStats
-from soakwatch.load.summary import build_summary, merge_summaries
+from soakwatch.load.summary import (
+    build_summary,
+    merge_summaries,
+    probe_summary_path,
+    try_write_summary,
+)
 
 
 def shard_summary(shard: int, latencies: list[float], errors: int) -> dict[str, Any]:
@@ -62,3 +69,27 @@ def test_a_failed_write_leaves_the_previous_summary_whole_and_no_temporary_file(
         write_json_atomic(path, {"status": Unwritable()})  # not serialisable, fails midway
     assert json.loads(path.read_text()) == {"status": "running"}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_a_summary_path_that_is_not_a_regular_file_is_refused_and_left_as_it_is(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "summary.fifo"
+    os.mkfifo(fifo)  # a rename over it would replace it; opening it would block
+    assert try_write_summary(fifo, {"status": "completed"}) == f"{fifo} is not a regular file"
+    assert probe_summary_path(fifo, {"status": "running"}) == f"{fifo} is not a regular file"
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.fifo"]
+
+
+def test_the_probe_names_the_file_in_the_way_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    under_a_file = tmp_path / "file" / "deeper" / "x.json"
+    expected = f"{tmp_path / 'file'} is not a directory"
+    assert probe_summary_path(under_a_file, {"status": "running"}) == expected
+    assert try_write_summary(under_a_file, {"status": "completed"}) == expected
+    fine = tmp_path / "new" / "summary.json"
+    assert probe_summary_path(fine, {"status": "running"}) is None
+    assert list((tmp_path / "new").iterdir()) == []  # the probe file is gone
+    assert try_write_summary(fine, {"status": "completed"}) is None
+    assert json.loads(fine.read_text()) == {"status": "completed"}

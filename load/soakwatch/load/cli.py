@@ -7,8 +7,10 @@
 Exit codes: 0 when the run ended (at its end or stopped by SIGINT/SIGTERM: the graceful stop,
 summary written), 2 for a bad command line or config (the message names the key), a missing
 extra (``soakwatch[http]`` for HTTP/WebSocket/sessions, ``[redis]``, ``[postgres]``,
-``[clickhouse]``) or a failed precondition; 130 for a Ctrl-C the graceful stop cannot catch.
-``--summary -`` prints the summary JSON on stdout (the per-scenario lines then go to stderr)."""
+``[clickhouse]``), a failed precondition, or a summary file that could not be written (the
+summary JSON then goes to stderr; a warning said so during the run); 130 for a Ctrl-C the
+graceful stop cannot catch. ``--summary -`` prints the summary JSON on stdout (the per-scenario
+lines then go to stderr)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from soakwatch import console
 from soakwatch.cli import add_version, run_main
-from soakwatch.errors import UsageError
+from soakwatch.errors import SoakwatchError, UsageError
+from soakwatch.exitcodes import EXIT_ERROR, EXIT_PASS
 
 if TYPE_CHECKING:
     from soakwatch.load.driver import Driver
@@ -173,19 +176,36 @@ def _main(argv: list[str]) -> int:
     if to_stdout:  # printed at the end instead: no file named "-", no half documents
         config = dataclasses.replace(config, summary_path=None)
     status = None if args.quiet else lambda line: console.status(line)
-    driver = Driver(config, status=status)  # a missing extra is reported here, before any work
-    summary = asyncio.run(_run(driver))
+    driver = Driver(config, status=status, warn=_warn)  # a missing extra is reported here
+    try:
+        summary = asyncio.run(_run(driver))
+    except SoakwatchError:
+        if driver.summary is not None and driver.summary_error is not None:
+            console.error(json.dumps(driver.summary, indent=2))  # the error says why, below it
+        raise
     if not args.quiet:
         sent = sum(part["sent"] for part in summary["scenarios"].values())
         active = summary["active_seconds"]
         rate = sent / active if active > 0 else 0.0
         console.status(driver.status_line(summary["elapsed_seconds"], rate), final=True)
+    unwritten = driver.summary_error
     if summary["stop_reason"]:
-        written = "summary printed" if to_stdout else "summary written"
+        written = "summary printed" if to_stdout or unwritten else "summary written"
         console.error(f"{PROG}: stopped by {summary['stop_reason']}; {written}")
     if to_stdout:
         _report(summary, console.error)
         console.out(json.dumps(summary, indent=2))
     else:
         _report(summary, console.out)
-    return 0
+    if unwritten is not None:
+        console.error(json.dumps(summary, indent=2))
+        console.error(
+            f"{PROG}: cannot write the summary to {config.summary_path}: {unwritten}; "
+            "the summary is on stderr above"
+        )
+        return EXIT_ERROR
+    return EXIT_PASS
+
+
+def _warn(message: str) -> None:
+    console.error(f"{PROG}: warning: {message}")

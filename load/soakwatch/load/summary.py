@@ -1,16 +1,23 @@
-"""The JSON summary of a load run (shape in docs/load.md). The driver writes it with
-``soakwatch.files.write_json_atomic``, so a reader never sees half a file."""
+"""The JSON summary of a load run (shape in docs/load.md) and its file. The driver writes it with
+``soakwatch.files.write_json_atomic``, so a reader never sees half a file; a write that fails
+(unwritable folder, full disk) is reported with its reason, never raised into the run."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from soakwatch.files import write_json_atomic
 from soakwatch.load.histogram import LatencyHistogram
 from soakwatch.load.outcomes import OUTCOMES
 from soakwatch.load.stats import ScenarioStats
 
-__all__ = ["SCHEMA", "build_summary", "merge_summaries"]
+__all__ = ["SCHEMA", "build_summary", "merge_summaries", "probe_summary_path", "try_write_summary"]
 
 SCHEMA = "soakwatch.load.summary/1"
 
@@ -113,3 +120,55 @@ def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         into["latency_seconds"] = hists[name].percentiles().as_dict()
         into["error_ratio"] = into["errors"] / into["completed"] if into["completed"] else 0.0
     return {"schema": SCHEMA, "shards": len(summaries), "scenarios": scenarios}
+
+
+def try_write_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> str | None:
+    """Write ``summary`` to ``path`` atomically; return None, or why it could not be written.
+
+    A target that exists and is not a regular file (``/dev/full``, a folder, a FIFO) is refused:
+    the atomic rename would replace it rather than write to it."""
+    target = Path(path)
+    try:
+        _refuse_special(target)
+        write_json_atomic(target, summary)
+    except OSError as exc:
+        return _why(target, exc)
+    return None
+
+
+def probe_summary_path(path: str | os.PathLike[str], sample: Mapping[str, Any]) -> str | None:
+    """Why a summary like ``sample`` cannot be written to ``path`` now (None: it can), found
+    by writing it to a temporary file beside ``path`` and removing it. The folder is created
+    when missing, as the real write would."""
+    target = Path(path)
+    data = (json.dumps(sample, indent=2, default=str) + "\n").encode("utf-8")
+    try:
+        _refuse_special(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".probe"
+        ) as probe:
+            probe.write(data)
+            probe.flush()
+            os.fsync(probe.fileno())  # a full disk may only say so here
+    except OSError as exc:
+        return _why(target, exc)
+    return None
+
+
+def _refuse_special(target: Path) -> None:
+    special = False
+    with contextlib.suppress(OSError):  # cannot even look: the write says why
+        special = target.exists() and not target.is_file()
+    if special:
+        raise OSError(f"{target} is not a regular file")
+
+
+def _why(target: Path, exc: OSError) -> str:
+    # mkdir under a regular file says "File exists": name the file that is in the way instead.
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is not a directory"
+            break
+    return exc.strerror or str(exc)
