@@ -21,6 +21,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("psycopg",),
     "clickhouse": ("aiohttp",),  # the load driver speaks ClickHouse over HTTP
     "grafana": ("grafana_client",),
+    "demo": ("asyncpg",),  # and the analyzer, http, redis and postgres extras
 }
 
 

@@ -62,8 +62,9 @@ DEMO_RULES = "demo-rules.yaml"
 DEMO_SERVICES = ("healthy", "leaky")
 SAMPLE_SERVICE_MODULE = "soakwatch.run.demo.sample_service"
 # What the demo runs, by extra: the analyzer for the verdict, aiohttp for the sample service and
-# the HTTP/WebSocket load, redis-py and psycopg for the service's stores and the database load.
-DEMO_EXTRAS = ("analyzer", "http", "redis", "postgres")
+# the HTTP/WebSocket load, redis-py and psycopg for the service's stores and the database load,
+# asyncpg for the sample service's PostgreSQL pool (the demo extra brings them all).
+DEMO_EXTRAS = ("analyzer", "http", "redis", "postgres", "demo")
 
 
 def require_demo_tools() -> None:
