@@ -11,12 +11,17 @@ from soakwatch.run import main
 from soakwatch.run.config import load_run_config, parse_run_config
 
 DATA = Path(__file__).parent / "data"
+TYPO = "duraton: unknown key 'duraton' (did you mean 'duration'?)"
+NOTHING = (
+    "nothing to watch: the file is empty (give an exporter, load or scrape section; "
+    "see docs/run.md)"
+)
 
 
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("invalid-unknown-key", "duraton: unknown key"),
+        ("invalid-unknown-key", TYPO),
         (
             "invalid-check-kind",
             "checks[0].kind: must be one of http, tcp, redis, postgres, clickhouse, got 'gopher'",
@@ -34,6 +39,8 @@ DATA = Path(__file__).parent / "data"
         ("invalid-load-rate", "load.scenarios[0].rate: must be greater than 0, got '-5/s'"),
         ("invalid-profile", "profile: must be one of ci, staging, production, demo, got 'weekly'"),
         ("invalid-requires", "load.scenarios[0].requires: no check named 'auth' in checks"),
+        ("invalid-empty", NOTHING),
+        ("invalid-bare-document-start", NOTHING),
     ],
 )
 def test_each_bad_config_is_an_error_naming_the_file_and_the_key(name: str, message: str) -> None:
@@ -48,7 +55,7 @@ def test_a_bad_config_exits_2_with_the_message_on_stderr(
 ) -> None:
     path = DATA / "invalid-unknown-key.yaml"
     assert main(["--config", str(path)]) == 2
-    assert capsys.readouterr().err.strip() == f"soak run: {path}: duraton: unknown key"
+    assert capsys.readouterr().err.strip() == f"soak run: {path}: {TYPO}"
 
 
 def test_scenarios_remember_the_checks_they_require_and_the_load_section_loses_the_key() -> None:
@@ -121,3 +128,17 @@ def test_a_websocket_scenario_may_leave_its_connection_count_to_the_profile() ->
             },
             source="test",
         )
+
+
+@pytest.mark.parametrize("name", ["invalid-empty", "invalid-bare-document-start"])
+@pytest.mark.parametrize("check", [True, False], ids=["check", "run"])
+def test_an_empty_config_exits_2_nothing_to_watch_naming_the_file_run_and_check_alike(
+    name: str, check: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = DATA / f"{name}.yaml"
+    argv = ["--check"] if check else ["--out", str(tmp_path / "run")]
+    assert main([*argv, "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"soak run: {path}: {NOTHING}"
+    assert captured.out == ""
+    assert not (tmp_path / "run").exists()

@@ -184,8 +184,18 @@ def parse_run_config(data: Any, *, source: str, base_dir: Path | None = None) ->
     return _from_section(Section(data, source=source), base_dir)
 
 
+NOTHING_TO_WATCH = (
+    "nothing to watch: the file is empty (give an exporter, load or scrape section; "
+    "see docs/run.md)"
+)
+
+
 def _from_section(section: Section, base_dir: Path | None) -> RunConfig:
     source = section.source
+    if not section.keys():
+        # An empty file (or a bare ``---``) would be a whole run of the default profile that
+        # records nothing: a mistake, never a plan.
+        raise ConfigError(NOTHING_TO_WATCH, source=source)
     profile = section.string("profile", None, choices=tuple(PROFILES))
     duration = section.duration("duration", None)
     interval = section.duration("sampling_interval", None, minimum=0.1)
