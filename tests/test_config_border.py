@@ -9,8 +9,10 @@ import os
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,7 +83,9 @@ class ExampleConfig:
 
 INVALID_FILES = {
     "unknown-top-key": "intervall: unknown key",
-    "unknown-probe-key": "services[0].probes[0].timout: unknown key",
+    "unknown-probe-key": (
+        "services[0].probes[0].timout: unknown key 'timout' (did you mean 'timeout'?)"
+    ),
     "negative-interval": "interval: not a duration: '-5s' (a duration cannot be negative)",
     "negative-interval-number": "interval: must be greater than 0, got -5",
     "interval-words": (
@@ -107,9 +111,21 @@ INVALID_FILES = {
 }
 
 
+# Files of the real loaders (below), not of the example schema.
+LOADER_FILES = ("invalid-typo-", "invalid-credentials-")
+
+
 def test_every_invalid_file_has_an_expected_message() -> None:
-    on_disk = {p.name[len("invalid-") : -len(".yaml")] for p in DATA.glob("invalid-*.yaml")}
+    on_disk = {
+        p.name[len("invalid-") : -len(".yaml")]
+        for p in DATA.glob("invalid-*.yaml")
+        if not p.name.startswith(LOADER_FILES)
+    }
     assert on_disk == set(INVALID_FILES)
+    loader_files = {p.name for p in DATA.glob("invalid-*.yaml") if p.name.startswith(LOADER_FILES)}
+    assert loader_files == {f"invalid-typo-{name}.yaml" for name in TYPOS} | {
+        f"invalid-credentials-{name}.yaml" for name in DOUBLE_CREDENTIALS
+    }
 
 
 @pytest.mark.parametrize(("name", "expected"), sorted(INVALID_FILES.items()))
@@ -155,6 +171,266 @@ def test_a_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         Section.load(path)
     assert str(caught.value) == f"{path}: cannot read config file: No such file or directory"
+
+
+# -- hostile input (issue 13) -------------------------------------------------------------
+def load_with(loader: str) -> Callable[[Path], Any]:
+    """The real loader of one kind of config file, as its CLI calls it."""
+    if loader == "rules":
+        from soakwatch.rules import load_rules
+
+        return load_rules
+    if loader == "exporter":
+        from soakwatch.exporter.config import load_config as load_exporter
+
+        return lambda path: load_exporter(path, environ={})
+    if loader == "load":
+        from soakwatch.load.config import load_config as load_load
+
+        return lambda path: load_load(path, environ={})
+    from soakwatch.run.config import load_run_config
+
+    return load_run_config
+
+
+# loader -> the message of its invalid-typo-<loader>.yaml: a misspelt required key
+TYPOS = {
+    "rules": "rules.memory_growth.treshold: unknown key 'treshold' (did you mean 'threshold'?)",
+    "exporter": "services[0].mach: unknown key 'mach' (did you mean 'match'?)",
+    "load": "scenarios[0].rat: unknown key 'rat' (did you mean 'rate'?)",
+    "run": "checks[0].targt: unknown key 'targt' (did you mean 'target'?)",
+}
+
+
+@pytest.mark.parametrize(("loader", "message"), sorted(TYPOS.items()))
+def test_a_misspelt_required_key_is_called_unknown_with_a_suggestion_in_every_config_file(
+    loader: str, message: str
+) -> None:
+    path = DATA / f"invalid-typo-{loader}.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load_with(loader)(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_a_misspelt_optional_key_gets_the_suggestion_too_even_when_only_asked_about() -> None:
+    section = Section({"duraton": "1m", "rate": 1}, source="t.yaml")
+    assert "duration" not in section  # the reader asks, the file does not give it
+    section.number("rate")
+    with pytest.raises(ConfigError) as caught:
+        section.finish()
+    assert str(caught.value) == "t.yaml: duraton: unknown key 'duraton' (did you mean 'duration'?)"
+
+
+def test_a_missing_required_key_without_a_look_alike_is_still_missing() -> None:
+    section = Section({"description": "x"}, source="t.yaml")
+    with pytest.raises(ConfigError) as caught:
+        section.number("threshold")
+    assert str(caught.value) == "t.yaml: threshold: required key is missing"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1e308", 1e308),
+        ("1E3", 1000.0),
+        (".5", 0.5),
+        ("+1.0e-3", 0.001),
+        ("1.0e3", 1000.0),
+        ("-2E-2", -0.02),
+        (".inf", float("inf")),
+        ("'1e3'", 1000.0),  # quoted: a number all the same
+    ],
+)
+def test_a_number_in_any_yaml_float_spelling_is_a_number(
+    tmp_path: Path, text: str, value: float
+) -> None:
+    path = tmp_path / "n.yaml"
+    path.write_text(f"threshold: {text}\n")
+    assert Section.load(path).number("threshold") == value
+
+
+def test_a_threshold_of_1e308_loads_into_the_rules_model(tmp_path: Path) -> None:
+    from soakwatch.rules import load_rules
+
+    path = tmp_path / "rules.yaml"
+    typo = (DATA / "invalid-typo-rules.yaml").read_text()
+    path.write_text(typo.replace("treshold: 2", "threshold: 1e308"))
+    assert load_rules(path).rules["memory_growth"].threshold == 1e308
+
+
+@pytest.mark.parametrize(
+    ("text", "accessor", "message"),
+    [
+        ("1e", "number", "v: expected a number, got '1e'"),
+        ("e3", "number", "v: expected a number, got 'e3'"),
+        ("nan", "number", "v: expected a number, got 'nan'"),
+        (".nan", "number", "v: must be a number, got NaN"),
+        ("1e3", "small", "v: must be at most 10, got 1000"),
+        (".inf", "small", "v: must be at most 10, got inf"),
+        (".inf", "whole", "v: expected a whole number, got inf"),
+        (".nan", "whole", "v: expected a whole number, got nan"),
+        ("1" * 400, "number", "v: 111111111111... is out of range"),
+        ("1e3", "duration", None),
+        ("2.5E1", "rate", None),
+        (".inf", "duration", "v: not a finite duration: inf"),
+    ],
+)
+def test_numbers_from_text_keep_their_range_checks_and_non_numbers_stay_errors(
+    text: str, accessor: str, message: str | None
+) -> None:
+    import yaml
+
+    section = Section(yaml.safe_load(f"v: {text}"), source="t.yaml")
+    read: dict[str, Callable[[], object]] = {
+        "number": lambda: section.number("v"),
+        "small": lambda: section.number("v", maximum=10),
+        "whole": lambda: section.number("v", integer=True),
+        "duration": lambda: section.duration("v"),
+        "rate": lambda: section.rate("v"),
+    }
+    if message is None:
+        assert read[accessor]() in (1000.0, 25.0)
+        return
+    with pytest.raises(ConfigError) as caught:
+        read[accessor]()
+    assert str(caught.value) == f"t.yaml: {message}"
+
+
+NESTED = 1000
+
+
+def nested_file(tmp_path: Path, levels: int = NESTED) -> Path:
+    """A config nested ``levels`` deep, block mappings and flow lists mixed, as a generator
+    gone wrong (or a fuzzer) writes it."""
+    half = levels // 2
+    block = "".join(f"{'  ' * i}k{i}:\n" for i in range(half))
+    flow = "  " * half + "[" * (levels - half) + "]" * (levels - half) + "\n"
+    path = tmp_path / "nested.yaml"
+    path.write_text(block + flow)
+    return path
+
+
+# command line of each CLI reading the file given last
+CLIS = {
+    "exporter": ["soak-exporter", "--check", "--config"],
+    "load": ["soak", "load", "--config"],
+    "rules": ["soak-analyze", "--list-rules", "--rules"],
+    "run": ["soak", "run", "--config"],
+}
+
+
+@pytest.mark.parametrize("cli", sorted(CLIS))
+def test_a_config_nested_1000_levels_deep_is_exit_2_naming_the_file_in_every_cli(
+    tmp_path: Path, cli: str
+) -> None:
+    path = nested_file(tmp_path)
+    program, *args = CLIS[cli]
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / program), *args, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    prog = program if program != "soak" else f"soak {args[0]}"
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"{prog}: {path}: not valid YAML at line 101: nested deeper than 100 levels\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a: &a [1, *a]\n", "not valid YAML at line 1: alias *a refers to a value that holds it"),
+        (
+            "a: &a\n  b: *a\n",
+            "not valid YAML at line 2: alias *a refers to a value that holds it",
+        ),
+        (
+            "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 6)),
+            "not valid YAML at line 5: more than 100000 values once its aliases are expanded",
+        ),
+        (
+            "m0: &m0 {x: 1}\n" + "".join(f"m{i}: &m{i} {{<<: *m{i - 1}}}\n" for i in range(1, 150)),
+            "not valid YAML at line 101: nested deeper than 100 levels (through aliases)",
+        ),
+        ("n: " + "9" * 5000 + "\n", "not valid YAML: a value cannot be read"),
+    ],
+    ids=["recursive-list", "recursive-mapping", "billion-laughs", "merge-chain", "huge-integer"],
+)
+def test_hostile_yaml_is_a_config_error_before_any_value_is_built(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        Section.load(path)
+    assert str(caught.value) == f"{path}: {problem}"
+
+
+def test_a_config_100_levels_deep_is_still_read(tmp_path: Path) -> None:
+    section = Section.load(nested_file(tmp_path, levels=100))
+    assert section.keys() == ["k0"]
+
+
+# loader -> the message of its invalid-credentials-<loader>.yaml
+DOUBLE_CREDENTIALS = {
+    "exporter": (
+        "services[0].probes[0].target: credentials in the URL and "
+        "services[0].probes[0].headers.Authorization both given; use one"
+    ),
+    "load": (
+        "scenarios[0].endpoints[1].url: credentials in the URL and "
+        "scenarios[0].endpoints[1].headers.authorization both given; use one"
+    ),
+}
+
+
+@pytest.mark.parametrize(("loader", "message"), sorted(DOUBLE_CREDENTIALS.items()))
+def test_credentials_in_the_url_and_an_authorization_header_are_an_error_naming_both(
+    loader: str, message: str
+) -> None:
+    path = DATA / f"invalid-credentials-{loader}.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load_with(loader)(path)
+    assert str(caught.value) == f"{path}: {message}"
+    assert SECRET not in "".join(traceback.format_exception(caught.value))
+
+
+@pytest.mark.parametrize("loader", sorted(DOUBLE_CREDENTIALS))
+def test_credentials_in_the_url_alone_or_a_header_alone_are_accepted(
+    tmp_path: Path, loader: str
+) -> None:
+    text = (DATA / f"invalid-credentials-{loader}.yaml").read_text()
+    for kept in (
+        text.replace("soak:hunter2@", ""),  # the header alone
+        "\n".join(line for line in text.splitlines() if "headers:" not in line),  # URL alone
+    ):
+        path = tmp_path / "ok.yaml"
+        path.write_text(kept)
+        load_with(loader)(path)
+
+
+def test_the_load_scenario_with_one_url_is_checked_for_double_credentials_too() -> None:
+    from soakwatch.load.config import load_config
+
+    data = {
+        "scenarios": [
+            {
+                "kind": "http",
+                "rate": "1/s",
+                "url": "http://u:hunter2@127.0.0.1/",
+                "headers": {"Authorization": "Bearer x"},
+            }
+        ]
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_config(data=data, source="soak.yaml", environ={})
+    assert str(caught.value) == (
+        "soak.yaml: scenarios[0].url: credentials in the URL and scenarios[0].headers."
+        "Authorization both given; use one"
+    )
 
 
 # -- URLs and secrets ------------------------------------------------------------------------

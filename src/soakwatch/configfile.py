@@ -11,9 +11,12 @@ Usage (inside a ``from_section`` classmethod of a frozen dataclass)::
 
 from __future__ import annotations
 
+import difflib
 import enum
+import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -23,7 +26,14 @@ import yaml
 from soakwatch.durations import parse_duration, parse_rate
 from soakwatch.errors import ConfigError
 
-__all__ = ["MISSING", "Missing", "Section", "env_override", "redact_url"]
+__all__ = [
+    "MISSING",
+    "Missing",
+    "Section",
+    "check_one_credential",
+    "env_override",
+    "redact_url",
+]
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -76,8 +86,21 @@ def redact_url(url: str) -> str:
     return parts.geturl()
 
 
+# A config is a handful of levels deep; anything near Python's recursion limit is hostile (or a
+# generator gone wrong), and PyYAML composes nodes recursively. The bounds are checked before
+# any Python value is built, so a bad file costs milliseconds, never a RecursionError.
+MAX_DEPTH = 100
+# Aliases let a short file stand for a huge document ("billion laughs"): bounded too, counted as
+# the values the document holds once every alias is expanded.
+MAX_VALUES = 100_000
+
+
 class _DuplicateKeyError(yaml.constructor.ConstructorError):
     pass
+
+
+class _ShapeError(yaml.composer.ComposerError):
+    """A document too deep, too large or holding itself: its problem is echoed in the error."""
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -97,6 +120,91 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """Compose as PyYAML does, refusing a nesting deeper than ``MAX_DEPTH`` and an alias to
+        a node that holds it (a value that contains itself)."""
+        composing: list[str | None] = self.__dict__.setdefault("_composing", [])
+        event = self._peek()
+        if isinstance(event, yaml.AliasEvent) and event.anchor in composing:
+            raise _shape_error(f"alias *{event.anchor} refers to a value that holds it", event)
+        if not isinstance(event, yaml.CollectionStartEvent):
+            return super().compose_node(parent, index)
+        if len(composing) >= MAX_DEPTH:
+            raise _shape_error(f"nested deeper than {MAX_DEPTH} levels", event)
+        composing.append(event.anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            composing.pop()
+
+    def _peek(self) -> yaml.Event:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
+        return event
+
+
+def _shape_error(problem: str, where: yaml.Event | yaml.Node) -> _ShapeError:
+    mark: Any = where.start_mark  # yaml.error.Mark, or the C extension's Mark
+    return _ShapeError(problem=problem, problem_mark=mark)
+
+
+def _check_shape(root: yaml.Node) -> None:
+    """Raise _ShapeError when the document, its aliases expanded, is deeper than ``MAX_DEPTH``
+    or holds more than ``MAX_VALUES`` values. Iterative, each node once: aliases share nodes."""
+    depth: dict[int, int] = {}
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in depth:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in depth)
+            continue
+        depth[id(node)] = 1 + max((depth[id(c)] for c in children), default=0)
+        size[id(node)] = 1 + sum(size[id(c)] for c in children)
+        if depth[id(node)] > MAX_DEPTH + 1:  # + 1: scalars are not a level of nesting
+            raise _shape_error(f"nested deeper than {MAX_DEPTH} levels (through aliases)", node)
+        if size[id(node)] > MAX_VALUES:
+            raise _shape_error(f"more than {MAX_VALUES} values once its aliases are expanded", node)
+
+
+def _load_yaml(text: str) -> Any:
+    """The one document of ``text`` as Python values, within the bounds above."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_shape(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+# How alike (difflib's ratio) an unread key must be to a missing required key to be called its
+# typo: "treshold"/"threshold" is 0.94, "timout"/"timeout" 0.92; two real keys are rarely this
+# close ("val"/"value" is 0.75 and stays "required key is missing").
+_TYPO_CUTOFF = 0.8
+# A number as YAML 1.2 spells it, as a string: YAML 1.1 (PyYAML) reads "1e308", "1E3" or
+# "1.0e3" (an exponent without a dot or sign) as text.
+_NUMBER_TEXT = re.compile(
+    r"[-+]?(?:(?:[0-9][0-9_]*)?\.?[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*\.)\Z"
+    r"|[-+]?\.(?:inf|Inf|INF)\Z"
+)
+
+
+def _number_from_text(value: object) -> object:
+    """``value`` as a float when it is a string spelling a number (``"1e308"``), else as is."""
+    if isinstance(value, str) and _NUMBER_TEXT.match(value.strip()):
+        return float(value.strip().replace("_", "").lower().replace(".inf", "inf"))
+    return value
 
 
 class Section:
@@ -118,6 +226,7 @@ class Section:
         self.source = source
         self.path = path
         self._seen: set[str] = set()
+        self._asked: set[str] = set()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Section:
@@ -134,13 +243,18 @@ class Section:
                 source=source,
             ) from None
         try:
-            data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+            data = _load_yaml(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
-            # Only our own duplicate-key problem is echoed: YAML's other problems are generic.
-            detail = f": {exc.problem}" if isinstance(exc, _DuplicateKeyError) else ""
+            # Only our own problems are echoed: YAML's others are generic, or quote the text.
+            own = isinstance(exc, (_DuplicateKeyError, _ShapeError))
+            detail = f": {exc.problem}" if own and isinstance(exc, yaml.MarkedYAMLError) else ""
             raise ConfigError(f"not valid YAML{where}{detail}", source=source) from None
+        except (ValueError, RecursionError):
+            # PyYAML's own constructors: an integer of more than 4300 digits (int()'s limit), a
+            # bad !!binary or timestamp. The exception text may quote the value: not echoed.
+            raise ConfigError("not valid YAML: a value cannot be read", source=source) from None
         return cls(data, source=source)
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -151,6 +265,7 @@ class Section:
         return ConfigError(message, source=self.source, key=self.key_path(key))
 
     def __contains__(self, key: str) -> bool:
+        self._asked.add(key)  # a key the reader knows, though it may be absent
         return key in self._data
 
     def keys(self) -> list[str]:
@@ -160,13 +275,29 @@ class Section:
         """Raise on the first key that no accessor read: a typo must never be ignored."""
         for key in self._data:
             if key not in self._seen:
-                raise ConfigError("unknown key", source=self.source, key=self.key_path(key))
+                # the suggestion: a key the reader asked for and the file does not give
+                known = sorted((self._seen | self._asked) - set(self._data))
+                raise self.unknown_key(key, difflib.get_close_matches(key, known, n=1))
+
+    def unknown_key(self, key: str, close: list[str] | tuple[str, ...] = ()) -> ConfigError:
+        """The error of an unknown ``key``, suggesting the first of ``close`` (known keys that
+        look like it) when there is one."""
+        if not close:
+            return self.error(key, "unknown key")
+        return self.error(key, f"unknown key {key!r} (did you mean {close[0]!r}?)")
 
     def _get(self, key: str, default: object) -> Any:
         self._seen.add(key)
         if key in self._data and self._data[key] is not None:
             return self._data[key]
         if default is MISSING:
+            # A required key is missing, and a key not read yet looks just like it: that key is
+            # the typo, and saying so beats "required key is missing" (finish() would say it
+            # next, but never runs). Only close look-alikes: the others may be read later.
+            unread = [k for k in self._data if k not in self._seen]
+            typo = difflib.get_close_matches(key, unread, n=1, cutoff=_TYPO_CUTOFF)
+            if typo:
+                raise self.unknown_key(typo[0], [key])
             raise self.error(key, "required key is missing")
         return default
 
@@ -268,12 +399,18 @@ class Section:
         value = self._get(key, default)
         if value is default and default is not MISSING:
             return value
+        value = _number_from_text(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(key, f"expected a number, got {value!r}")
-        if integer and int(value) != value:
-            raise self.error(key, f"expected a whole number, got {value!r}")
-        _check_range(self, key, float(value), minimum, maximum, exclusive_minimum)
-        return int(value) if integer else float(value)
+            raise self.error(key, f"expected a number, got {_shown(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond a float's range
+            sign = "-" if value < 0 else ""
+            raise self.error(key, f"{sign}{str(abs(value))[:12]}... is out of range") from None
+        if integer and not (math.isfinite(number) and int(value) == value):
+            raise self.error(key, f"expected a whole number, got {_shown(value)}")
+        _check_range(self, key, number, minimum, maximum, exclusive_minimum)
+        return int(value) if integer else number
 
     @overload
     def duration(
@@ -309,7 +446,7 @@ class Section:
         if value is default and default is not MISSING:
             return value
         try:
-            seconds = parse_duration(value)
+            seconds = parse_duration(_number_from_text(value))  # type: ignore[arg-type]  # parse_duration rejects other types with a reason
         except ValueError as exc:
             raise self.error(key, str(exc)) from None
         _check_range(self, key, seconds, minimum, maximum, exclusive_minimum)
@@ -325,7 +462,7 @@ class Section:
         if value is default and default is not MISSING:
             return value
         try:
-            per_second = parse_rate(value)
+            per_second = parse_rate(_number_from_text(value))  # type: ignore[arg-type]  # parse_rate rejects other types with a reason
         except ValueError as exc:
             raise self.error(key, str(exc)) from None
         if not per_second > 0:
@@ -401,6 +538,12 @@ class Section:
             raise self.error(key, str(exc)) from None
 
 
+def _shown(value: object) -> str:
+    """A wrong value as an error shows it: short, so a pasted blob never fills the terminal."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def _check_range(
     section: Section,
     key: str,
@@ -433,6 +576,25 @@ def check_url(
         raise fail(f"not a valid URL (needs scheme://host): {shown!r}")
     if schemes and parts.scheme not in schemes:
         raise fail(f"URL scheme must be one of {', '.join(schemes)}: {shown!r}")
+
+
+def check_one_credential(
+    section: Section, url_key: str, url: str, headers_key: str, header_names: Iterable[str]
+) -> None:
+    """Raise a ConfigError naming both keys when ``url`` carries credentials (``user:pass@``)
+    and the headers under ``headers_key`` hold an ``Authorization`` header too: a request would
+    carry two (HTTP clients refuse it, servers answer 400), so every one would fail at run time.
+    The message names the keys only, never the URL or the header's value."""
+    userinfo, at, _hostport = urlsplit(url).netloc.rpartition("@")
+    if not (at and userinfo):
+        return
+    for name in header_names:
+        if name.lower() == "authorization":
+            raise section.error(
+                url_key,
+                f"credentials in the URL and {section.key_path(headers_key)}.{name} both given; "
+                "use one",
+            )
 
 
 def env_override(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from soakwatch.addresses import parse_address
-from soakwatch.configfile import Section
+from soakwatch.configfile import Section, check_one_credential
 from soakwatch.errors import ConfigError
 from soakwatch.load.schedule import Stages
 from soakwatch.profiles import Profile, resolve_profile
@@ -199,11 +199,22 @@ def _headers(section: Section, key: str) -> tuple[tuple[str, str], ...]:
     return tuple((name, headers.string(name)) for name in headers.keys())  # noqa: SIM118 (Section has no __iter__)
 
 
+def _url_and_headers(
+    section: Section, schemes: tuple[str, ...]
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``url`` and ``headers`` of a request, never credentials in both."""
+    url = section.url("url", schemes=schemes)
+    headers = _headers(section, "headers")
+    check_one_credential(section, "url", url, "headers", (name for name, _ in headers))
+    return url, headers
+
+
 def _call(section: Section, *, default_method: str, schemes: tuple[str, ...]) -> HttpCall:
+    url, headers = _url_and_headers(section, schemes)
     call = HttpCall(
-        url=section.url("url", schemes=schemes),
+        url=url,
         method=section.string("method", default_method, choices=METHODS),
-        headers=_headers(section, "headers"),
+        headers=headers,
         body=section.string("body", None),
         weight=section.number("weight", 1.0, exclusive_minimum=0.0),
     )
@@ -222,11 +233,12 @@ def _http(section: Section, name: str) -> HttpScenario:
     rate = section.rate("rate")
     timeout = section.duration("timeout", 5.0)
     if "url" in section:
+        url, headers = _url_and_headers(section, HTTP_SCHEMES)
         endpoints: tuple[HttpCall, ...] = (
             HttpCall(
-                url=section.url("url", schemes=HTTP_SCHEMES),
+                url=url,
                 method=section.string("method", "GET", choices=METHODS),
-                headers=_headers(section, "headers"),
+                headers=headers,
                 body=section.string("body", None),
             ),
         )
@@ -241,7 +253,7 @@ def _http(section: Section, name: str) -> HttpScenario:
 
 
 def _auth(section: Section, environ: Mapping[str, str]) -> AuthSettings:
-    url = section.url("url", schemes=HTTP_SCHEMES)
+    url, headers = _url_and_headers(section, HTTP_SCHEMES)
     if environ.get("E2E_AUTH_SERVICE_URL"):
         name = "E2E_AUTH_SERVICE_URL"
         url = Section({name: environ[name]}, source="environment").url(name, schemes=HTTP_SCHEMES)
@@ -249,7 +261,7 @@ def _auth(section: Section, environ: Mapping[str, str]) -> AuthSettings:
         url=url,
         method=section.string("method", "POST", choices=METHODS),
         body=section.string("body", None),
-        headers=_headers(section, "headers"),
+        headers=headers,
         token_field=section.string("token_field", "token"),
         present_as=section.string("present_as", "header", choices=("header", "query")),
         header=section.string("header", "Authorization"),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from soakwatch.configfile import check_url, redact_url
+from soakwatch.configfile import check_one_credential, check_url, redact_url
 
 if TYPE_CHECKING:
     from soakwatch.configfile import Section
@@ -61,6 +61,9 @@ class HttpProbe:
         for key, value in headers:
             if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", key) or "\n" in value:
                 raise header_section.error(key, "not a valid HTTP header")
+        target = section.raw("target", None)  # read and checked by the probe table first
+        if isinstance(target, str):
+            check_one_credential(section, "target", target, "headers", (k for k, _ in headers))
         return cls(
             method=method,
             expect_status=expect,
