@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -122,3 +124,39 @@ def test_merged_collector_yields_each_family_name_once():
     assert [f.name for f in families] == ["x_value"]
     assert registry.get_sample_value("x_value", {"service": "a"}) == 1
     assert registry.get_sample_value("x_value", {"service": "b"}) == 2
+
+
+def listen_backlog(port: int) -> int:
+    """The backlog of the socket listening on ``port``, as the kernel reports it: for a
+    listening socket ``ss -ltn`` shows it as Send-Q."""
+    output = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split() for line in output.splitlines() if line.strip()]
+    assert len(rows) == 1, output
+    return int(rows[0][2])
+
+
+@pytest.mark.requires_binary("ss", "iproute2")
+def test_the_metrics_port_queues_at_least_128_connections_and_150_concurrent_scrapes_succeed(
+    spawn_child,
+) -> None:
+    child = spawn_child()
+    exporter = SidecarExporter(config_for([{"name": "demo", "match": {"pid": child.pid}}]))
+    server = exporter.start()
+    try:
+        assert listen_backlog(server.port) >= 128  # prometheus-client's own server has 5
+
+        def scrape(_: int) -> float:
+            started = time.monotonic()
+            with urllib.request.urlopen(server.url, timeout=10) as reply:
+                assert b'soak_process_up{service="demo"} 1.0' in reply.read()
+            return time.monotonic() - started
+
+        with ThreadPoolExecutor(max_workers=150) as pool:
+            seconds = list(pool.map(scrape, range(150)))
+        # A connection the full queue dropped is retried after 1 s (the SYN retry): with a
+        # backlog of 5, about half of them took 1-3 s.
+        assert max(seconds) < 1.0
+    finally:
+        exporter.stop()

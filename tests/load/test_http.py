@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,31 @@ async def test_requests_in_flight_when_stop_grace_ends_are_cut_short_in_the_summ
         "soak_load_requests_total", {"scenario": "hang", "outcome": "cut_short", "shard": "0/1"}
     )
     assert cut_short == part["sent"]
+
+
+@pytest.mark.requires_binary("ss", "iproute2")
+@pytest.mark.asyncio
+async def test_the_drivers_metrics_port_queues_at_least_128_connections(load_app: Any) -> None:
+    config = http_config(
+        scenario("api", f"{load_app.url}/ok", "5/s"), duration="60s", metrics_listen="127.0.0.1:0"
+    )
+    driver = Driver(config)
+    run = asyncio.create_task(driver.run())
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if driver.metrics_address is not None:
+            break
+    try:
+        assert driver.metrics_address is not None
+        listing = await asyncio.to_thread(
+            subprocess.run,
+            ["ss", "-ltnH", f"sport = :{driver.metrics_address[1]}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows = [line.split() for line in listing.stdout.splitlines() if line.strip()]
+        assert len(rows) == 1 and int(rows[0][2]) >= 128  # Send-Q of a listener: its backlog
+    finally:
+        driver.stop("test")
+        await asyncio.wait_for(run, 15)

@@ -1,15 +1,19 @@
 """The sidecar exporter assembled from a config: one registry holding the process, pool and
 probe collectors, a background scanner that notices restarts between scrapes, and the HTTP
-server that serves ``/metrics`` (IPv4 or IPv6, port 0 for a free one)."""
+server that serves ``/metrics`` (IPv4 or IPv6, port 0 for a free one, a listen backlog of
+``LISTEN_BACKLOG``)."""
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -18,9 +22,52 @@ from soakwatch.exporter.matching import ProcessTracker, matcher_for, scan_round
 from soakwatch.exporter.pools import PoolCollector
 from soakwatch.exporter.process import ProcessCollector
 
-__all__ = ["MergedCollector", "MetricsServer", "SidecarExporter", "serve_metrics"]
+__all__ = [
+    "LISTEN_BACKLOG",
+    "MergedCollector",
+    "MetricsServer",
+    "SidecarExporter",
+    "serve_metrics",
+    "start_metrics_http_server",
+]
 
 log = logging.getLogger(__name__)
+
+# Connections the kernel queues before the server thread accepts them. prometheus-client's
+# start_http_server keeps socketserver's 5: 200 scrapers overflowed it (ListenOverflows, then
+# 1 s and 7 s SYN retries). The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = max(128, socket.SOMAXCONN)
+
+
+class _MetricsHTTPServer(ThreadingMixIn, WSGIServer):
+    """A thread per request, as prometheus-client's server, with a real listen backlog."""
+
+    daemon_threads = True  # a scrape in progress never holds up stop()
+    request_queue_size = LISTEN_BACKLOG
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log line on stderr per scrape."""
+
+
+def start_metrics_http_server(
+    registry: CollectorRegistry, host: str, port: int
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``registry`` on ``host:port`` (IPv4 or IPv6 by the address) from a daemon thread,
+    with a listen backlog of ``LISTEN_BACKLOG``. Raises OSError if it cannot bind."""
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(_MetricsHTTPServer):
+        address_family = family
+
+    app = make_wsgi_app(registry)
+    httpd = make_server(str(address[0]), port, app, Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, name="soak-metrics-http", daemon=True)
+    thread.start()
+    return httpd, thread
 
 
 class MetricsServer:
@@ -45,7 +92,7 @@ class MetricsServer:
 
 def serve_metrics(registry: CollectorRegistry, listen: ListenAddress) -> MetricsServer:
     """Serve ``registry`` on ``listen`` in a daemon thread. Raises OSError if it cannot bind."""
-    httpd, thread = start_http_server(listen.port, addr=listen.host, registry=registry)
+    httpd, thread = start_metrics_http_server(registry, listen.host, listen.port)
     return MetricsServer(httpd, thread)
 
 
