@@ -53,16 +53,13 @@ def start_prometheus_on_blocks(openmetrics_file: Path, work_dir: Path) -> Any:
     """A real Prometheus serving the samples of ``openmetrics_file``: the file is turned into
     TSDB blocks with ``promtool tsdb create-blocks-from openmetrics`` and Prometheus starts on
     that data directory. (The shared ``prometheus_factory`` cannot take a pre-filled data
-    directory, so this helper starts its own, stopped by PID through ``servers.Server.stop``.)"""
+    directory: this helper makes the blocks, then starts Prometheus on them with the one
+    launcher, ``servers.start_prometheus_on_tsdb``, stopped by PID.)"""
     import subprocess
-    import time
-
-    import requests
 
     import servers
 
     promtool = servers.require_binary("promtool", "prometheus")
-    binary = servers.require_binary("prometheus", "prometheus")
     data_dir = work_dir / "prometheus"
     storage = data_dir / "tsdb"
     storage.mkdir(parents=True)
@@ -80,42 +77,4 @@ def start_prometheus_on_blocks(openmetrics_file: Path, work_dir: Path) -> Any:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    config = data_dir / "prometheus.yml"
-    config.write_text("global: {scrape_interval: 15s}\n")
-    for _attempt in range(3):
-        port = servers.free_port()
-        log_path = data_dir / "server.log"
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={storage}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--storage.tsdb.retention.time=100y",
-                    "--log.level=warn",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=data_dir,
-                start_new_session=True,
-            )
-        server = servers.PrometheusServer(
-            process, data_dir, log_path, port=port, config_path=config, storage_path=storage
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and server.running():
-            try:
-                if requests.get(f"{server.url}/-/ready", timeout=2).status_code == 200:
-                    return server
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        tail = server.log_tail()
-        if server.running():  # not ready in time: stop it by PID, keep the blocks for a retry
-            server.process.kill()
-        server.process.wait(10)
-        if "address already in use" not in tail.lower():
-            raise AssertionError(f"prometheus did not start:\n{tail}")
-    raise AssertionError("prometheus could not bind a free port")
+    return servers.start_prometheus_on_tsdb(data_dir, storage)
