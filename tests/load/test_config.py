@@ -19,7 +19,10 @@ from soakwatch.load.config import (
 DATA = Path(__file__).parent.parent / "data"
 
 INVALID = [
-    ("load-invalid-unknown-key.yaml", "scenarios[0].timout: unknown key"),
+    (
+        "load-invalid-unknown-key.yaml",
+        "scenarios[0].timout: unknown key 'timout' (did you mean 'timeout'?)",
+    ),
     ("load-invalid-rate-zero.yaml", "scenarios[0].rate: must be greater than 0, got '0/s'"),
     (
         "load-invalid-rate-negative.yaml",
@@ -38,7 +41,7 @@ INVALID = [
         "scenarios[0].kind: must be one of http, websocket, sessions, redis, postgres, "
         "clickhouse, got 'smtp'",
     ),
-    ("load-invalid-top-key.yaml", "durration: unknown key"),
+    ("load-invalid-top-key.yaml", "durration: unknown key 'durration' (did you mean 'duration'?)"),
     (
         "load-invalid-on-failure.yaml",
         "scenarios[0].auth.on_failure: must be one of error, skip, got 'ignore'",
