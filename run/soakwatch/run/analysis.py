@@ -9,13 +9,16 @@ analysis (its source, range and verdict) or the error that stopped it."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import html
+import json
 import logging
 import math
 import time
 import traceback
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REPORTS",
     "Analysis",
+    "RunFinding",
     "analyze_run",
     "early_verdict",
     "render_reports",
@@ -55,6 +59,53 @@ class Analysis:
     report: Report | None = None
     verdict: dict[str, Any] | None = None
     reports: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunFinding:
+    """Something the run itself went through that keeps its verdict from being a pass (the
+    load driver died, the run directory filled up, the exporter could not be kept alive): added
+    to the report as an inconclusive result of kind ``run``, so a fail stays a fail and a pass
+    becomes inconclusive, in verdict.json, junit.xml and report.html alike."""
+
+    rule: str
+    subject: Mapping[str, str]
+    reason: str
+    figure: float | None = None
+    threshold: float = 0.0
+    unit: str = "s"
+    comparison: str = ">="
+
+
+def _with_findings(report: Report, findings: Sequence[RunFinding]) -> Report:
+    if not findings:
+        return report
+    from soakwatch.analyzer.report import Result
+
+    extra = [
+        Result(
+            rule=f.rule,
+            kind="run",
+            subject=dict(f.subject),
+            status="inconclusive",
+            figure=f.figure,
+            unit=f.unit,
+            threshold=f.threshold,
+            comparison=f.comparison,
+            reason=f.reason,
+        )
+        for f in findings
+    ]
+    return dataclasses.replace(report, results=[*report.results, *extra])
+
+
+def _json_with_notes(text: str, notes: Mapping[str, Any]) -> str:
+    """verdict.json with the run's notes (restarts, the load's end) under ``run``."""
+    if not notes:
+        return text
+    document = json.loads(text)
+    document["run"] = dict(notes)
+    return json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def require_analyzer() -> None:
@@ -145,11 +196,15 @@ def render_reports(report: Report, skipped: Mapping[str, str]) -> dict[str, str]
 
 # -- the two analyses of a run -----------------------------------------------------------------
 def _log_line(run_dir: Path, text: str) -> None:
+    """One line of logs/analyze.log; on a run dir that cannot be written (full), the log."""
     path = run_dir / ANALYZE_LOG
-    path.parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    with open(path, "a", encoding="utf-8") as out:
-        out.write(f"{stamp} {text.rstrip()}\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"{stamp} {text.rstrip()}\n")
+    except OSError as exc:
+        log.warning("cannot write %s (%s): %s", path, exc.strerror, text.rstrip())
 
 
 def analyze_run(
@@ -161,12 +216,17 @@ def analyze_run(
     step_seconds: float = 15.0,
     *,
     skipped: Mapping[str, str] | None = None,
+    findings: Sequence[RunFinding] = (),
+    notes: Mapping[str, Any] | None = None,
 ) -> Analysis:
     """Analyze the run once and write its three reports. Never raises for a run that cannot
     be judged (no samples, Prometheus unreachable, bad rules): the status is then "error" and
-    ``logs/analyze.log`` says why."""
+    ``logs/analyze.log`` says why. ``findings`` join the report's results (see RunFinding),
+    ``notes`` go under ``run`` in verdict.json. A report that cannot be written (a full disk)
+    is left out of ``reports`` and logged; the verdict stands."""
     try:
         report = _analyze(run_dir, _ruleset(rules), prometheus_url, started, ended, step_seconds)
+        report = _with_findings(report, findings)
     except SoakwatchError as exc:
         _log_line(run_dir, f"analysis failed: {exc}")
         return Analysis("error")
@@ -177,14 +237,25 @@ def analyze_run(
     reports = {}
     for fmt, text in render_reports(report, skipped or {}).items():
         path = run_dir / REPORTS[fmt]
-        write_atomic(path, text)
+        if fmt == "json":
+            text = _json_with_notes(text, notes or {})
+        try:
+            write_atomic(path, text)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc.strerror or exc)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
         reports[fmt] = path
     _log_line(
         run_dir,
         f"analyzed {report.source} over {report.end - report.start:.0f}s: {report.verdict} "
         f"({len(report.results)} results); wrote {', '.join(REPORTS.values())}",
     )
-    return Analysis(report.verdict, report, report.to_json(), reports)
+    verdict = report.to_json()
+    if notes:
+        verdict["run"] = dict(notes)
+    return Analysis(report.verdict, report, verdict, reports)
 
 
 def early_verdict(run_dir: Path, rules: Path | None) -> str | None:

@@ -21,6 +21,7 @@ from typing import Any
 __all__ = [
     "ChildProcess",
     "child_env",
+    "exit_description",
     "free_port",
     "soak_command",
     "stop_process",
@@ -84,6 +85,20 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def exit_description(code: int | None) -> dict[str, Any]:
+    """How a child ended, for run.json: ``{"exit": -9, "signal": "SIGKILL", "how": "was killed
+    by SIGKILL"}`` (a negative exit is the signal that ended it, as subprocess reports it)."""
+    if code is None:
+        return {"exit": None, "signal": None, "how": "did not stop"}
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return {"exit": code, "signal": name, "how": f"was killed by {name}"}
+    return {"exit": code, "signal": None, "how": f"exited with code {code}"}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (the caller retries if someone takes it first)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -131,7 +146,9 @@ class ChildProcess:
         self.log_path = log_path
         self.stop_signal = stop_signal
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
+        # a log may quote what a child met (never a secret, but still nobody else's business)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with open(fd, "ab") as out:
             self.process = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,

@@ -8,15 +8,14 @@ measured is still analyzed. A run killed outright keeps its samples for ``soak-a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -29,16 +28,24 @@ from soakwatch.configfile import redact_url
 from soakwatch.durations import format_duration
 from soakwatch.errors import SoakwatchError, UsageError
 from soakwatch.files import write_json_atomic
-from soakwatch.run.analysis import analyze_run, early_verdict, require_analyzer
+from soakwatch.run.analysis import RunFinding, analyze_run, early_verdict, require_analyzer
 from soakwatch.run.availability import check_availability
-from soakwatch.run.children import ChildProcess, child_env, free_port, soak_command, wait_until
+from soakwatch.run.children import (
+    ChildProcess,
+    child_env,
+    exit_description,
+    free_port,
+    soak_command,
+    wait_until,
+)
 from soakwatch.run.config import ScrapeTarget
 from soakwatch.run.grafana import mark_run_in_grafana
 from soakwatch.run.localservers import Server
-from soakwatch.run.recorder import Recorder, progress_line
+from soakwatch.run.recorder import Recorder, RunDirError, progress_line, run_dir_error
 from soakwatch.run.request import RunRequest, RunResult
+from soakwatch.run.secrets import PRIVATE_DIR, PrivateFile, redacted, without_userinfo
 
-__all__ = ["RUN_FILE", "execute", "new_run_id"]
+__all__ = ["MAX_EXPORTER_RESTARTS", "RUN_FILE", "execute", "new_run_id"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,9 @@ START_TIMEOUT_SECONDS = 30.0
 # --fail-fast re-analyzes every this many sampling intervals (never more often than every 5 s)
 FAIL_FAST_EVERY_INTERVALS = 5
 FAIL_FAST_MIN_SECONDS = 5.0
+# An exporter that dies is started again at most this many times; then the run ends and what
+# was recorded is analyzed.
+MAX_EXPORTER_RESTARTS = 3
 
 
 def new_run_id(profile: str, now: float | None = None) -> str:
@@ -55,22 +65,23 @@ def new_run_id(profile: str, now: float | None = None) -> str:
     return f"{stamp}-{profile}"
 
 
-def _redacted(value: Any) -> Any:
-    """``value`` with every URL password hidden (for the resolved config in the run dir)."""
-    if isinstance(value, str):
-        return redact_url(value) if "://" in value else value
-    if isinstance(value, Mapping):
-        return {str(k): _redacted(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redacted(v) for v in value]
-    return value
+def _targets_json(targets: list[ScrapeTarget]) -> list[dict[str, str]]:
+    return [{"name": t.name, "url": without_userinfo(t.url)} for t in targets]
 
 
-def _write_private_yaml(path: Path, data: Mapping[str, Any]) -> None:
-    """Configs handed to children may hold passwords: readable by this user only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        yaml.safe_dump(dict(data), out, sort_keys=False)
+@contextlib.contextmanager
+def _private_umask() -> Iterator[None]:
+    """Everything the run (and its children: Prometheus's TSDB, the logs) creates is this
+    user's only: directories 0700, files 0600."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+class _RunEnded(Exception):
+    """The recording ended for a fault of the run itself (see ``_Run.end``)."""
 
 
 def _wait_http(url: str, child: ChildProcess, timeout: float) -> None:
@@ -99,36 +110,109 @@ class _Run:
         self.run_dir = run_dir
         self.run_id = run_id
         self.children: list[ChildProcess] = []
-        self.secrets_dir = Path(tempfile.mkdtemp(prefix="soak-run-"))
+        self.private: list[PrivateFile] = []
+        self.exporter_config: PrivateFile | None = None
         self.info: dict[str, Any] = {}
+        # what the run went through: exporter restarts, the load's end (run.json, verdict.json)
+        self.restarts: list[dict[str, Any]] = []
+        self.findings: list[RunFinding] = []
+        self.ended_by: str | None = None  # a state other than finished/interrupted
 
     def say(self, text: str, final: bool = True) -> None:
         if self.request.progress is not None:
             self.request.progress(text, final)
+        else:
+            log.info("%s", text)
 
     def write_info(self, **changes: Any) -> None:
+        """Update run.json. On a run directory that cannot be written, the run goes on and
+        the state is said on stderr (the progress) instead."""
         self.info.update(changes)
-        write_json_atomic(self.run_dir / RUN_FILE, self.info, sort_keys=True)
+        try:
+            write_json_atomic(self.run_dir / RUN_FILE, self.info, sort_keys=True)
+        except OSError as exc:
+            state = self.info.get("state")
+            self.say(
+                f"soak run: cannot write {self.run_dir / RUN_FILE} ({exc.strerror or exc}); "
+                f"state {state}" + (f": {self.info['reason']}" if self.info.get("reason") else ""),
+                True,
+            )
+
+    def private_file(self, name: str, data: Mapping[str, Any]) -> PrivateFile:
+        """A child's config: it may hold passwords (see soakwatch.run.secrets)."""
+        secret = PrivateFile(self.run_dir, name, yaml.safe_dump(dict(data), sort_keys=False))
+        self.private.append(secret)
+        return secret
 
     def start_exporter(self) -> ScrapeTarget | None:
         section = self.request.config.exporter
         if not section:
             return None
-        path = self.secrets_dir / "exporter.yaml"
-        listen = str(section.get("listen") or "127.0.0.1:0")
-        _write_private_yaml(path, {**section, "listen": listen})
+        # A port of its own, kept across restarts (the recorder and Prometheus scrape it there)
+        listen = str(section.get("listen") or f"127.0.0.1:{free_port()}")
+        self.exporter_config = self.private_file("exporter.yaml", {**section, "listen": listen})
+        return self._launch_exporter()
+
+    def _launch_exporter(self) -> ScrapeTarget:
+        assert self.exporter_config is not None
+        path = self.exporter_config.ensure()
         child = ChildProcess(
             "soak-exporter",
             soak_command("exporter", "--config", str(path)),
             self.run_dir / "logs" / "exporter.log",
             env=child_env(),
         )
-        self.children.append(child)
-        line = child.wait_for_line("serving http", START_TIMEOUT_SECONDS)
+        self.children.insert(0, child)  # stopped last: after the load
+        try:
+            line = child.wait_for_line("serving http", START_TIMEOUT_SECONDS)
+        finally:
+            self.exporter_config.release()
         url = line.split("serving ", 1)[1].split()[0]
         if not url.endswith("/metrics"):
             url = url.rstrip("/") + "/metrics"
         return ScrapeTarget("exporter", url)
+
+    def restart_exporter(self, dead: ChildProcess, recorder: Recorder, elapsed: float) -> None:
+        """Start the exporter again (bounded by MAX_EXPORTER_RESTARTS); past the bound, end
+        the run (``_RunEnded``) so that what was recorded is analyzed."""
+        code = dead.process.returncode
+        self.children.remove(dead)
+        how = exit_description(code)
+        note = {"child": "soak-exporter", "after_seconds": round(elapsed, 1), **how}
+        if len(self.restarts) >= MAX_EXPORTER_RESTARTS:
+            reason = (
+                f"the exporter died {len(self.restarts) + 1} times (last: {how['how']}); "
+                f"ending the run after {format_duration(elapsed)}"
+            )
+            self.end("exporter_lost", reason, subject={"child": "soak-exporter"})
+        self.say(f"the exporter died ({how['how']}); restarting it", True)
+        try:
+            target = self._launch_exporter()
+        except (RuntimeError, OSError) as exc:
+            self.end(
+                "exporter_lost",
+                f"the exporter died ({how['how']}) and could not be started again: {exc}",
+                subject={"child": "soak-exporter"},
+            )
+        self.restarts.append(note)
+        recorder.targets[:] = [target if t.name == "exporter" else t for t in recorder.targets]
+        self.write_info(restarts=self.restarts, pids=self.pids())
+        log.warning(
+            "exporter restarted (%d of at most %d)", len(self.restarts), MAX_EXPORTER_RESTARTS
+        )
+
+    def end(self, state: str, reason: str, *, subject: Mapping[str, str], **facts: Any) -> None:
+        """End the recording for a fault of the run: ``state`` in run.json, and an
+        inconclusive finding in the report (a pass is not a pass after this)."""
+        self.ended_by = state
+        self.findings.append(
+            RunFinding(rule="run_completed", subject=dict(subject), reason=reason, **facts)
+        )
+        self.say(f"soak run: {reason}", True)
+        raise _RunEnded(reason)
+
+    def pids(self) -> dict[str, int]:
+        return {c.name: c.pid for c in self.children}
 
     def start_load(self, skipped: Mapping[str, str], duration: float) -> ScrapeTarget | None:
         config = self.request.config
@@ -147,11 +231,12 @@ class _Run:
         )
         data.setdefault("ramp_up", "0s")
         data.setdefault("ramp_down", "0s")
-        path = self.secrets_dir / "load.yaml"
-        _write_private_yaml(path, data)
+        config_file = self.private_file("load.yaml", data)
         child = ChildProcess(
             "soak-load",
-            soak_command("load", "--config", str(path), "--profile", self.request.profile.name),
+            soak_command(
+                "load", "--config", str(config_file.path), "--profile", self.request.profile.name
+            ),
             self.run_dir / "logs" / "load.log",
             env=child_env(),
             # SIGINT: the load driver's graceful stop, which writes its summary.
@@ -159,7 +244,10 @@ class _Run:
         )
         self.children.append(child)
         url = _metrics_url(listen)
-        _wait_http(url, child, START_TIMEOUT_SECONDS)
+        try:
+            _wait_http(url, child, START_TIMEOUT_SECONDS)
+        finally:
+            config_file.close()  # read: it has nothing more to give
         return ScrapeTarget("load", url)
 
     def stop_children(self) -> None:
@@ -168,7 +256,10 @@ class _Run:
             child.stop()
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.secrets_dir, ignore_errors=True)
+        for secret in self.private:
+            secret.close()
+        with contextlib.suppress(OSError):
+            (self.run_dir / PRIVATE_DIR).rmdir()
 
     def mark_in_grafana(self, start: float, end: float | None, text: str) -> None:
         url = self.request.grafana_url
@@ -192,17 +283,37 @@ class _Run:
         end_at = time.monotonic() + duration
         while not stop.is_set():
             now = time.monotonic()
-            recorder.scrape(time.time())
-            self.say(progress_line(time.time() - started, duration, recorder), False)
+            try:
+                recorder.scrape(time.time())
+            except RunDirError as exc:
+                self.end(exc.state, exc.reason, subject={"run_dir": str(self.run_dir)})
+            elapsed = time.time() - started
+            self.say(progress_line(elapsed, duration, recorder), False)
             if now >= end_at:
                 break
             if load_child is not None and not load_child.running():
                 code = load_child.process.returncode
+                how = exit_description(code)
+                self.info["load"] = {**how, "after_seconds": round(elapsed, 1)}
+                if code != 0:
+                    # Killed, or failed: the service was not under the planned load to the end
+                    self.end(
+                        "load_failed",
+                        f"the load driver {how['how']} after {format_duration(elapsed)} of "
+                        f"{format_duration(duration)}: the service was not under load to the end",
+                        subject={"child": "soak-load"},
+                        figure=round(elapsed, 1),
+                        threshold=duration,
+                    )
                 self.say(f"the load driver exited ({code}); ending the run", True)
                 break
-            for child in self.children:
+            for child in list(self.children):
                 if child is not load_child and not child.running():
-                    raise SoakwatchError(f"{child.name} exited unexpectedly:\n{child.log_tail()}")
+                    if child.name != "soak-exporter":
+                        raise SoakwatchError(
+                            f"{child.name} exited unexpectedly:\n{child.log_tail()}"
+                        )
+                    self.restart_exporter(child, recorder, elapsed)
             if self.request.fail_fast and now >= next_early_check:
                 next_early_check = now + early_every
                 if early_verdict(self.run_dir, self.request.config.rules_path) == "fail":
@@ -216,24 +327,39 @@ class _Run:
 def _prepare_run_dir(request: RunRequest, run_id: str) -> Path:
     base = request.config.out_dir or Path("soak-runs")
     run_dir = request.out_dir or base / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if any(p.name == "samples.om" for p in run_dir.iterdir()):
         raise UsageError(f"{run_dir} already holds a run; choose another --out")
+    os.chmod(run_dir, 0o700)
     return run_dir
 
 
 def execute(request: RunRequest) -> RunResult:
     """Run one soak as described by ``request`` and return its result. Raises SoakwatchError
     (MissingExtraError, AvailabilityError, ConfigError, ...) before anything starts when the
-    run cannot begin."""
+    run cannot begin, and RunDirError (exit 2) when the run directory cannot be written before
+    the recording starts. Once it records, a fault of the run (a full disk, the load driver
+    killed, the exporter dying past its restarts) ends the recording, says so in run.json and
+    the report, and what was recorded is still analyzed."""
     require_analyzer()
     if request.local_prometheus:
         from soakwatch.run.prometheus import require_prometheus
 
         require_prometheus()
+    with _private_umask():
+        run_id = new_run_id(request.profile.name)
+        run_dir = _prepare_run_dir(request, run_id)
+        try:
+            return _execute(request, run_id, run_dir)
+        except OSError as exc:
+            error = run_dir_error(run_dir, exc)
+            if error is None:
+                raise
+            raise error from None
+
+
+def _execute(request: RunRequest, run_id: str, run_dir: Path) -> RunResult:
     profile = request.profile
-    run_id = new_run_id(profile.name)
-    run_dir = _prepare_run_dir(request, run_id)
     say = request.progress or (lambda text, final: None)
 
     availability, skipped = check_availability(request.config, request.only_scenarios)
@@ -261,10 +387,10 @@ def execute(request: RunRequest) -> RunResult:
             "duration_seconds": duration,
             "sampling_interval_seconds": interval,
             "checks": [a.to_json() for a in availability],
-            "exporter": _redacted(request.config.exporter),
-            "load": _redacted(request.config.load_without(set(skipped))),
+            "exporter": redacted(request.config.exporter),
+            "load": redacted(request.config.load_without(set(skipped))),
             "skipped_scenarios": skipped,
-            "scrape": [dataclasses.asdict(t) for t in request.config.scrape],
+            "scrape": _targets_json(list(request.config.scrape)),
             "rules": str(request.config.rules_path) if request.config.rules_path else None,
             "prometheus": redact_url(request.prometheus_url) if request.prometheus_url else None,
         },
@@ -288,6 +414,7 @@ def execute(request: RunRequest) -> RunResult:
     prometheus: Server | None = None
     prometheus_url = request.prometheus_url
     stopped_early = False
+    load_child: ChildProcess | None = None
     try:
         with ExitStack() as stack:
             stack.callback(run.cleanup)
@@ -299,18 +426,19 @@ def execute(request: RunRequest) -> RunResult:
             if load:
                 recorder.targets.append(load)
                 recorder.run_info_target = load.name
+            load_child = next((c for c in run.children if c.name == "soak-load"), None)
             recorder.targets.extend(request.config.scrape)
             if request.local_prometheus:
                 from soakwatch.run.prometheus import start_local_prometheus
 
                 local = start_local_prometheus(run_dir, recorder.targets, interval)
                 prometheus, prometheus_url = local, local.url
-            pids = {c.name: c.pid for c in run.children}
+            pids = run.pids()
             if prometheus is not None:
                 pids["prometheus"] = prometheus.pid
             run.write_info(
                 state="running",
-                targets=[dataclasses.asdict(t) for t in recorder.targets],
+                targets=_targets_json(recorder.targets),
                 pids=pids,
                 prometheus=prometheus_url and redact_url(prometheus_url),
             )
@@ -318,25 +446,40 @@ def execute(request: RunRequest) -> RunResult:
             run.mark_in_grafana(
                 started, None, f"soak run {run_id} started ({profile.name} profile)"
             )
-            stopped_early = run.record_until_done(recorder, stop, started, interval)
-    except BaseException:
+            with contextlib.suppress(_RunEnded):
+                stopped_early = run.record_until_done(recorder, stop, started, interval)
+    except BaseException as exc:
         if prometheus is not None:
             prometheus.stop()
+        error = run_dir_error(run_dir, exc)
+        if error is not None:  # before the recording started: nothing to analyze
+            run.write_info(state=error.state, reason=error.reason, ended=time.time())
+            raise error from None
+        if not isinstance(exc, Exception):  # a second Ctrl-C: run.json says so, if it can
+            run.write_info(state="interrupted", ended=time.time())
         raise
     finally:
         recorder.close()
     ended = time.time()
-    interrupted = stop.is_set()
+    interrupted = stop.is_set() and run.ended_by is None
+    state = run.ended_by or ("interrupted" if interrupted else "finished")
+    if load_child is not None and "load" not in run.info:
+        # stopped by the run (or done): its exit after the stop
+        run.info["load"] = exit_description(load_child.process.returncode)
+    notes: dict[str, Any] = {"state": state, "restarts": run.restarts}
+    if "load" in run.info:
+        notes["load"] = run.info["load"]
     run.write_info(
-        state="interrupted" if interrupted else "finished",
+        state=state,
+        reason=run.findings[0].reason if run.findings else None,
         ended=ended,
         measured_seconds=ended - started,
         scrapes=recorder.scrapes,
         stopped_early=stopped_early,
+        restarts=run.restarts,
     )
     say(
-        f"run {run_id} {'interrupted' if interrupted else 'finished'} after "
-        f"{format_duration(ended - started)}; analyzing",
+        f"run {run_id} {state} after {format_duration(ended - started)}; analyzing",
         True,
     )
     try:
@@ -348,6 +491,8 @@ def execute(request: RunRequest) -> RunResult:
             ended,
             interval,
             skipped=skipped,
+            findings=run.findings,
+            notes=notes,
         )
     finally:
         if prometheus is not None:

@@ -288,29 +288,44 @@ def _chown(path: Path, user: str) -> None:
 
 # -- Redis ------------------------------------------------------------------------------------
 class RedisServer(SinglePortServer):
-    """redis-server without persistence; ``.port``, ``.url``."""
+    """redis-server without persistence; ``.port``, ``.url``, ``.password`` (None: no AUTH)."""
 
     name = "redis"
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0``."""
-        return f"redis://{self.host}:{self.port}/0"
+        """``redis://127.0.0.1:PORT/0`` (``redis://:PASSWORD@...`` with a password)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
 
-def start_redis() -> RedisServer:
-    """A Redis ready to answer PING; MissingBinaryError without redis-server."""
+def start_redis(*, password: str | None = None) -> RedisServer:
+    """A Redis ready to answer PING (with ``requirepass password`` if given: it then answers
+    only after AUTH); MissingBinaryError without redis-server."""
     binary = find_binary("redis-server", "redis-server")
 
     def attempt(data_dir: Path) -> RedisServer:
         port = free_port()
         argv = [binary, "--port", str(port), "--bind", HOST, "--dir", str(data_dir)]
         argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        if password is not None:
+            # From a config file, not argv: a password on a command line is public (ps)
+            conf = data_dir / "redis.conf"
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w", encoding="utf-8") as out:
+                out.write(f'requirepass "{password}"\n')
+            argv.insert(1, str(conf))
         process, log_path = spawn(argv, data_dir)
         server = RedisServer(process, data_dir, log_path, port=port)
+        server.password = password
 
         def ready() -> bool:
             with socket.create_connection((HOST, port), timeout=1) as sock:
+                if password is not None:
+                    sock.sendall(f"AUTH {password}\r\n".encode())
+                    if not sock.recv(16).startswith(b"+OK"):
+                        return False
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
 

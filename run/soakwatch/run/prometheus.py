@@ -33,6 +33,7 @@ from soakwatch.run.localservers import (
     spawn,
     start_in_temp_dir,
 )
+from soakwatch.run.secrets import PrivateFile, basic_auth_of
 
 __all__ = [
     "PrometheusServer",
@@ -66,6 +67,13 @@ class PrometheusServer(SinglePortServer):
         super().__init__(process, data_dir, log_path, port=port)
         self.config_path = config_path
         self.storage_path = storage_path
+        # scrape passwords (``basic_auth.password_file``), closed when Prometheus stops
+        self.secrets: list[PrivateFile] = []
+
+    def stop(self, timeout: float = 15.0) -> None:
+        super().stop(timeout)
+        for secret in self.secrets:
+            secret.close()
 
     @property
     def url(self) -> str:
@@ -136,19 +144,31 @@ def prometheus_config(
     return config
 
 
-def scrape_jobs(targets: Sequence[ScrapeTarget]) -> list[dict[str, Any]]:
-    """One scrape job per run target, named after it (the recording's ``job`` label)."""
+def scrape_jobs(
+    targets: Sequence[ScrapeTarget],
+    password_file: Callable[[ScrapeTarget, str], Path] | None = None,
+) -> list[dict[str, Any]]:
+    """One scrape job per run target, named after it (the recording's ``job`` label). A
+    target URL's ``user:password@`` never enters the config: the target is ``host:port`` and
+    the credentials are ``basic_auth`` with the password in ``password_file(target, password)``
+    (without that function, such a target is scraped without them)."""
     jobs = []
     for target in targets:
         parts = urlsplit(target.url)
-        jobs.append(
-            {
-                "job_name": target.name,
-                "scheme": parts.scheme or "http",
-                "metrics_path": parts.path or "/metrics",
-                "static_configs": [{"targets": [parts.netloc]}],
+        job: dict[str, Any] = {
+            "job_name": target.name,
+            "scheme": parts.scheme or "http",
+            "metrics_path": parts.path or "/metrics",
+            "static_configs": [{"targets": [parts.netloc.rpartition("@")[2]]}],
+        }
+        credentials = basic_auth_of(target.url)
+        if credentials is not None and password_file is not None:
+            user, password = credentials
+            job["basic_auth"] = {
+                "username": user,
+                "password_file": str(password_file(target, password)),
             }
-        )
+        jobs.append(job)
     return jobs
 
 
@@ -233,13 +253,21 @@ def start_local_prometheus(
     own job at the run's interval, its config and data in ``run_dir/prometheus``, its output in
     ``run_dir/logs/prometheus.log``."""
     interval = f"{max(1, round(interval_seconds))}s"
+    secrets: list[PrivateFile] = []
+
+    def password_file(target: ScrapeTarget, password: str) -> Path:
+        # Read by Prometheus on every scrape: in memory for the run's life (see secrets.py)
+        secret = PrivateFile(run_dir, f"scrape-{target.name}.password", password)
+        secrets.append(secret)
+        return secret.path
+
     config = prometheus_config(
         scrape_interval=interval,
         evaluation_interval=interval,
-        extra_scrape_configs=scrape_jobs(targets),
+        extra_scrape_configs=scrape_jobs(targets, password_file),
     )
     try:
-        return start_prometheus(
+        server: PrometheusServer = start_prometheus(
             config,
             home=run_dir / "prometheus",
             log_path=run_dir / "logs" / "prometheus.log",
@@ -247,4 +275,8 @@ def start_local_prometheus(
             log_level="info",  # the run's log keeps what Prometheus did, as it always has
         )
     except SoakwatchError as exc:
+        for secret in secrets:
+            secret.close()
         raise SoakwatchError(f"--local-prometheus: {exc}") from None
+    server.secrets = secrets
+    return server

@@ -3,16 +3,27 @@ directory's samples, and keep a short window of figures for the progress line.""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 from collections import deque
 from pathlib import Path
 
 import requests
 
 from soakwatch.durations import format_duration
+from soakwatch.errors import SoakwatchError
 from soakwatch.run.config import ScrapeTarget
+from soakwatch.run.secrets import instance_of
 
-__all__ = ["PROGRESS_WINDOW_POINTS", "Recorder", "progress_line"]
+__all__ = [
+    "PROGRESS_WINDOW_POINTS",
+    "Recorder",
+    "RunDirError",
+    "progress_line",
+    "run_dir_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +32,41 @@ BYTES_PER_MB = 1e6
 SECONDS_PER_HOUR = 3600.0
 
 
+# errno values meaning "no room left": the run dir is full, or its quota or file size is
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class RunDirError(SoakwatchError):
+    """The run directory cannot be written (full, or gone): recording stops cleanly."""
+
+    def __init__(self, run_dir: Path, exc: OSError) -> None:
+        self.errno = exc.errno
+        self.full = exc.errno in _FULL
+        name = errno.errorcode.get(exc.errno or 0, "OSError")
+        what = "is full" if self.full else "cannot be written"
+        self.state = "disk_full" if self.full else "run_dir_error"
+        self.reason = f"the run directory {what} ({name}: {exc.strerror or exc})"
+        super().__init__(f"{self.reason}: {run_dir}")
+
+
+def run_dir_error(run_dir: Path, exc: BaseException) -> RunDirError | None:
+    """A RunDirError when ``exc`` is an OSError of writing the run directory, else None."""
+    if isinstance(exc, RunDirError):
+        return exc
+    if isinstance(exc, OSError) and not isinstance(exc, requests.RequestException):
+        return RunDirError(run_dir, exc)
+    return None
+
+
 class Recorder:
     """Scrapes /metrics endpoints and appends their text to the run's samples file."""
 
     def __init__(self, run_dir: Path, run_id: str, profile: str, timeout: float) -> None:
-        from soakwatch.recording import SampleWriter
+        from soakwatch.recording import SAMPLES_FILE, SampleWriter
 
+        self.run_dir = run_dir
+        # created 0600 before the writer opens it (it may hold what a service exposes)
+        os.close(os.open(run_dir / SAMPLES_FILE, os.O_WRONLY | os.O_CREAT, 0o600))
         self.writer = SampleWriter(run_dir)
         self.run_id = run_id
         self.profile = profile
@@ -41,13 +81,24 @@ class Recorder:
         self.scrapes = 0
 
     def scrape(self, timestamp: float) -> None:
+        """One scrape of every target into the samples. Raises RunDirError when the samples
+        cannot be written (a full disk): the caller stops recording."""
+        try:
+            self._scrape(timestamp)
+        except OSError as exc:
+            error = run_dir_error(self.run_dir, exc)
+            if error is None:
+                raise
+            raise error from None
+
+    def _scrape(self, timestamp: float) -> None:
         if self.run_info_target is None:
             self.writer.write_sample(
                 "soak_run_info", {"run_id": self.run_id, "profile": self.profile}, 1.0, timestamp
             )
         for target in self.targets:
-            instance = target.url.split("://", 1)[-1].split("/", 1)[0]
-            labels = {"job": target.name, "instance": instance}
+            # host:port, as Prometheus names the target: never the URL's user:password
+            labels = {"job": target.name, "instance": instance_of(target.url)}
             try:
                 response = self.session.get(target.url, timeout=self.timeout)
                 response.raise_for_status()
@@ -80,7 +131,9 @@ class Recorder:
             self.load_totals.append((timestamp, total, errors))
 
     def close(self) -> None:
-        self.writer.close()
+        # a full disk fails the last flush too: what was written stays, nothing more is lost
+        with contextlib.suppress(OSError, ValueError):
+            self.writer.close()
         self.session.close()
 
     # figures for the progress line
