@@ -250,7 +250,8 @@ def analyze_run(
     _log_line(
         run_dir,
         f"analyzed {report.source} over {report.end - report.start:.0f}s: {report.verdict} "
-        f"({len(report.results)} results); wrote {', '.join(REPORTS.values())}",
+        f"({len(report.results)} results); wrote "
+        + (", ".join(path.name for path in reports.values()) or "no report file"),
     )
     verdict = report.to_json()
     if notes:

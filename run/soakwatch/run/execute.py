@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -128,8 +129,18 @@ class _Run:
         """Update run.json. On a run directory that cannot be written, the run goes on and
         the state is said on stderr (the progress) instead."""
         self.info.update(changes)
+        path = self.run_dir / RUN_FILE
         try:
-            write_json_atomic(self.run_dir / RUN_FILE, self.info, sort_keys=True)
+            try:
+                write_json_atomic(path, self.info, sort_keys=True)
+            except OSError:
+                if not path.exists():
+                    raise
+                # A full disk has no room for a second copy: overwrite in place (truncating
+                # first frees the old blocks for the new text).
+                text = json.dumps(self.info, indent=2, sort_keys=True, default=str) + "\n"
+                with open(path, "w", encoding="utf-8") as out:
+                    out.write(text)
         except OSError as exc:
             state = self.info.get("state")
             self.say(

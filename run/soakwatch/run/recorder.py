@@ -45,7 +45,10 @@ class RunDirError(SoakwatchError):
         name = errno.errorcode.get(exc.errno or 0, "OSError")
         what = "is full" if self.full else "cannot be written"
         self.state = "disk_full" if self.full else "run_dir_error"
-        self.reason = f"the run directory {what} ({name}: {exc.strerror or exc})"
+        self.reason = (
+            f"the run directory {what} ({name}: {exc.strerror or exc}); recording stopped, "
+            "what was recorded is analyzed"
+        )
         super().__init__(f"{self.reason}: {run_dir}")
 
 
