@@ -374,6 +374,25 @@ def test_a_config_100_levels_deep_is_still_read(tmp_path: Path) -> None:
     assert section.keys() == ["k0"]
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("https://u:hunter2@127.0.0.1:1/", "'https://u:***@127.0.0.1:1/'"),
+        ("postgresql://db/soak?password=hunter2", "'postgresql://db/soak?password=***'"),
+        ("u:hunter2@127.0.0.1:5432", "'u:***@127.0.0.1:5432'"),
+    ],
+)
+def test_a_url_with_a_password_under_a_key_that_wants_something_else_is_shown_redacted(
+    value: str, shown: str
+) -> None:
+    section = Section({"interval": value}, source="t.yaml")
+    with pytest.raises(ConfigError) as caught:
+        section.duration("interval")
+    assert str(caught.value) == (
+        f"t.yaml: interval: not a duration: {shown} (use e.g. 30s, 15m, 2h, 1h30m)"
+    )
+
+
 # loader -> the message of its invalid-credentials-<loader>.yaml
 DOUBLE_CREDENTIALS = {
     "exporter": (

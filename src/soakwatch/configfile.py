@@ -33,6 +33,7 @@ __all__ = [
     "check_one_credential",
     "env_override",
     "redact_url",
+    "redact_urls_in",
 ]
 
 T = TypeVar("T")
@@ -93,6 +94,20 @@ MAX_DEPTH = 100
 # Aliases let a short file stand for a huge document ("billion laughs"): bounded too, counted as
 # the values the document holds once every alias is expanded.
 MAX_VALUES = 100_000
+
+
+# Anything that looks like a URL, or like ``user:password@host`` without a scheme, in a message.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
+_USERINFO_IN_TEXT = re.compile(r"(?<![^\s'\"])([^\s'\":/@]*):[^\s'\"@/]+@")
+
+
+def redact_urls_in(text: str) -> str:
+    """``text`` with every URL in it through :func:`redact_url`, and any other
+    ``user:password@`` shown as ``user:***@``."""
+    if "@" not in text and "=" not in text:
+        return text
+    text = _URL_IN_TEXT.sub(lambda found: redact_url(found.group(0)), text)
+    return _USERINFO_IN_TEXT.sub(lambda found: f"{found.group(1)}:***@", text)
 
 
 class _DuplicateKeyError(yaml.constructor.ConstructorError):
@@ -262,7 +277,10 @@ class Section:
         return f"{self.path}.{key}" if self.path else key
 
     def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(message, source=self.source, key=self.key_path(key))
+        """A ConfigError naming the file and key path. A URL the message quotes is shown
+        without its password: a value may be a URL with credentials under a key that
+        expected something else (``listen: https://u:pw@host``)."""
+        return ConfigError(redact_urls_in(message), source=self.source, key=self.key_path(key))
 
     def __contains__(self, key: str) -> bool:
         self._asked.add(key)  # a key the reader knows, though it may be absent
@@ -449,6 +467,8 @@ class Section:
             seconds = parse_duration(_number_from_text(value))  # type: ignore[arg-type]  # parse_duration rejects other types with a reason
         except ValueError as exc:
             raise self.error(key, str(exc)) from None
+        except OverflowError:  # an int beyond a float's range
+            raise self.error(key, "not a finite duration") from None
         _check_range(self, key, seconds, minimum, maximum, exclusive_minimum)
         return seconds
 
@@ -465,6 +485,8 @@ class Section:
             per_second = parse_rate(_number_from_text(value))  # type: ignore[arg-type]  # parse_rate rejects other types with a reason
         except ValueError as exc:
             raise self.error(key, str(exc)) from None
+        except OverflowError:  # an int beyond a float's range
+            raise self.error(key, "not a finite rate") from None
         if not per_second > 0:
             raise self.error(key, f"must be greater than 0, got {value!r}")
         return per_second
