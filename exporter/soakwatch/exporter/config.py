@@ -33,6 +33,8 @@ from soakwatch.durations import parse_duration
 from soakwatch.errors import ConfigError
 
 __all__ = [
+    "CHILDREN_MODES",
+    "DEFAULT_CHILDREN",
     "DEFAULT_DETAIL_INTERVAL_SECONDS",
     "DEFAULT_LISTEN",
     "DEFAULT_SCAN_INTERVAL_SECONDS",
@@ -50,6 +52,12 @@ DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_SCAN_INTERVAL_SECONDS = 5.0
 DEFAULT_DETAIL_INTERVAL_SECONDS = 30.0
 MATCH_KINDS = ("pid", "pidfile", "cmdline")
+# How a matched process and its descendants (pre-fork workers) are published: ``sum`` as one
+# service under the single-process series names, ``each`` as one series per member with a
+# ``worker`` label. ``sum`` is the default: a process without children reads the same under it
+# as before, and for a pre-fork server (gunicorn, uwsgi, celery) the master alone means nothing.
+CHILDREN_MODES = ("sum", "each")
+DEFAULT_CHILDREN = "sum"
 
 
 # Where /metrics is served; ``port`` 0 asks the OS for a free port.
@@ -65,30 +73,39 @@ def parse_listen(text: object) -> ListenAddress:
 @dataclass(frozen=True)
 class MatchSpec:
     """How to find a service's process: exactly one of a PID, a pidfile or a command-line
-    regular expression (searched in the arguments joined by spaces)."""
+    regular expression (searched in the arguments joined by spaces), and how its descendants
+    count (``children``: ``sum`` or ``each``, see ``CHILDREN_MODES``)."""
 
     pid: int | None = None
     pidfile: Path | None = None
     cmdline: str | None = None
+    children: str = DEFAULT_CHILDREN
 
     def __post_init__(self) -> None:
         given = [k for k in MATCH_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"exactly one of {', '.join(MATCH_KINDS)} is required")
+        if self.children not in CHILDREN_MODES:
+            raise ValueError(
+                f"children must be one of {', '.join(CHILDREN_MODES)}, got {self.children!r}"
+            )
 
     def describe(self) -> str:
         if self.pid is not None:
-            return f"pid {self.pid}"
-        if self.pidfile is not None:
-            return f"pidfile {self.pidfile}"
-        return f"cmdline /{self.cmdline}/"
+            what = f"pid {self.pid}"
+        elif self.pidfile is not None:
+            what = f"pidfile {self.pidfile}"
+        else:
+            what = f"cmdline /{self.cmdline}/"
+        return what if self.children == DEFAULT_CHILDREN else f"{what}, children: {self.children}"
 
     @classmethod
     def from_section(cls, section: Section) -> MatchSpec:
         present = section.keys()
         for key in present:
-            if key not in MATCH_KINDS:
+            if key not in (*MATCH_KINDS, "children"):
                 raise section.error(key, "unknown key")
+        children = section.string("children", DEFAULT_CHILDREN, choices=CHILDREN_MODES)
         given = [k for k in MATCH_KINDS if k in present]
         if len(given) != 1:
             raise ConfigError(
@@ -98,11 +115,11 @@ class MatchSpec:
             )
         kind = given[0]
         if kind == "pid":
-            spec = cls(pid=section.number("pid", minimum=1, integer=True))
+            spec = cls(pid=section.number("pid", minimum=1, integer=True), children=children)
         elif kind == "pidfile":
-            spec = cls(pidfile=Path(section.string("pidfile")))
+            spec = cls(pidfile=Path(section.string("pidfile")), children=children)
         else:
-            spec = cls(cmdline=section.convert("cmdline", _check_regex))
+            spec = cls(cmdline=section.convert("cmdline", _check_regex), children=children)
         section.finish()
         return spec
 

@@ -3,6 +3,14 @@ the next one that matches and count it as a restart.
 
 A process is identified by its PID *and* its start time, so a PID reused by an unrelated
 process is never mistaken for the one we watched. A zombie counts as exited.
+
+A service can be a process *group* (``children: sum`` or ``each``): the matched process and
+all its descendants, as a pre-fork server (gunicorn, uwsgi, celery) runs a master and its
+workers. The matched process is member ``"0"``; each descendant gets the lowest free number
+from ``"1"`` on, in order of appearance, and keeps it while it lives. A descendant that takes
+the number of one that exited (a worker recycled after ``max_requests``) is a restart of that
+member, counted in ``member_restarts``; only a new matched process is a restart of the
+service. The numbers stay bounded by the most members alive at once.
 """
 
 from __future__ import annotations
@@ -14,17 +22,21 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import psutil
 
 from soakwatch.exporter.config import MatchSpec
 
 __all__ = [
+    "CHILDREN",
     "CallableMatcher",
+    "Children",
     "CmdlineMatcher",
     "Matcher",
+    "Member",
     "PidMatcher",
     "PidfileMatcher",
     "ProcessTracker",
@@ -36,6 +48,14 @@ log = logging.getLogger(__name__)
 
 ProcessFactory = Callable[[int], Any]  # psutil.Process or a class with its methods
 
+#: ``none``: the matched process alone (the Python API's default, and in-process mode);
+#: ``sum``: it and its descendants as one service; ``each``: one series per member.
+Children = Literal["none", "sum", "each"]
+CHILDREN: tuple[Children, ...] = ("none", "sum", "each")
+
+#: The member number of the matched process itself (uwsgi numbers its master 0 as well).
+ROOT_MEMBER = "0"
+
 
 class Matcher(Protocol):
     """Names the PID of the process to watch, or None when none matches now."""
@@ -43,6 +63,8 @@ class Matcher(Protocol):
     #: False when the matcher names one process for good (``--pid``): after it exits, nothing
     #: else is picked up.
     follows_restarts: bool
+    #: Whether the matched process's descendants belong to the service (see ``Children``).
+    children: Children
 
     def find(self) -> int | None: ...
 
@@ -54,8 +76,9 @@ class PidMatcher:
 
     follows_restarts = False
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, children: Children = "none") -> None:
         self.pid = pid
+        self.children = _check_children(children)
 
     def find(self) -> int | None:
         return self.pid if psutil.pid_exists(self.pid) else None
@@ -69,8 +92,9 @@ class PidfileMatcher:
 
     follows_restarts = True
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, children: Children = "none") -> None:
         self.path = Path(path)
+        self.children = _check_children(children)
 
     def find(self) -> int | None:
         try:
@@ -86,19 +110,33 @@ class PidfileMatcher:
 
 class CmdlineMatcher:
     """The oldest process whose arguments, joined by spaces, contain a match of ``pattern``
-    (like process-exporter's cmdline matcher). The exporter itself is never matched: its own
-    command line often contains the pattern."""
+    (like process-exporter's cmdline matcher). The exporter itself and its ancestors are never
+    matched: its own command line often contains the pattern, and so does the shell or
+    supervisor that started it (``sh -c "soak-exporter --match X"``). ``exclude_pids`` replaces
+    that set (an empty one matches anything).
+
+    The oldest match is never the descendant of another match (a parent starts before its
+    children), so when the pattern matches a pre-fork master and its workers alike, the master
+    is the service and the workers count once, as its descendants (``children``)."""
 
     follows_restarts = True
 
-    def __init__(self, pattern: str, *, exclude_pids: frozenset[int] | None = None) -> None:
+    def __init__(
+        self,
+        pattern: str,
+        *,
+        exclude_pids: frozenset[int] | None = None,
+        children: Children = "none",
+    ) -> None:
         self.pattern = re.compile(pattern)
-        self.exclude_pids = frozenset({os.getpid()}) if exclude_pids is None else exclude_pids
+        self.exclude_pids = exclude_pids
+        self.children = _check_children(children)
 
     def find(self) -> int | None:
+        excluded = own_lineage() if self.exclude_pids is None else self.exclude_pids
         best: tuple[float, int] | None = None
         for pid, started, cmdline in _process_table():
-            if pid in self.exclude_pids or not self.pattern.search(cmdline):
+            if pid in excluded or not self.pattern.search(cmdline):
                 continue
             if best is None or (started, pid) < best:
                 best = (started, pid)
@@ -106,6 +144,20 @@ class CmdlineMatcher:
 
     def describe(self) -> str:
         return f"cmdline /{self.pattern.pattern}/"
+
+
+def own_lineage() -> frozenset[int]:
+    """This process and its ancestors, read now (a parent that exits is replaced by init)."""
+    pids = {os.getpid()}
+    with contextlib.suppress(psutil.Error, OSError):
+        pids.update(parent.pid for parent in psutil.Process().parents())
+    return frozenset(pids)
+
+
+def _check_children(children: str) -> Children:
+    if children not in CHILDREN:
+        raise ValueError(f"children must be one of {', '.join(CHILDREN)}, got {children!r}")
+    return children
 
 
 _round = threading.local()
@@ -150,9 +202,16 @@ class CallableMatcher:
 
     follows_restarts = True
 
-    def __init__(self, pid: Callable[[], int | None], description: str = "pid callable") -> None:
+    def __init__(
+        self,
+        pid: Callable[[], int | None],
+        description: str = "pid callable",
+        *,
+        children: Children = "none",
+    ) -> None:
         self._pid = pid
         self._description = description
+        self.children = _check_children(children)
 
     def find(self) -> int | None:
         return self._pid()
@@ -162,13 +221,24 @@ class CallableMatcher:
 
 
 def matcher_for(spec: MatchSpec) -> Matcher:
-    """The matcher a validated MatchSpec asks for."""
+    """The matcher a validated MatchSpec asks for (its ``children`` mode included)."""
+    children = _check_children(spec.children)
     if spec.pid is not None:
-        return PidMatcher(spec.pid)
+        return PidMatcher(spec.pid, children=children)
     if spec.pidfile is not None:
-        return PidfileMatcher(spec.pidfile)
+        return PidfileMatcher(spec.pidfile, children=children)
     assert spec.cmdline is not None  # MatchSpec guarantees exactly one kind
-    return CmdlineMatcher(spec.cmdline)
+    return CmdlineMatcher(spec.cmdline, children=children)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One process of a watched service: ``label`` is its member number (``"0"`` for the
+    matched process), ``identity`` its (PID, start time)."""
+
+    label: str
+    identity: tuple[int, float]
+    process: Any
 
 
 def _is_alive(process: Any) -> bool:
@@ -184,7 +254,9 @@ class ProcessTracker:
     ``current()`` is cheap while the process lives; once it is gone the matcher is asked again,
     at most once per ``scan_interval_seconds`` (a command-line scan reads every process on the
     machine). The first process found is not a restart; each later, different one is.
-    Thread-safe: the scrape and a background scanner may call it at once."""
+    ``members()`` is the process group when the matcher's ``children`` is ``sum`` or ``each``
+    (see the module's docstring). Thread-safe: the scrape and a background scanner may call it
+    at once."""
 
     def __init__(
         self,
@@ -195,6 +267,7 @@ class ProcessTracker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.matcher = matcher
+        self.children: Children = _check_children(getattr(matcher, "children", "none"))
         self.scan_interval_seconds = scan_interval_seconds
         self.process_factory = process_factory
         self._clock = clock
@@ -205,6 +278,13 @@ class ProcessTracker:
         self._last_scan: float | None = None
         self._alive_at = float("-inf")
         self.restarts = 0
+        #: member number -> times a new descendant took it over from one that exited
+        self.member_restarts: dict[str, int] = {}
+        self._members_lock = threading.Lock()
+        self._member_root: tuple[int, float] | None = None
+        self._slots: dict[tuple[int, float], tuple[str, Any]] = {}  # identity -> (label, proc)
+        self._free: set[int] = set()  # numbers whose member exited, taken again first
+        self._next_slot = 1
 
     @property
     def identity(self) -> tuple[int, float] | None:
@@ -238,11 +318,84 @@ class ProcessTracker:
             return self._process
 
     def refresh(self) -> None:
-        """Look for the process now if it is gone, whenever the last look was (for a
-        background scanner that runs every ``scan_interval_seconds``)."""
+        """Look for the process now if it is gone, whenever the last look was, and for the
+        group's members (for a background scanner that runs every ``scan_interval_seconds``:
+        a worker recycled twice between two scrapes is still counted)."""
         with self._lock:
             self._last_scan = None
-        self.current()
+        if self.children == "none":
+            self.current()
+        else:
+            self.members()
+
+    def members(self) -> list[Member]:
+        """The service's live processes, the matched one first (label ``"0"``), then its
+        descendants by member number; only the matched one when ``children`` is ``none``;
+        empty while none matches. The exporter's own process is never a member."""
+        root = self.current()
+        identity = self._identity
+        if root is None or identity is None:
+            return []
+        members = [Member(ROOT_MEMBER, identity, root)]
+        if self.children == "none":
+            return members
+        try:
+            descendants = root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return members  # the root exited just now: the next look notices
+        except (psutil.AccessDenied, OSError) as exc:
+            log.debug("cannot list the children of %s: %s", self.matcher.describe(), exc)
+            descendants = []
+        own = os.getpid()
+        found: list[tuple[tuple[int, float], Any]] = []
+        wrap = self.process_factory is not psutil.Process
+        for child in descendants:
+            if child.pid == own or not _is_alive(child):
+                continue
+            try:
+                key = (child.pid, float(child.create_time()))
+                proc = self.process_factory(child.pid) if wrap else child
+            except psutil.Error:
+                continue
+            found.append((key, proc))
+        with self._members_lock:
+            self._assign(identity, found)
+            members += [
+                Member(label, key, proc)
+                for key, (label, proc) in sorted(self._slots.items(), key=lambda i: int(i[1][0]))
+            ]
+        return members
+
+    def _assign(self, root: tuple[int, float], found: list[tuple[tuple[int, float], Any]]) -> None:
+        """Give each new descendant a member number; free the numbers of those gone."""
+        if root != self._member_root:  # a new service process: its workers start afresh
+            self._member_root = root
+            self._slots.clear()
+            self._free.clear()
+            self._next_slot = 1
+        live = dict(found)
+        for key in [k for k in self._slots if k not in live]:
+            self._free.add(int(self._slots.pop(key)[0]))
+        for key, proc in sorted(live.items(), key=lambda item: (item[0][1], item[0][0])):
+            if key in self._slots:
+                continue
+            if self._free:
+                number = min(self._free)
+                self._free.discard(number)
+                label = str(number)
+                self.member_restarts[label] = self.member_restarts.get(label, 0) + 1
+                log.info(
+                    "member %s of %s replaced: pid %d (restart %d of that member)",
+                    label,
+                    self.matcher.describe(),
+                    key[0],
+                    self.member_restarts[label],
+                )
+            else:
+                label = str(self._next_slot)
+                self._next_slot += 1
+                self.member_restarts.setdefault(label, 0)
+            self._slots[key] = (label, proc)
 
     def _scan(self) -> None:
         if self._seen_any and not self.matcher.follows_restarts:

@@ -10,10 +10,20 @@ resident on a 2-core VM), so they are read at most once per ``detail_interval_se
 the last reading of the same process is published in between. On Linux they come from
 ``/proc/PID/smaps_rollup`` (one line per total, about 1.5x cheaper than psutil's
 ``memory_full_info``, which parses the whole ``smaps``).
+
+A service watched with ``children: sum`` is its process group (the matched process and its
+descendants, ``ProcessTracker.members``) under the single-process names: USS and PSS are the
+sums over the members (USS counts no shared page twice; PSS splits shared pages among the
+sharers, so its sum is the group's share), RSS is the sum of the members' RSS (shared pages
+counted once per member: larger than the memory used), threads and fds are summed, CPU is the
+members' CPU plus the last reading of every member that exited (so the counter never goes
+back when a worker is recycled), and the start time is the matched process's. With
+``children: each`` every member gets its own series with a ``worker`` label.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -29,6 +39,7 @@ from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 from soakwatch.exporter.config import DEFAULT_DETAIL_INTERVAL_SECONDS
 from soakwatch.exporter.matching import (
     CallableMatcher,
+    Member,
     ProcessFactory,
     ProcessTracker,
     scan_round,
@@ -98,7 +109,9 @@ class ProcessCollector(Collector):
     to watch (None: not running). ``process_factory`` (used for the callables) is
     ``psutil.Process`` or a class with its methods; what it lacks (``num_fds`` on Windows,
     ``num_handles`` on Unix) decides, once, which series exist. USS/PSS are re-read at most
-    every ``detail_interval_seconds`` (0: on every scrape)."""
+    every ``detail_interval_seconds`` (0: on every scrape). ``worker`` puts a fixed ``worker``
+    label on every series (in-process mode, one exporter per pre-fork worker). A tracker whose
+    ``children`` is ``sum`` or ``each`` publishes its process group (see the module)."""
 
     def __init__(
         self,
@@ -108,6 +121,7 @@ class ProcessCollector(Collector):
         process_factory: ProcessFactory = psutil.Process,
         detail_interval_seconds: float = DEFAULT_DETAIL_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        worker: str | None = None,
     ) -> None:
         self._trackers: dict[str, ProcessTracker] = {}
         for service, target in targets.items():
@@ -133,10 +147,13 @@ class ProcessCollector(Collector):
         self._full_info = hasattr(factory, "memory_full_info")
         self._detail_interval = detail_interval_seconds
         self._clock = clock
-        # The one piece of state kept between scrapes: the last costly memory reading per
-        # process identity, reused until it is detail_interval_seconds old.
+        self._worker = {} if worker is None else {"worker": worker}
+        # The state kept between scrapes: the last costly memory reading per process
+        # identity, reused until it is detail_interval_seconds old, and per summed service the
+        # CPU book that keeps its counter from going back when a member exits.
         self._details: dict[tuple[int, float], tuple[float, MemoryDetail]] = {}
         self._details_lock = threading.Lock()
+        self._cpu_books: dict[str, _CpuBook] = {}
         self._collect_lock = threading.Lock()
         if registry is not None:
             registry.register(self)
@@ -149,121 +166,177 @@ class ProcessCollector(Collector):
         return list(self._families().values())
 
     def _families(self) -> dict[str, Any]:
-        labels = ["service"]
+        # No fixed label names: a family holds {service} series of single or summed services
+        # next to {service, worker} series of services watched with children: each.
         families: dict[str, Any] = {
             "up": GaugeMetricFamily(
-                "soak_process_up",
-                "1 while a process of the service is running, else 0.",
-                labels=labels,
+                "soak_process_up", "1 while a process of the service is running, else 0."
             ),
             "restarts": CounterMetricFamily(
                 "soak_process_restarts",
                 "Times a new process of the service was picked up after the first one.",
-                labels=labels,
             ),
             "rss": GaugeMetricFamily(
                 "soak_process_resident_memory_bytes",
-                "Resident set size (VmRSS) in bytes.",
-                labels=labels,
+                "Resident set size (VmRSS) in bytes; of a process group, the sum over its "
+                "members (shared pages counted once per member).",
             ),
             "vms": GaugeMetricFamily(
-                "soak_process_virtual_memory_bytes", "Virtual memory size in bytes.", labels=labels
+                "soak_process_virtual_memory_bytes",
+                "Virtual memory size in bytes (of a process group, the sum).",
             ),
             "uss": GaugeMetricFamily(
                 "soak_process_unique_memory_bytes",
-                "Unique set size in bytes: memory freed if the process exited.",
-                labels=labels,
+                "Unique set size in bytes: memory freed if the process exited "
+                "(of a process group, the sum).",
             ),
             "pss": GaugeMetricFamily(
                 "soak_process_proportional_memory_bytes",
-                "Proportional set size in bytes (Linux): shared pages split among sharers.",
-                labels=labels,
+                "Proportional set size in bytes (Linux): shared pages split among sharers "
+                "(of a process group, the sum).",
             ),
             "cpu": CounterMetricFamily(
                 "soak_process_cpu_seconds",
-                "CPU time spent by the process, by mode.",
-                labels=[*labels, "mode"],
+                "CPU time spent by the process (of a process group: its members, including "
+                "those that exited), by mode.",
             ),
             "threads": GaugeMetricFamily(
-                "soak_process_threads", "Number of OS threads.", labels=labels
+                "soak_process_threads", "Number of OS threads (of a process group, the sum)."
             ),
             "start": GaugeMetricFamily(
                 "soak_process_start_time_seconds",
-                "Start time of the process since the Unix epoch in seconds.",
-                labels=labels,
+                "Start time of the process (of a process group, the matched process) since the "
+                "Unix epoch in seconds.",
+            ),
+            "workers": GaugeMetricFamily(
+                "soak_process_workers",
+                "Descendants of the matched process now running (services watched with "
+                "children: sum or each).",
+            ),
+            "worker_restarts": CounterMetricFamily(
+                "soak_process_worker_restarts",
+                "Times a new descendant took over the member number of one that exited (a "
+                "worker recycled by its server): restarts of that member, not of the service.",
             ),
         }
         if self._fd_method == "num_fds":
             families["fds"] = GaugeMetricFamily(
-                "soak_process_open_fds", "Number of open file descriptors.", labels=labels
+                "soak_process_open_fds",
+                "Number of open file descriptors (of a process group, the sum).",
             )
         elif self._fd_method == "num_handles":
             families["fds"] = GaugeMetricFamily(
-                "soak_process_handles", "Number of open handles.", labels=labels
+                "soak_process_handles", "Number of open handles (of a process group, the sum)."
             )
         return families
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
+        seen: set[tuple[int, float]] = set()
         # one scrape at a time: psutil's oneshot cache is per process object, not per thread
         with self._collect_lock, scan_round():
             for service, tracker in self._trackers.items():
-                self._collect_service(service, tracker, families)
+                seen.update(self._collect_service(service, tracker, families))
+            with self._details_lock:
+                for key in [k for k in self._details if k not in seen]:
+                    del self._details[key]
         for family in families.values():
             if family.samples:
                 yield family
 
-    def _collect_service(self, service: str, tracker: ProcessTracker, fam: dict[str, Any]) -> None:
-        labels = [service]
-        process = tracker.current()  # first: it may pick up a restarted process
-        fam["restarts"].add_metric(labels, tracker.restarts)
-        if process is None:
-            fam["up"].add_metric(labels, 0)
-            return
-        alive = True
+    def _collect_service(
+        self, service: str, tracker: ProcessTracker, fam: dict[str, Any]
+    ) -> set[tuple[int, float]]:
+        """Add the service's samples; return the identities of the processes it read."""
+        labels = {"service": service, **self._worker}
+        members = tracker.members()  # first: it may pick up a restarted process
+        _put(fam["restarts"], labels, tracker.restarts)
+        if tracker.children != "none":
+            _put(fam["workers"], labels, max(0, len(members) - 1))
+            if tracker.children == "sum":
+                _put(fam["worker_restarts"], labels, sum(tracker.member_restarts.values()))
+            else:
+                for label, count in sorted(tracker.member_restarts.items(), key=_by_number):
+                    _put(fam["worker_restarts"], {**labels, "worker": label}, count)
+        if not members:
+            _put(fam["up"], labels, 0)
+            return set()
+        readings = {m.label: self._read(m) for m in members}
+        root = readings[members[0].label]
+        _put(fam["up"], labels, 1 if root is not None else 0)
+        if root is None:  # the matched process vanished during the scrape
+            self._cpu_books.pop(service, None)
+            return set()
+        live = {m.label: m for m in members if readings[m.label] is not None}
+        if tracker.children == "each":
+            for label in live:
+                reading = readings[label]
+                assert reading is not None
+                self._publish(fam, {**labels, "worker": label}, reading)
+        elif tracker.children == "sum":
+            group = [r for r in readings.values() if r is not None]
+            total = _sum_readings(group)
+            total["start"] = root.get("start")
+            book = self._cpu_books.get(service)
+            if book is None or book.root != members[0].identity:
+                book = self._cpu_books[service] = _CpuBook(members[0].identity)
+            total["cpu"] = book.update(
+                {m.identity: r for m in members if (r := readings[m.label]) is not None}
+            )
+            self._publish(fam, labels, total)
+        else:
+            self._publish(fam, labels, root)
+        return {m.identity for m in live.values()}
 
-        def group(read: Callable[[], None]) -> None:
-            nonlocal alive
-            try:
-                read()
-            except psutil.NoSuchProcess:  # includes ZombieProcess
-                alive = False
-            except psutil.AccessDenied:
-                pass
+    def _publish(self, fam: dict[str, Any], labels: dict[str, str], reading: _Reading) -> None:
+        for key in ("rss", "vms", "uss", "pss", "threads", "fds", "start"):
+            value = reading.get(key)
+            if value is not None and key in fam:
+                _put(fam[key], labels, value)
+        cpu = reading.get("cpu")
+        if cpu is not None:
+            user, system = cpu
+            _put(fam["cpu"], {**labels, "mode": "user"}, user)
+            _put(fam["cpu"], {**labels, "mode": "system"}, system)
+
+    def _read(self, member: Member) -> _Reading | None:
+        """One process's readings by group; None when it vanished. A group the OS refuses
+        (AccessDenied) is left out of the reading."""
+        process = member.process
+        reading: _Reading = {}
 
         def memory() -> None:
             info = process.memory_info()
-            fam["rss"].add_metric(labels, info.rss)
-            fam["vms"].add_metric(labels, info.vms)
+            reading["rss"], reading["vms"] = info.rss, info.vms
 
         def cpu() -> None:
             times = process.cpu_times()
-            fam["cpu"].add_metric([service, "user"], times.user)
-            fam["cpu"].add_metric([service, "system"], times.system)
+            reading["cpu"] = (float(times.user), float(times.system))
 
         def threads() -> None:
-            fam["threads"].add_metric(labels, process.num_threads())
+            reading["threads"] = process.num_threads()
 
         def fds() -> None:
             if self._fd_method is not None:
-                fam["fds"].add_metric(labels, getattr(process, self._fd_method)())
+                reading["fds"] = getattr(process, self._fd_method)()
 
         def start() -> None:
-            fam["start"].add_metric(labels, process.create_time())
+            reading["start"] = process.create_time()
 
         def detail() -> None:
-            reading = self._memory_detail(process)
-            if reading is not None:
-                fam["uss"].add_metric(labels, reading.unique_bytes)
-                if reading.proportional_bytes is not None:
-                    fam["pss"].add_metric(labels, reading.proportional_bytes)
+            found = self._memory_detail(process)
+            if found is not None:
+                reading["uss"] = found.unique_bytes
+                reading["pss"] = found.proportional_bytes
 
-        with process.oneshot():
-            for read in (memory, cpu, threads, fds, start, detail):
-                if not alive:
-                    break
-                group(read)
-        fam["up"].add_metric(labels, 1 if alive else 0)
+        try:
+            with process.oneshot():
+                for read in (memory, cpu, threads, fds, start, detail):
+                    with contextlib.suppress(psutil.AccessDenied):
+                        read()
+        except psutil.NoSuchProcess:  # includes ZombieProcess
+            return None
+        return reading
 
     def _memory_detail(self, process: Any) -> MemoryDetail | None:
         identity = (process.pid, process.create_time())
@@ -284,8 +357,57 @@ class ProcessCollector(Collector):
             reading = MemoryDetail(unique_bytes=full.uss, proportional_bytes=pss)
         if reading is not None:
             with self._details_lock:
-                live = {t.identity for t in self._trackers.values()}
-                for key in [k for k in self._details if k not in live]:
-                    del self._details[key]
                 self._details[identity] = (now, reading)
         return reading
+
+
+# One process's readings: "rss", "vms", "uss", "pss", "threads", "fds", "start" (numbers or
+# None) and "cpu" ((user, system) seconds); a key the OS refused is absent.
+_Reading = dict[str, Any]
+
+_SUMMED = ("rss", "vms", "uss", "pss", "threads", "fds")
+
+
+def _sum_readings(readings: list[_Reading]) -> _Reading:
+    """The group's sums: a key only when every member has it (a partial sum would read as a
+    drop of the service's memory)."""
+    total: _Reading = {}
+    for key in _SUMMED:
+        values = [r.get(key) for r in readings]
+        if values and all(v is not None for v in values):
+            total[key] = sum(values)
+    return total
+
+
+class _CpuBook:
+    """The CPU counter of a summed group: the latest reading of each live member plus the
+    last reading of every member that exited, so the sum only ever grows while the matched
+    process lives. (CPU a member spent after its last reading, or a member that lived
+    between two scrapes, is not counted.)"""
+
+    def __init__(self, root: tuple[int, float]) -> None:
+        self.root = root
+        self._last: dict[tuple[int, float], tuple[float, float]] = {}
+        self._departed = (0.0, 0.0)
+
+    def update(self, readings: Mapping[tuple[int, float], _Reading]) -> tuple[float, float]:
+        for identity in [k for k in self._last if k not in readings]:
+            user, system = self._last.pop(identity)
+            self._departed = (self._departed[0] + user, self._departed[1] + system)
+        for identity, reading in readings.items():
+            cpu = reading.get("cpu")
+            if cpu is not None:
+                self._last[identity] = cpu
+        user = self._departed[0] + sum(u for u, _ in self._last.values())
+        system = self._departed[1] + sum(s for _, s in self._last.values())
+        return user, system
+
+
+def _by_number(item: tuple[str, int]) -> int:
+    return int(item[0])
+
+
+def _put(family: Metric, labels: dict[str, str], value: float) -> None:
+    """One sample (``_total`` for a counter) with these labels."""
+    suffix = "_total" if family.type == "counter" else ""
+    family.add_sample(family.name + suffix, dict(labels), value)
