@@ -3,6 +3,8 @@
 0 pass (or: done, no verdict involved)   1 fail: the soak failed a rule
 2 error: usage, config, data source or environment — never a verdict
 3 inconclusive: not enough evidence yet  130 interrupted (Ctrl-C) before a verdict
+99 threshold: ``soak load`` ran, and a threshold of its own was breached (or every operation
+   failed); k6 uses 99 for the same. Not a verdict of the soak: the analyzer's codes are 0-3.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ __all__ = [
     "EXIT_INCONCLUSIVE",
     "EXIT_INTERRUPTED",
     "EXIT_PASS",
+    "EXIT_THRESHOLD",
     "exit_code_of",
     "status_of",
 ]
@@ -24,6 +27,7 @@ EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_ERROR = 2
 EXIT_INCONCLUSIVE = 3
+EXIT_THRESHOLD = 99  # soak load: a threshold breached, or every operation failed
 EXIT_INTERRUPTED = 130
 
 # verdict -> exit code

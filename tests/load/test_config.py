@@ -39,7 +39,7 @@ INVALID = [
     (
         "load-invalid-kind.yaml",
         "scenarios[0].kind: must be one of http, websocket, sessions, redis, postgres, "
-        "clickhouse, got 'smtp'",
+        "clickhouse, python, got 'smtp'",
     ),
     ("load-invalid-top-key.yaml", "durration: unknown key 'durration' (did you mean 'duration'?)"),
     (

@@ -3,9 +3,17 @@
     soak load --http URL --rate 100/s --duration 10s --summary out.json
     soak load --config load.yaml --profile ci --shard 0/4 --metrics-listen 0.0.0.0:9105
     soak load --config load.yaml --run-id nightly-42 --metrics-listen 0.0.0.0:9105
+    soak load --config load.yaml --threshold 'p95<200ms' --threshold 'api:error_ratio<1%'
+
+Every flag can also be set from the environment as ``SOAK_LOAD_<FLAG>`` (``SOAK_LOAD_RATE``,
+``SOAK_LOAD_METRICS_LISTEN``; ``1``/``0`` for the switches; ``SOAK_LOAD_THRESHOLD`` holds one or
+more thresholds separated by ``;``): a flag wins over the environment, the environment over the
+config file, the config file over the profile.
 
 Exit codes: 0 when the run ended (at its end or stopped by SIGINT/SIGTERM: the graceful stop,
-summary written), 2 for a bad command line or config (the message names the key), a missing
+summary written) and every threshold held, 99 (EXIT_THRESHOLD) when a threshold was breached
+(at the end, or during the run with ``abort_on_fail``) or every operation of the run failed,
+2 for a bad command line or config (the message names the key), a missing
 extra (``soakwatch[http]`` for HTTP/WebSocket/sessions, ``[redis]``, ``[postgres]``,
 ``[clickhouse]``), a failed precondition, or a summary file that could not be written (the
 summary JSON then goes to stderr; a warning said so during the run); 130 for a Ctrl-C the
@@ -20,6 +28,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -27,16 +36,23 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from soakwatch import console
 from soakwatch.cli import add_version, run_main
-from soakwatch.errors import SoakwatchError, UsageError
-from soakwatch.exitcodes import EXIT_ERROR, EXIT_PASS
+from soakwatch.errors import ConfigError, SoakwatchError, UsageError
+from soakwatch.exitcodes import EXIT_ERROR, EXIT_PASS, EXIT_THRESHOLD
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from soakwatch.load.config import LoadConfig
     from soakwatch.load.driver import Driver
 
 __all__ = ["main"]
 
 PROG = "soak load"
 STDOUT = "-"  # --summary -: the summary JSON on stdout
+ENV_PREFIX = "SOAK_LOAD_"
+ABORT_CHECK_SECONDS = 0.5
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,11 +83,57 @@ def _parser() -> argparse.ArgumentParser:
     add("--metrics-listen", metavar="HOST:PORT", help="serve /metrics here")
     add("--run-id", metavar="ID", help="publish soak_run_info{run_id=ID} 1 while running")
     add("--summary", metavar="FILE", help="write the JSON summary here (atomically; - for stdout)")
+    add(
+        "--threshold",
+        action="append",
+        metavar="EXPR",
+        help="[SCENARIO:]STAT OP VALUE, e.g. 'p95<200ms' (repeatable; exit 99 when breached)",
+    )
+    add(
+        "--abort-on-fail",
+        action="store_true",
+        help="stop the run as soon as a --threshold is breached (after --abort-grace)",
+    )
+    add(
+        "--abort-grace",
+        metavar="DURATION",
+        help="how long after the start --abort-on-fail waits before judging (default 0)",
+    )
     add("--status-interval", help="seconds between status lines (default 5s)")
     add("--quiet", action="store_true", help="no live status line")
     add("-v", "--verbose", action="store_true", help="log details to stderr")
     add_version(parser)
     return parser
+
+
+def _environment(
+    parser: argparse.ArgumentParser, argv: Sequence[str], environ: Mapping[str, str]
+) -> dict[str, str]:
+    """Set the defaults of the flags from ``SOAK_LOAD_<FLAG>`` (a flag given wins, as argparse
+    applies defaults only to flags left out); return {dest: variable} of the ones it set."""
+    used: dict[str, str] = {}
+    for action in parser._actions:  # argparse offers no public list of its actions
+        if not action.option_strings or action.dest in ("help", "version"):
+            continue
+        name = ENV_PREFIX + action.dest.upper()
+        given = any(
+            arg == option or arg.startswith(option + "=")
+            for arg in argv
+            for option in action.option_strings
+        )
+        if name not in environ or given:
+            continue
+        text = environ[name]
+        value: Any = text
+        if isinstance(action, argparse._StoreTrueAction):
+            if text.strip().lower() not in _TRUE + _FALSE:
+                raise UsageError(f"{name}: expected 1 or 0 (true/false), got {text!r}")
+            value = text.strip().lower() in _TRUE
+        elif isinstance(action, argparse._AppendAction):
+            value = [part.strip() for part in text.replace("\n", ";").split(";") if part.strip()]
+        action.default = value
+        used[action.dest] = name
+    return used
 
 
 def _flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -90,6 +152,16 @@ def _flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any
         value = getattr(args, flag)
         if value is not None:
             top[key] = value
+    if args.threshold:
+        if args.abort_on_fail or args.abort_grace is not None:
+            grace = {} if args.abort_grace is None else {"abort_grace": args.abort_grace}
+            top["thresholds"] = [
+                {"threshold": text, "abort_on_fail": True, **grace} for text in args.threshold
+            ]
+        else:
+            top["thresholds"] = list(args.threshold)
+    elif args.abort_on_fail or args.abort_grace is not None:
+        raise UsageError("--abort-on-fail and --abort-grace go with --threshold EXPR")
     scenarios: list[dict[str, Any]] = []
     if args.http is not None:
         if args.rate is None:
@@ -114,6 +186,21 @@ def _flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any
     elif args.connections is not None or args.interval is not None:
         raise UsageError("--connections and --interval go with --ws URL")
     return top, scenarios
+
+
+# config key (as a ConfigError of the command line names it) -> the flag's dest
+_DEST_OF_KEY = {"thresholds": ("threshold",), "url": ("http", "ws")}
+
+
+def _from_environment(exc: ConfigError, used: Mapping[str, str]) -> ConfigError:
+    """``exc`` naming the environment variable when the bad value came from one."""
+    if exc.source != "command line" or not exc.key:
+        return exc
+    key = exc.key.split("[")[0].split(".")[0]
+    names = [used[dest] for dest in _DEST_OF_KEY.get(key, (key,)) if dest in used]
+    if len(names) != 1:
+        return exc
+    return ConfigError(exc.reason, source="environment", key=names[0])
 
 
 def _int_flag(flag: str, text: str) -> int | str:
@@ -154,6 +241,11 @@ def _report(summary: dict[str, Any], out: Callable[[str], None]) -> None:
             f"{name}: {part['sent']} sent, {part['achieved_rate_per_second']:.1f}/s, "
             f"ok={part['outcomes']['ok']}{', ' + bad if bad else ''} {figures}".rstrip()
         )
+        for step, figures_of in part.get("steps", {}).items():
+            p95 = figures_of["latency_seconds"]["p95"]
+            shown = f" p95={p95 * 1000:.1f}ms" if p95 is not None else ""
+            out(f"  {name} step {step}: {figures_of['completed']} done, "
+                f"errors={figures_of['errors']}{shown}")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,22 +253,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    from_env = _environment(parser, argv, os.environ)
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     from soakwatch.load.config import load_config
-    from soakwatch.load.driver import Driver
 
     top, scenarios = _flags(args)
-    config = load_config(args.config, flags=top, flag_scenarios=scenarios, profile=args.profile)
+    try:
+        config = load_config(args.config, flags=top, flag_scenarios=scenarios, profile=args.profile)
+    except ConfigError as exc:
+        raise _from_environment(exc, from_env) from None
     to_stdout = config.summary_path == STDOUT
     if to_stdout:  # printed at the end instead: no file named "-", no half documents
         config = dataclasses.replace(config, summary_path=None)
     status = None if args.quiet else lambda line: console.status(line)
-    driver = Driver(config, status=status, warn=_warn)  # a missing extra is reported here
+    driver = _driver_class()(config, status=status, warn=_warn)  # a missing extra: here
     try:
         summary = asyncio.run(_run(driver))
     except SoakwatchError:
@@ -204,7 +300,92 @@ def _main(argv: list[str]) -> int:
             "the summary is on stderr above"
         )
         return EXIT_ERROR
-    return EXIT_PASS
+    return _judge(summary, config)
+
+
+def _judge(summary: Mapping[str, Any], config: LoadConfig) -> int:
+    """Say how each threshold fared; EXIT_THRESHOLD when one (or the implicit one) broke."""
+    from soakwatch.load.thresholds import breached, describe
+
+    results = summary.get("thresholds", [])
+    for result in results:
+        if not result.get("implicit"):
+            console.error(f"{PROG}: threshold {describe(result)}")
+    broken = breached(results)
+    if not broken:
+        return EXIT_PASS
+    for result in broken:
+        if result.get("implicit"):
+            console.error(f"{PROG}: every operation of the run failed ({describe(result)})")
+    return EXIT_THRESHOLD
+
+
+def _driver_class() -> type[Driver]:
+    """The Driver with what issue 14 adds around it (Python scenarios, thresholds): kept here,
+    beside the CLI, until driver.py does it itself."""
+    from soakwatch.load import driver as driver_module
+    from soakwatch.load.config import PythonScenario
+    from soakwatch.load.python import PythonLoad, StepCollector
+    from soakwatch.load.stats import ScenarioStats
+    from soakwatch.load.thresholds import breached, describe, evaluate
+
+    # The driver's table of scenario kind -> (extra, module); Python flows speak aiohttp.
+    driver_module._EXTRA_OF_KIND.setdefault("python", ("http", "aiohttp"))
+
+    class ThresholdDriver(driver_module.Driver):
+        def __init__(self, config: LoadConfig, **kwargs: Any) -> None:
+            super().__init__(config, **kwargs)
+            self.python_loads: dict[str, PythonLoad] = {}
+            if any(isinstance(s, PythonScenario) for s in config.scenarios):
+                loads = self.python_loads.values
+                self.registry.register(StepCollector(loads, shard=config.shard))
+
+        def _make(self, scenario: Any, stats: ScenarioStats, *rest: Any) -> Any:
+            if isinstance(scenario, PythonScenario):
+                load = PythonLoad(scenario, stats, self.config.buckets)
+                self.python_loads[scenario.name] = load
+                return load
+            return super()._make(scenario, stats, *rest)
+
+        def _summary(
+            self, elapsed: float, error: str | None, status: str | None = None
+        ) -> dict[str, Any]:
+            summary = super()._summary(elapsed, error, status)
+            for name, load in self.python_loads.items():
+                summary["scenarios"][name]["steps"] = load.step_summaries()
+            summary["thresholds"] = evaluate(self.config.thresholds, summary)
+            return summary
+
+        async def run(self) -> dict[str, Any]:
+            watch = None
+            if any(t.abort_on_fail for t in self.config.thresholds):
+                watch = asyncio.get_running_loop().create_task(self._watch())
+            try:
+                return await super().run()
+            finally:
+                if watch is not None:
+                    watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
+
+        async def _watch(self) -> None:
+            """Judge the abort_on_fail thresholds twice a second, each once its grace is
+            over; the first breach stops the run (summary written, exit 99)."""
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            watched = [t for t in self.config.thresholds if t.abort_on_fail]
+            while True:
+                await asyncio.sleep(ABORT_CHECK_SECONDS)
+                elapsed = loop.time() - started
+                due = [t for t in watched if elapsed >= t.abort_grace_seconds]
+                if not due:
+                    continue
+                live = driver_module.Driver._summary(self, elapsed, None, status="running")
+                broken = breached(evaluate(due, live, implicit=False))
+                if broken:
+                    self.stop(f"threshold {describe(broken[0])}")
+                    return
+
+    return ThresholdDriver
 
 
 def _warn(message: str) -> None:

@@ -5,9 +5,10 @@ File shape (every key documented in docs/load.md)::
 
     duration: 10m          # steady stage; ramp_up / ramp_down around it
     scenarios:
-      - kind: http         # http | websocket | sessions | redis | postgres | clickhouse
+      - kind: http         # http | websocket | sessions | redis | postgres | clickhouse | python
         rate: 100/s
         endpoints: [{url: "http://127.0.0.1:8080/", weight: 3}]
+    thresholds: ["p95<200ms", "http:error_ratio<0.01"]
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import random
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from soakwatch.addresses import parse_address
 from soakwatch.configfile import Section, check_one_credential
 from soakwatch.errors import ConfigError
 from soakwatch.load.schedule import Stages
+from soakwatch.load.thresholds import Threshold, parse_threshold
 from soakwatch.profiles import Profile, resolve_profile
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "HttpCall",
     "HttpScenario",
     "LoadConfig",
+    "PythonScenario",
     "SessionScenario",
     "WebSocketScenario",
     "load_config",
@@ -133,8 +137,23 @@ class DatabaseScenario:
     max_in_flight: int
 
 
-Scenario = HttpScenario | WebSocketScenario | SessionScenario | DatabaseScenario
-RateScenario = HttpScenario | SessionScenario | DatabaseScenario
+@dataclass(frozen=True)
+class PythonScenario:
+    """``kind: python``: iterations of an ``async def`` flow (soakwatch.load.python)."""
+
+    name: str
+    rate_per_second: float
+    function: str  # package.module:name, checked importable and async when read
+    base_url: str | None
+    options: Mapping[str, Any]
+    timeout_seconds: float
+    max_in_flight: int
+    search_path: tuple[str, ...] = ()  # folders tried after sys.path: the config's, the cwd
+    kind: str = "python"
+
+
+Scenario = HttpScenario | WebSocketScenario | SessionScenario | DatabaseScenario | PythonScenario
+RateScenario = HttpScenario | SessionScenario | DatabaseScenario | PythonScenario
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,7 @@ class LoadConfig:
     profile: str | None = None
     buckets: tuple[float, ...] = field(default=DEFAULT_BUCKETS)
     run_id: str | None = None  # published as soak_run_info{run_id,profile,shard} 1 while running
+    thresholds: tuple[Threshold, ...] = ()  # soakwatch.load.thresholds: the config's, then flags'
 
 
 # -- small parsers (ValueError with a reason; Section.convert names the key) ----------------
@@ -361,11 +381,41 @@ def _database(section: Section, name: str, kind: str, profile: Profile | None) -
     )
 
 
-SCENARIO_KINDS = ("http", "websocket", "sessions", *DATABASE_KINDS)
+def _python(section: Section, name: str, search_path: tuple[str, ...]) -> PythonScenario:
+    from soakwatch.load.python import resolve_function
+
+    rate = section.rate("rate")
+    timeout = section.duration("timeout", 30.0)
+    function = section.string("function")
+    try:
+        resolve_function(function, search_path)  # before any traffic: importable, async
+    except ValueError as exc:
+        raise section.error("function", str(exc)) from None
+    base_url = section.url("base_url", None, schemes=HTTP_SCHEMES)
+    options = section.raw("options", {})
+    if not isinstance(options, Mapping):
+        raise section.error("options", f"expected a mapping, got {type(options).__name__}")
+    return PythonScenario(
+        name=name,
+        rate_per_second=rate,
+        function=function,
+        base_url=base_url,
+        options=dict(options),
+        timeout_seconds=timeout,
+        max_in_flight=_in_flight(section, rate, timeout),
+        search_path=search_path,
+    )
+
+
+SCENARIO_KINDS = ("http", "websocket", "sessions", *DATABASE_KINDS, "python")
 
 
 def _scenario(
-    section: Section, profile: Profile | None, environ: Mapping[str, str], taken: set[str]
+    section: Section,
+    profile: Profile | None,
+    environ: Mapping[str, str],
+    taken: set[str],
+    search_path: tuple[str, ...] = (),
 ) -> Scenario:
     kind = section.string("kind", choices=SCENARIO_KINDS)
     name = section.string("name", kind)
@@ -379,6 +429,8 @@ def _scenario(
         scenario = _websocket(section, name, profile, environ)
     elif kind == "sessions":
         scenario = _sessions(section, name, profile)
+    elif kind == "python":
+        scenario = _python(section, name, search_path)
     else:
         scenario = _database(section, name, kind, profile)
     section.finish()
@@ -414,6 +466,50 @@ def _top(section: Section, environ: Mapping[str, str]) -> dict[str, Any]:
     if "run_id" in section:
         values["run_id"] = section.convert("run_id", parse_run_id)
     return values
+
+
+# A threshold and where it was written (source, key path), for the scenario check at the end.
+_Placed = tuple[Threshold, str, str]
+
+
+def _thresholds(section: Section) -> list[_Placed]:
+    """``thresholds:``, a list of expressions or ``{threshold, abort_on_fail, abort_grace}``."""
+    items = section.raw("thresholds", [])
+    if not isinstance(items, list):
+        raise section.error("thresholds", f"expected a list, got {type(items).__name__}")
+    placed: list[_Placed] = []
+    for index, item in enumerate(items):
+        key = f"thresholds[{index}]"
+        if isinstance(item, Mapping):
+            entry = Section(item, source=section.source, path=section.key_path(key))
+            threshold = entry.convert("threshold", parse_threshold)
+            threshold = replace(
+                threshold,
+                abort_on_fail=entry.boolean("abort_on_fail", False),
+                abort_grace_seconds=entry.duration(
+                    "abort_grace", 0.0, minimum=0, exclusive_minimum=None
+                ),
+            )
+            entry.finish()
+        else:
+            try:
+                threshold = parse_threshold(item)
+            except ValueError as exc:
+                raise section.error(key, str(exc)) from None
+        placed.append((threshold, section.source, section.key_path(key)))
+    return placed
+
+
+def _check_threshold_scenarios(placed: Sequence[_Placed], scenarios: Sequence[Scenario]) -> None:
+    names = [scenario.name for scenario in scenarios]
+    for threshold, source, key in placed:
+        if threshold.scenario is not None and threshold.scenario not in names:
+            raise ConfigError(
+                f"{threshold.text!r}: no scenario named {threshold.scenario!r} "
+                f"(scenarios: {', '.join(names)})",
+                source=source,
+                key=key,
+            )
 
 
 def _buckets(value: Any) -> tuple[float, ...]:
@@ -452,20 +548,26 @@ def load_config(
     )
     values: dict[str, Any] = {}
     scenarios: list[Scenario] = []
+    placed: list[_Placed] = []
     taken: set[str] = set()
+    # A python scenario's module may sit beside the config file, or in the current folder.
+    search = tuple(dict.fromkeys([str(Path(path).resolve().parent)] if path is not None else []))
+    search = (*search, os.getcwd())
     if path is not None or data is not None:
         section = Section.load(path) if path is not None else Section(data, source=source)
         values.update(_top(section, env))
+        placed += _thresholds(section)
         for item in section.sections("scenarios"):
-            scenarios.append(_scenario(item, resolved, env, taken))
+            scenarios.append(_scenario(item, resolved, env, taken, search))
         section.finish()
     if flags:
         section = Section(dict(flags), source="command line")
         values.update(_top(section, env))
+        placed += _thresholds(section)
         section.finish()
     for mapping in flag_scenarios or ():
         section = Section(dict(mapping), source="command line")
-        scenarios.append(_scenario(section, resolved, env, taken))
+        scenarios.append(_scenario(section, resolved, env, taken, search))
     if not scenarios:
         raise ConfigError(
             "no scenarios: give --http URL, --ws URL or a --config file with 'scenarios'",
@@ -474,6 +576,8 @@ def load_config(
             else (source if data is not None else "command line"),
             key="scenarios",
         )
+    _check_threshold_scenarios(placed, scenarios)
+    values["thresholds"] = tuple(threshold for threshold, _, _ in placed)
     stages = replace(
         base.stages,
         **{k: values.pop(k) for k in list(values) if k.endswith("_seconds") and k in (
