@@ -9,6 +9,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks._traces import FAMILIES
+
 WINDOWS = (2.0, 12.0, 48.0)
 
 
@@ -43,6 +45,7 @@ def accuracy_plot(
             leak2[c["hours"]][c["family"]].append(c)
         elif c["leak_factor"] >= 10:
             leak10[c["hours"]][c["family"]].append(c)
+    exempt = {n for n in FAMILIES if not FAMILIES[n].recall_targets}
     rows = [
         ("false fails, leak-free", clean, 0.01, False),
         ("recall at 2x", leak2, 0.95, True),
@@ -69,27 +72,32 @@ def accuracy_plot(
             y = list(range(len(names)))
             ours = [_pooled(present.get(n, []), "analyzer") for n in names]
             theirs = [_pooled(present.get(n, []), "reference") for n in names]
-            ax.barh([i + 0.2 for i in y], ours, height=0.4, label="analyzer", color="tab:blue")
-            ax.barh([i - 0.2 for i in y], theirs, height=0.4, label="reference", color="tab:gray")
+            ax.barh([i - 0.2 for i in y], ours, height=0.4, label="analyzer", color="tab:blue")
+            ax.barh([i + 0.2 for i in y], theirs, height=0.4, label="reference", color="tab:gray")
             if recall:
                 best = [_pooled(present.get(n, []), "oracle") for n in names]
                 ax.plot(best, y, "k|", markersize=10, label="oracle")
             if target is not None:
                 ax.axvline(target, color="tab:red", linestyle="--", linewidth=1)
+            for edge in y[:-1]:
+                ax.axhline(edge + 0.5, color="0.85", linewidth=0.6)
             ax.set_xlim(0, 1.02)
             ax.set_yticks(y)
-            ax.set_yticklabels(names if w == 0 else [""] * len(names), fontsize=8)
+            shown = [n + ("*" if recall and n in exempt else "") for n in names]
+            ax.set_yticklabels(shown if w == 0 else [""] * len(names), fontsize=8)
             ax.invert_yaxis()
             ax.grid(axis="x", alpha=0.3)
             ax.set_title(f"{title} — {hours:g} h", fontsize=9)
-            if r == 0 and w == len(WINDOWS) - 1:
-                ax.legend(fontsize=7, loc="lower right")
+            if r == 1 and w == 0:
+                handles, labels = ax.get_legend_handles_labels()
+                fig.legend(handles, labels, fontsize=8, loc="upper right", ncol=3)
     fig.suptitle(
         f"analyzer accuracy at commit {commit or '?'} ({trials} traces per cell); reference: "
-        "deriv() over the run (memory), one window against one (latency); red: target",
+        "deriv() over the run (memory), one window against one (latency); red: target; "
+        "* no recall target",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.975))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
