@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,67 +29,6 @@ CONTRACT = [
 ]
 if sys.platform.startswith("linux"):
     CONTRACT += ["soak_process_proportional_memory_bytes", "soak_process_open_fds"]
-
-
-class RunningExporter:
-    def __init__(self, popen: subprocess.Popen[str], url: str) -> None:
-        self.popen = popen
-        self.url = url
-
-    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        with urllib.request.urlopen(self.url, timeout=10) as response:
-            text = response.read().decode("utf-8")
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-
-    def value(self, name: str, **labels: str) -> float | None:
-        return self.samples().get((name, tuple(sorted(labels.items()))))
-
-    def stop(self) -> tuple[int, str]:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            code = self.popen.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            raise
-        assert self.popen.stderr is not None
-        return code, self.popen.stderr.read()
-
-
-@pytest.fixture
-def start_exporter() -> Iterator:
-    started: list[RunningExporter] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> RunningExporter:
-        popen = subprocess.Popen(
-            [EXPORTER, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            env={**os.environ, **(env or {})},
-        )
-        assert popen.stdout is not None
-        line = popen.stdout.readline()
-        if "serving " not in line:
-            popen.kill()
-            _, err = popen.communicate(timeout=10)
-            raise AssertionError(f"exporter did not start: {line!r} {err!r}")
-        url = line.split("serving ", 1)[1].split()[0]
-        exporter = RunningExporter(popen, url)
-        started.append(exporter)
-        return exporter
-
-    yield start
-    for exporter in started:
-        if exporter.popen.poll() is None:
-            exporter.popen.kill()
-            exporter.popen.wait(timeout=10)
 
 
 def vmrss_bytes(pid: int) -> int:
@@ -319,6 +256,14 @@ def test_check_validates_flags_and_names_the_service(capsys):
         main(["--match", "gunicorn", "--service", "api", "--pool", "db=[::1]:5432", "--check"]) == 0
     )
     assert capsys.readouterr().out == "soak-exporter: config OK: api (cmdline /gunicorn/)\n"
+
+
+def test_children_each_is_a_flag_beside_match_and_not_beside_config(capsys):
+    assert main(["--match", "gunicorn", "--service", "api", "--children", "each", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert out == "soak-exporter: config OK: api (cmdline /gunicorn/, children: each)\n"
+    assert main(["--config", "x.yaml", "--children", "sum"]) == 2
+    assert "--children go with --pid/--pidfile/--match" in capsys.readouterr().err
 
 
 def test_soak_exporter_is_also_the_exporter_subcommand_of_soak(capsys):

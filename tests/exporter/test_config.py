@@ -218,7 +218,7 @@ def test_the_documented_example_config_is_valid_and_uses_every_key():
     service_keys = set().union(*(s.keys() for s in example["services"]))
     assert service_keys == {"name", "match", "pools", "probes"}
     match_keys = set().union(*(s["match"].keys() for s in example["services"]))
-    assert match_keys == {"pid", "pidfile", "cmdline"}
+    assert match_keys == {"pid", "pidfile", "cmdline", "children"}
     pool_keys = set().union(*(p.keys() for s in example["services"] for p in s.get("pools", [])))
     assert pool_keys == {"name", "port", "host"}
     for key in [*top_keys, *service_keys, *match_keys, *pool_keys]:
@@ -241,3 +241,28 @@ def test_every_probe_key_and_every_in_process_argument_is_documented():
     arguments = set(inspect.signature(start_in_process).parameters)
     for key in sorted(probe_keys | arguments):
         assert f"`{key}`" in doc, f"{key} is not documented in {DOC.name}"
+
+
+def test_children_defaults_to_sum_and_takes_each():
+    def match(**extra: object) -> MatchSpec:
+        data = {"services": [{"name": "api", "match": {"cmdline": "gunicorn", **extra}}]}
+        return parse_config(data, source="t").services[0].match
+
+    assert match().children == "sum"
+    assert match(children="each").children == "each"
+    assert match(children="each").describe() == "cmdline /gunicorn/, children: each"
+    assert match().describe() == "cmdline /gunicorn/"
+
+
+def test_children_with_another_value_is_a_config_error_naming_the_key(tmp_path):
+    path = tmp_path / "exporter.yaml"
+    path.write_text(
+        "services:\n  - name: api\n    match: {cmdline: gunicorn, children: all}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+
+    assert str(caught.value) == (
+        f"{path}: services[0].match.children: must be one of sum, each, got 'all'"
+    )

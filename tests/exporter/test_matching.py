@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
+from pathlib import Path
 
 import psutil
+import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from soakwatch.exporter.matching import (
     CmdlineMatcher,
@@ -16,6 +24,8 @@ from soakwatch.exporter.matching import (
     scan_round,
 )
 from soakwatch.exporter.process import ProcessCollector
+
+EXPORTER = str(Path(sys.executable).with_name("soak-exporter"))
 
 
 def sample(registry: CollectorRegistry, name: str) -> float | None:
@@ -39,7 +49,7 @@ def test_cmdline_matcher_prefers_the_oldest_of_several_matches(spawn_child):
 
 def test_cmdline_matcher_never_matches_the_exporter_itself():
     own_cmdline = " ".join(psutil.Process().cmdline())
-    matcher = CmdlineMatcher(f"^{__import__('re').escape(own_cmdline)}$")
+    matcher = CmdlineMatcher(f"^{re.escape(own_cmdline)}$")
 
     assert matcher.find() is None
     assert CmdlineMatcher(".", exclude_pids=frozenset()).find() is not None
@@ -163,3 +173,87 @@ def test_matchers_in_one_scan_round_share_one_listing_of_processes(spawn_child):
         assert CmdlineMatcher(late.marker).find() is None  # the round's listing predates it
 
     assert CmdlineMatcher(late.marker).find() == late.pid
+
+
+def test_cmdline_matcher_never_matches_an_ancestor_of_the_exporter():
+    parent = psutil.Process().parent()
+    assert parent is not None
+    pattern = f"^{re.escape(' '.join(parent.cmdline()))}$"
+
+    assert CmdlineMatcher(pattern, exclude_pids=frozenset()).find() == parent.pid
+    assert CmdlineMatcher(pattern).find() is None
+
+
+def test_the_exporter_started_by_a_shell_holding_the_pattern_watches_the_service(
+    spawn_child, tmp_path
+):
+    marker = f"soakwatch-test-{uuid.uuid4().hex[:12]}"
+    # 'sh -c "soak-exporter --match X; true"': the shell stays, its command line matches X
+    script = f"{EXPORTER} --match {marker} --service demo --listen 127.0.0.1:0; true"
+    shell = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert shell.stdout is not None
+        line = shell.stdout.readline()
+        url = line.split("serving ", 1)[1].split()[0]
+
+        def up_and_start() -> tuple[float | None, float | None]:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+            found = {
+                s.name: s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.labels.get("service") == "demo"
+            }
+            return found.get("soak_process_up"), found.get("soak_process_start_time_seconds")
+
+        assert up_and_start() == (0, None)  # the shell is not the service
+        child = spawn_child(marker=marker)
+        deadline = time.monotonic() + 30
+        while (seen := up_and_start())[0] != 1:
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.2)
+        assert seen[1] == psutil.Process(child.pid).create_time()
+    finally:
+        for process in psutil.Process(shell.pid).children(recursive=True):
+            process.terminate()
+        shell.wait(timeout=15)
+        if shell.stdout is not None:
+            shell.stdout.close()
+
+
+def test_members_are_the_matched_process_and_its_descendants_numbered_in_order(spawn_child):
+    launcher = (
+        "import subprocess, sys\n"
+        "kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])"
+        " for _ in range(2)]\n"
+    )
+    parent = spawn_child(launcher)
+    tracker = ProcessTracker(
+        CmdlineMatcher(parent.marker, children="sum"), scan_interval_seconds=0.0
+    )
+    members = tracker.members()
+    kids = sorted(psutil.Process(parent.pid).children(), key=lambda p: (p.create_time(), p.pid))
+
+    assert [(m.label, m.identity[0]) for m in members] == [
+        ("0", parent.pid),
+        ("1", kids[0].pid),
+        ("2", kids[1].pid),
+    ]
+    # member 1 exits and is replaced: the newcomer takes number 1, a restart of that member
+    parent.run("kids[0].kill(); kids[0].wait(); kids[0] = subprocess.Popen(kids[1].args)")
+    members = tracker.members()
+    assert [m.label for m in members] == ["0", "1", "2"]
+    assert members[1].identity[0] not in {kids[0].pid, kids[1].pid}
+    assert tracker.member_restarts == {"1": 1, "2": 0}
+    assert tracker.restarts == 0
+    # a matcher with children: none sees the matched process alone, as before
+    alone = ProcessTracker(CmdlineMatcher(parent.marker), scan_interval_seconds=0.0)
+    assert [m.label for m in alone.members()] == ["0"]
+    parent.run("[k.kill() for k in kids]; [k.wait() for k in kids]")
+    assert [m.label for m in tracker.members()] == ["0"]
+
+
+def test_a_matcher_rejects_an_unknown_children_mode():
+    with pytest.raises(ValueError, match="children must be one of none, sum, each, got 'all'"):
+        CmdlineMatcher("x", children="all")  # type: ignore[arg-type]  # the wrong value on purpose

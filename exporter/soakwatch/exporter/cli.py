@@ -3,6 +3,7 @@
     soak-exporter --config exporter.yaml
     soak-exporter --pid 1234 --service api --listen 127.0.0.1:9464
     soak-exporter --match 'gunicorn .*myapp' --service api --pool postgres=127.0.0.1:5432
+    soak-exporter --match 'gunicorn .*myapp' --service api --children each
 
 Exit codes (``soakwatch.exitcodes``): 0 after SIGTERM/SIGINT (the exporter's graceful stop),
 2 on a bad command line or config (the message names the file and the key) and when the listen
@@ -57,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--service", metavar="NAME", help="the service label (with --pid etc.)")
     parser.add_argument(
+        "--children",
+        choices=["sum", "each"],
+        help="the process's descendants (pre-fork workers): summed into the service (sum, the "
+        "default) or one series per member with a worker label (each); with --pid etc.",
+    )
+    parser.add_argument(
         "--pool",
         action="append",
         default=[],
@@ -92,8 +99,10 @@ def _config_from_args(args: argparse.Namespace) -> ExporterConfig:
     from soakwatch.exporter.config import ExporterConfig, load_config, parse_listen
 
     if args.config is not None:
-        if args.service or args.pool:
-            raise UsageError("--service and --pool go with --pid/--pidfile/--match, not --config")
+        if args.service or args.pool or args.children:
+            raise UsageError(
+                "--service, --pool and --children go with --pid/--pidfile/--match, not --config"
+            )
         config = load_config(args.config)
     else:
         if not args.service:
@@ -104,6 +113,8 @@ def _config_from_args(args: argparse.Namespace) -> ExporterConfig:
             match = {"pidfile": args.pidfile}
         else:
             match = {"cmdline": args.match}
+        if args.children is not None:
+            match["children"] = args.children
         data = {
             "services": [
                 {"name": args.service, "match": match, "pools": [_pool_item(p) for p in args.pool]}
