@@ -255,8 +255,13 @@ def _default_name(method: str, url: str) -> str:
 def _outcome_of(exc: BaseException) -> str:
     if isinstance(exc, StepFailed):
         return exc.outcome
-    if isinstance(exc, BaseException) and not isinstance(exc, Exception):
+    if not isinstance(exc, Exception):
         return CUT_SHORT  # cancelled: the iteration's deadline or the end of the run
+    if "aiohttp" in sys.modules:
+        import aiohttp
+
+        if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status >= 300:
+            return classify_status(exc.status)  # a refused handshake, e.g. 401
     return classify_exception(exc)
 
 
