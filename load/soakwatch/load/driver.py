@@ -32,6 +32,7 @@ from soakwatch.load.config import (
     WebSocketScenario,
 )
 from soakwatch.load.deadlines import within
+from soakwatch.load.histogram import Timings
 from soakwatch.load.metrics import LoadCollector, RunInfoCollector
 from soakwatch.load.outcomes import AUTH_ERROR, CONNECT_ERROR, CUT_SHORT, DROPPED, ERROR
 from soakwatch.load.schedule import Schedule
@@ -39,6 +40,7 @@ from soakwatch.load.stats import ScenarioStats
 from soakwatch.load.summary import build_summary, probe_summary_path, try_write_summary
 
 if TYPE_CHECKING:
+    from soakwatch.load.fasthttp import FastHttpLoad
     from soakwatch.load.websocket import WebSocketLoad
 
 __all__ = ["Driver", "require_extras", "run_load"]
@@ -50,6 +52,11 @@ _NO_LATENCY = frozenset({DROPPED, CONNECT_ERROR, AUTH_ERROR})
 _START_DELAY_SECONDS = 0.05
 _OVERRUN_SECONDS = 1.0  # how far past its end a saturated schedule may still send
 _LOGGED_ERRORS_PER_SCENARIO = 5
+# The driver is the bottleneck when its own lag (due -> sent) has a p99 above this, or when
+# it dropped operations: the latencies it reports then say more about it than the service.
+LAG_WARN_SECONDS = 0.005
+_BOTTLENECK_CHECK_SECONDS = 5.0
+now = time.monotonic  # every instant of the run (due, sent, done); loop.time() may be coarse
 
 
 class Operation(Protocol):
@@ -106,8 +113,11 @@ class Driver:
             else:
                 rate = scenario.rate_per_second / shard_count
             self.stats.append(ScenarioStats(scenario.name, scenario.kind, config.buckets, rate))
+        self.timings = [Timings(config.buckets) for _ in config.scenarios]
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.collector = LoadCollector(lambda: self.stats, shard=config.shard, registry=None)
+        self.collector = LoadCollector(
+            lambda: self.stats, shard=config.shard, registry=None, timings=lambda: self.timings
+        )
         self.registry.register(self.collector)
         self._running = False
         if config.run_id is not None:
@@ -130,6 +140,7 @@ class Driver:
         self._started_wall = ""
         self._start_time = 0.0
         self._active_end: float | None = None
+        self._bottleneck_warned = False
 
     # -- control -----------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
@@ -142,7 +153,6 @@ class Driver:
     # -- the run -----------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         """Run the stages to the end (or until ``stop``); return the summary document."""
-        loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         if self._stop_reason is not None:
             self._stop_event.set()
@@ -152,20 +162,22 @@ class Driver:
             # Say now, not after hours of load, that the summary will have nowhere to go.
             sample = self._summary(0.0, None, status="running")
             self._note_summary_write(probe_summary_path(self.config.summary_path, sample))
-        operations: list[tuple[RateScenario, ScenarioStats, Operation]] = []
+        operations: list[tuple[RateScenario, ScenarioStats, Timings, Operation]] = []
         holders: list[WebSocketLoad] = []
         closers: list[Callable[[], Awaitable[None]]] = []
         error: str | None = None
         metrics_runner = None
         self._running = True
         try:
-            for scenario, stats in zip(self.config.scenarios, self.stats, strict=True):
-                made = self._make(scenario, stats)
+            for scenario, stats, timing in zip(
+                self.config.scenarios, self.stats, self.timings, strict=True
+            ):
+                made = self._make(scenario, stats, timing)
                 closers.append(made.close)
                 if isinstance(scenario, WebSocketScenario):
                     holders.append(made)
                 else:
-                    operations.append((scenario, stats, made))
+                    operations.append((scenario, stats, timing, made))
             for holder in holders:
                 await holder.preflight()
             if self.config.metrics_listen is not None:
@@ -178,7 +190,7 @@ class Driver:
             # The run is over for anyone reading the registry in-process; the /metrics server
             # closes below, so a Prometheus scraping it marks every series stale.
             self._running = False
-            self._active_end = self._active_end or loop.time()
+            self._active_end = self._active_end or now()
             for close in closers:
                 with contextlib.suppress(Exception):
                     await close()
@@ -186,6 +198,8 @@ class Driver:
                 await metrics_runner.cleanup()
             summary = self._summary(time.monotonic() - wall_start, error)
             self.summary = summary
+            for warning in summary["bottleneck"]:
+                self._warn(warning)
             if self.config.summary_path:
                 # Reported, not raised: the caller has the summary and summary_error.
                 problem = try_write_summary(self.config.summary_path, summary)
@@ -201,9 +215,12 @@ class Driver:
             )
         self.summary_error = problem
 
-    def _make(self, scenario: Any, stats: ScenarioStats) -> Any:
+    def _make(self, scenario: Any, stats: ScenarioStats, timing: Timings) -> Any:
         # Each client library is imported only by the scenarios that use it (its own extra).
         if isinstance(scenario, HttpScenario):
+            fast = _fast_load(scenario, stats, timing, self.config, self._log_error)
+            if fast is not None:
+                return fast
             from soakwatch.load.http import HttpLoad, new_session
 
             return HttpLoad(scenario, new_session(scenario.max_in_flight))
@@ -225,20 +242,32 @@ class Driver:
 
     async def _drive(
         self,
-        operations: list[tuple[RateScenario, ScenarioStats, Operation]],
+        operations: list[tuple[RateScenario, ScenarioStats, Timings, Operation]],
         holders: list[WebSocketLoad],
     ) -> None:
+        from soakwatch.load.fasthttp import FastHttpLoad
+
         loop = asyncio.get_running_loop()
         assert self._stop_event is not None
-        self._start_time = start = loop.time() + _START_DELAY_SECONDS
+        self._start_time = start = now() + _START_DELAY_SECONDS
         stages = self.config.stages
         in_flight: set[asyncio.Task[None]] = set()
+        fast = [op for _, _, _, op in operations if isinstance(op, FastHttpLoad)]
         pacers = [
-            asyncio.create_task(self._pace(scenario, stats, op, start, in_flight))
-            for scenario, stats, op in operations
+            asyncio.create_task(
+                op.run(start)
+                if isinstance(op, FastHttpLoad)
+                else self._pace(scenario, stats, timing, op, start, in_flight)
+            )
+            for scenario, stats, timing, op in operations
         ]
-        pacers += [asyncio.create_task(h.hold(start, stages)) for h in holders]
-        background = [asyncio.create_task(self._report_status(start))]
+        # WebSocket holders keep to the loop's clock: the same instant on that clock.
+        loop_start = loop.time() + (start - now())
+        pacers += [asyncio.create_task(h.hold(loop_start, stages)) for h in holders]
+        background = [
+            asyncio.create_task(self._report_status(start)),
+            asyncio.create_task(self._watch_bottleneck()),
+        ]
         if self.config.summary_path and self.config.summary_interval_seconds > 0:
             background.append(asyncio.create_task(self._write_summary_periodically(start)))
         stopper = asyncio.create_task(_wait(self._stop_event))
@@ -247,19 +276,24 @@ class Driver:
             done, _ = await asyncio.wait([stopper, everything], return_when=asyncio.FIRST_COMPLETED)
             if everything.done() and everything.exception() is not None:
                 raise everything.exception()  # type: ignore[misc]  # a bug: show it
-            self._active_end = max(loop.time(), start + stages.total_seconds)
+            self._active_end = max(now(), start + stages.total_seconds)
             if stopper in done:
-                self._active_end = loop.time()
+                self._active_end = now()
                 grace = self.config.stop_grace_seconds
             else:
                 # Let the last operations finish: each has its own deadline.
-                grace = max((_timeout(s) for s, _, _ in operations), default=0.0) + 1.0
+                grace = max((_timeout(s) for s, _, _, _ in operations), default=0.0) + 1.0
             for task in pacers:
                 task.cancel()
             await asyncio.gather(*pacers, return_exceptions=True)
+            waits: list[Awaitable[Any]] = [op.wait_idle(grace) for op in fast]
             if in_flight:
-                await asyncio.wait(set(in_flight), timeout=grace)
+                waits.append(asyncio.wait(set(in_flight), timeout=grace))
+            if waits:
+                await asyncio.gather(*waits)
         finally:
+            for op in fast:
+                op.cut_short()
             for task in (*in_flight, *background, *pacers, stopper):
                 task.cancel()
             await asyncio.gather(*in_flight, *background, *pacers, stopper, return_exceptions=True)
@@ -268,6 +302,7 @@ class Driver:
         self,
         scenario: RateScenario,
         stats: ScenarioStats,
+        timing: Timings,
         operation: Operation,
         start: float,
         in_flight: set[asyncio.Task[None]],
@@ -282,11 +317,11 @@ class Driver:
         deadline = start + self.config.stages.total_seconds + _OVERRUN_SECONDS
         for offset in schedule.due_times():
             due = start + offset
-            now = loop.time()
-            delay = due - now
+            t = now()
+            delay = due - t
             if delay > 0.0005:
                 await asyncio.sleep(delay)
-            elif now > deadline:
+            elif t > deadline:
                 # Saturated so far that the run is over: the rest came due unsent.
                 remaining = schedule.expected_events() - stats.scheduled
                 stats.scheduled += remaining
@@ -301,15 +336,22 @@ class Driver:
             else:
                 stats.started += 1
                 stats.in_flight += 1
-                task = loop.create_task(self._operate(operation, stats, n, due, timeout))
+                task = loop.create_task(self._operate(operation, stats, timing, n, due, timeout))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
             n += step
 
     async def _operate(
-        self, operation: Operation, stats: ScenarioStats, n: int, due: float, timeout: float
+        self,
+        operation: Operation,
+        stats: ScenarioStats,
+        timing: Timings,
+        n: int,
+        due: float,
+        timeout: float,
     ) -> None:
-        loop = asyncio.get_running_loop()
+        sent = now()
+        timing.lag.record(sent - due)
         try:
             outcome = await within(timeout, operation.operate(n))
         except asyncio.CancelledError:
@@ -323,7 +365,12 @@ class Driver:
                 self._log_error(stats.name, exc)
         finally:
             stats.in_flight -= 1
-        stats.record(outcome, None if outcome in _NO_LATENCY else loop.time() - due)
+        if outcome in _NO_LATENCY:
+            stats.record(outcome, None)
+        else:
+            done = now()
+            stats.record(outcome, done - due)
+            timing.service.record(done - sent)
 
     def _log_error(self, name: str, exc: BaseException) -> None:
         count = self._errors_logged.get(name, 0) + 1
@@ -353,24 +400,34 @@ class Driver:
     async def _report_status(self, start: float) -> None:
         if self._status is None:
             return
-        loop = asyncio.get_running_loop()
         interval = self.config.status_interval_seconds
-        last_time, last_started = loop.time(), 0
+        last_time, last_started = now(), 0
         while True:
             await asyncio.sleep(interval)
-            now = loop.time()
+            t = now()
             started = sum(s.started for s in self.stats)
-            rate = (started - last_started) / (now - last_time) if now > last_time else 0.0
-            last_time, last_started = now, started
-            self._status(self.status_line(now - start, rate))
+            rate = (started - last_started) / (t - last_time) if t > last_time else 0.0
+            last_time, last_started = t, started
+            self._status(self.status_line(t - start, rate))
+
+    async def _watch_bottleneck(self) -> None:
+        """Say on stderr, once and as soon as it shows, that the driver is the bottleneck."""
+        from soakwatch.load.summary import bottleneck_warnings
+
+        while not self._bottleneck_warned:
+            await asyncio.sleep(_BOTTLENECK_CHECK_SECONDS)
+            warnings = bottleneck_warnings(self.stats, self.timings, LAG_WARN_SECONDS)
+            if warnings:
+                self._bottleneck_warned = True
+                for warning in warnings:
+                    self._warn(f"{warning} (so far)")
 
     async def _write_summary_periodically(self, start: float) -> None:
         assert self.config.summary_path
-        loop = asyncio.get_running_loop()
         while True:
             # First write at once: the file exists from the start, and the writer thread is
             # created during warm-up rather than as a step in the middle of the run.
-            summary = self._summary(max(loop.time() - start, 0.0), None, status="running")
+            summary = self._summary(max(now() - start, 0.0), None, status="running")
             path = self.config.summary_path
             self._note_summary_write(await asyncio.to_thread(try_write_summary, path, summary))
             await asyncio.sleep(self.config.summary_interval_seconds)
@@ -378,17 +435,15 @@ class Driver:
     def _summary(
         self, elapsed: float, error: str | None, status: str | None = None
     ) -> dict[str, Any]:
-        try:
-            loop_time = asyncio.get_running_loop().time()
-        except RuntimeError:  # pragma: no cover - always called inside the loop
-            loop_time = self._start_time
-        end = self._active_end if self._active_end is not None else loop_time
+        end = self._active_end if self._active_end is not None else now()
         active = max(end - self._start_time, 0.0) if self._start_time else 0.0
         if status is None:
             status = "error" if error else ("stopped" if self._stop_reason else "completed")
         stages = self.config.stages
         return build_summary(
             self.stats,
+            timings=self.timings,
+            lag_warn_seconds=LAG_WARN_SECONDS,
             status=status,
             stop_reason=self._stop_reason,
             error=error,
@@ -427,6 +482,41 @@ class Driver:
         address = runner.addresses[0]
         self.metrics_address = (str(address[0]), int(address[1]))
         return runner
+
+
+def _fast_load(
+    scenario: HttpScenario,
+    stats: ScenarioStats,
+    timing: Timings,
+    config: LoadConfig,
+    log_error: Callable[[str, BaseException], None],
+) -> FastHttpLoad | None:
+    """The fast path of a plain-HTTP scenario (None: it needs aiohttp, or httptools is not
+    installed)."""
+    try:
+        from soakwatch.load.fasthttp import FastHttpLoad, fast_path_supported
+    except ImportError:  # httptools missing: aiohttp does it all
+        return None
+    if not fast_path_supported(scenario):
+        return None
+    record_stats = stats.record
+    record_service = timing.service.record
+
+    def record(outcome: str, due: float, sent: float, done: float) -> None:
+        if sent:
+            record_stats(outcome, done - due)
+            record_service(done - sent)
+        else:
+            record_stats(outcome, None)
+
+    return FastHttpLoad(
+        scenario,
+        stats,
+        Schedule(scenario.rate_per_second, config.stages, config.shard),
+        record=record,
+        record_lag=timing.lag.record,
+        on_error=lambda exc: log_error(scenario.name, exc),
+    )
 
 
 async def _all(tasks: list[asyncio.Task[None]]) -> None:

@@ -10,10 +10,20 @@ two histograms (two shards, two intervals) merge by adding their counts.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["BUCKET_COUNT", "MAX_TRACKABLE_SECONDS", "LatencyHistogram", "Percentiles"]
+__all__ = [
+    "BUCKET_COUNT",
+    "LAG_BUCKETS",
+    "MAX_TRACKABLE_SECONDS",
+    "BucketedHistogram",
+    "LatencyHistogram",
+    "Percentiles",
+    "Timings",
+]
 
 SUB_BUCKET_BITS = 6
 SUB_BUCKETS = 1 << SUB_BUCKET_BITS  # linear sub-buckets per power of two
@@ -188,3 +198,56 @@ class LatencyHistogram:
         for hist in histograms:
             total.merge(hist)
         return total
+
+
+# Prometheus buckets (seconds) of soak_load_schedule_lag_seconds: the driver's own lag is
+# normally well under a millisecond, so the buckets start at 50 µs.
+LAG_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class BucketedHistogram:
+    """A ``LatencyHistogram`` plus the counts of Prometheus buckets (exact at their bounds):
+    the figures for the summary and the series for /metrics from one ``record``."""
+
+    __slots__ = ("bounds", "bucket_counts", "histogram")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.histogram = LatencyHistogram()
+        self.bucket_counts = [0] * (len(bounds) + 1)  # non-cumulative, +Inf last
+
+    def record(self, seconds: float) -> None:
+        self.histogram.record(seconds)
+        self.bucket_counts[bisect_left(self.bounds, seconds)] += 1
+
+    def merge(self, other: BucketedHistogram) -> None:
+        self.histogram.merge(other.histogram)
+        for index, count in enumerate(other.bucket_counts):
+            self.bucket_counts[index] += count
+
+    def to_dict(self) -> dict[str, object]:
+        return {"histogram": self.histogram.to_dict(), "bucket_counts": list(self.bucket_counts)}
+
+    @classmethod
+    def from_dict(cls, bounds: tuple[float, ...], data: Mapping[str, Any]) -> BucketedHistogram:
+        made = cls(bounds)
+        made.histogram = LatencyHistogram.from_dict(data["histogram"])
+        counts = [int(c) for c in data["bucket_counts"]]
+        if len(counts) != len(made.bucket_counts):
+            raise ValueError("bucket counts do not match the bounds")
+        made.bucket_counts = counts
+        return made
+
+
+class Timings:
+    """The driver's own timing of one scenario, beside its latency (due -> reply):
+    ``lag`` (due -> sent: the driver's scheduling delay) and ``service`` (sent -> reply)."""
+
+    __slots__ = ("lag", "service")
+
+    def __init__(self, service_bounds: tuple[float, ...]) -> None:
+        self.lag = BucketedHistogram(LAG_BUCKETS)
+        self.service = BucketedHistogram(service_bounds)

@@ -6,6 +6,7 @@ Label sets are bounded: scenario names come from the config, outcomes from a fix
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -16,6 +17,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from soakwatch.load.config import DATABASE_KINDS
+from soakwatch.load.histogram import BucketedHistogram, Timings
 from soakwatch.load.outcomes import OUTCOMES
 from soakwatch.load.stats import ScenarioStats
 
@@ -31,8 +33,10 @@ class LoadCollector(Collector):
         *,
         shard: tuple[int, int] = (0, 1),
         registry: CollectorRegistry | None = None,
+        timings: Callable[[], Sequence[Timings]] | None = None,
     ) -> None:
         self._stats = stats
+        self._timings = timings
         self._shard = f"{shard[0]}/{shard[1]}"
         if registry is not None:
             registry.register(self)
@@ -110,6 +114,21 @@ class LoadCollector(Collector):
             db_ops.add_metric([db, outcome, shard], value)
         sessions.add_metric([shard], sessions_total)
         yield from (requests, duration, scheduled, connections, reconnects, sessions, db_ops)
+        if self._timings is not None:
+            lag = HistogramMetricFamily(
+                "soak_load_schedule_lag_seconds",
+                "The driver's own lag: from the time each operation was due to its sending",
+                labels=["scenario", "shard"],
+            )
+            service = HistogramMetricFamily(
+                "soak_load_service_duration_seconds",
+                "Service time of load operations: from sending each to its reply",
+                labels=["scenario", "shard"],
+            )
+            for stats, timing in zip(all_stats, self._timings(), strict=True):
+                lag.add_metric([stats.name, shard], **_histogram(timing.lag))
+                service.add_metric([stats.name, shard], **_histogram(timing.service))
+            yield from (lag, service)
 
 
 class RunInfoCollector(Collector):
@@ -139,6 +158,15 @@ class RunInfoCollector(Collector):
         if self._running():
             info.add_metric(self._labels, 1.0)
         yield info
+
+
+def _histogram(hist: BucketedHistogram) -> dict[str, Any]:
+    cumulative = 0
+    buckets = []
+    for bound, count in zip((*hist.bounds, float("inf")), hist.bucket_counts, strict=True):
+        cumulative += count
+        buckets.append((_le(bound), float(cumulative)))
+    return {"buckets": buckets, "sum_value": hist.histogram.sum_seconds}
 
 
 def _le(bound: float) -> str:

@@ -13,16 +13,63 @@ from pathlib import Path
 from typing import Any
 
 from soakwatch.files import write_json_atomic
-from soakwatch.load.histogram import LatencyHistogram
-from soakwatch.load.outcomes import OUTCOMES
+from soakwatch.load.histogram import LatencyHistogram, Timings
+from soakwatch.load.outcomes import DROPPED, OUTCOMES
 from soakwatch.load.stats import ScenarioStats
 
-__all__ = ["SCHEMA", "build_summary", "merge_summaries", "probe_summary_path", "try_write_summary"]
+__all__ = [
+    "SCHEMA",
+    "bottleneck_warnings",
+    "build_summary",
+    "merge_summaries",
+    "probe_summary_path",
+    "try_write_summary",
+]
 
 SCHEMA = "soakwatch.load.summary/1"
 
 
-def _scenario(stats: ScenarioStats, active_seconds: float) -> dict[str, Any]:
+def bottleneck_warnings(
+    stats: Sequence[ScenarioStats], timings: Sequence[Timings], lag_warn_seconds: float
+) -> list[str]:
+    """Why the driver itself limits the run, per scenario: its lag p99 (due -> sent) above
+    ``lag_warn_seconds``, or operations it dropped (due with every in-flight slot taken)."""
+    warnings = []
+    for item, timing in zip(stats, timings, strict=True):
+        lag_p99 = timing.lag.histogram.value_at_quantile(0.99)
+        dropped = item.outcomes[DROPPED]
+        reasons = []
+        if lag_p99 is not None and lag_p99 > lag_warn_seconds:
+            reasons.append(
+                f"its lag p99 (due -> sent) is {lag_p99 * 1000:.1f} ms "
+                f"(above {lag_warn_seconds * 1000:g} ms)"
+            )
+        if dropped:
+            reasons.append(f"it dropped {dropped} of {item.scheduled} due operations")
+        if reasons:
+            warnings.append(
+                f"scenario {item.name!r}: the load driver is the bottleneck: "
+                + " and ".join(reasons)
+                + "; its latencies measure the driver as much as the service "
+                "(more workers or connections, a lower rate)"
+            )
+    return warnings
+
+
+def _timing(timing: Timings | None) -> dict[str, Any]:
+    if timing is None:
+        return {}
+    return {
+        "lag_seconds": timing.lag.histogram.percentiles().as_dict(),
+        "service_seconds": timing.service.histogram.percentiles().as_dict(),
+        "lag_histogram": timing.lag.histogram.to_dict(),
+        "service_histogram": timing.service.histogram.to_dict(),
+    }
+
+
+def _scenario(
+    stats: ScenarioStats, active_seconds: float, timing: Timings | None = None
+) -> dict[str, Any]:
     completed = stats.completed
     return {
         "kind": stats.kind,
@@ -41,6 +88,7 @@ def _scenario(stats: ScenarioStats, active_seconds: float) -> dict[str, Any]:
         "sessions_started": stats.sessions_started,
         "skipped": stats.skipped_reason,
         "histogram": stats.histogram.to_dict(),
+        **_timing(timing),
     }
 
 
@@ -58,8 +106,12 @@ def build_summary(
     elapsed_seconds: float,
     active_seconds: float,
     stages: Mapping[str, float],
+    timings: Sequence[Timings] | None = None,
+    lag_warn_seconds: float = 0.005,
 ) -> dict[str, Any]:
-    """The summary document. ``active_seconds`` is the time the schedule ran (for rates)."""
+    """The summary document. ``active_seconds`` is the time the schedule ran (for rates);
+    ``timings`` (one per scenario) adds the driver's lag and the service time beside latency,
+    and the warnings when the driver is the bottleneck."""
     outcomes = dict.fromkeys(OUTCOMES, 0)
     for item in stats:
         for outcome, count in item.outcomes.items():
@@ -67,6 +119,17 @@ def build_summary(
     operations = sum(outcomes.values())
     errors = operations - outcomes["ok"]
     latency = LatencyHistogram.merged(s.histogram for s in stats)
+    per_scenario = list(timings) if timings is not None else [None] * len(stats)
+    totals_timing: dict[str, Any] = {}
+    warnings: list[str] = []
+    if timings is not None:
+        lag = LatencyHistogram.merged(t.lag.histogram for t in timings)
+        service = LatencyHistogram.merged(t.service.histogram for t in timings)
+        totals_timing = {
+            "lag_seconds": lag.percentiles().as_dict(),
+            "service_seconds": service.percentiles().as_dict(),
+        }
+        warnings = bottleneck_warnings(stats, timings, lag_warn_seconds)
     return {
         "schema": SCHEMA,
         "status": status,
@@ -87,8 +150,13 @@ def build_summary(
             "error_ratio": errors / operations if operations else 0.0,
             "outcomes": outcomes,
             "latency_seconds": latency.percentiles().as_dict(),
+            **totals_timing,
         },
-        "scenarios": {s.name: _scenario(s, active_seconds) for s in stats},
+        "bottleneck": warnings,  # why the driver itself limited the run (empty: it did not)
+        "scenarios": {
+            s.name: _scenario(s, active_seconds, t)
+            for s, t in zip(stats, per_scenario, strict=True)
+        },
     }
 
 
@@ -97,6 +165,7 @@ def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     (histograms add up; rates add up)."""
     scenarios: dict[str, dict[str, Any]] = {}
     hists: dict[str, LatencyHistogram] = {}
+    extra: dict[tuple[str, str], LatencyHistogram] = {}  # (scenario, lag|service)
     for summary in summaries:
         for name, part in summary["scenarios"].items():
             into = scenarios.setdefault(
@@ -116,6 +185,12 @@ def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 into["outcomes"][outcome] = into["outcomes"].get(outcome, 0) + count
             hist = LatencyHistogram.from_dict(part["histogram"])
             hists.setdefault(name, LatencyHistogram()).merge(hist)
+            for what in ("lag", "service"):
+                if f"{what}_histogram" in part:
+                    timing = LatencyHistogram.from_dict(part[f"{what}_histogram"])
+                    extra.setdefault((name, what), LatencyHistogram()).merge(timing)
+    for (name, what), hist in extra.items():
+        scenarios[name][f"{what}_seconds"] = hist.percentiles().as_dict()
     for name, into in scenarios.items():
         into["latency_seconds"] = hists[name].percentiles().as_dict()
         into["error_ratio"] = into["errors"] / into["completed"] if into["completed"] else 0.0
