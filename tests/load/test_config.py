@@ -54,6 +54,54 @@ INVALID = [
 ]
 
 
+# Issue 14, bad input: thresholds and Python scenarios, rejected before any traffic is sent.
+THRESHOLDS_AND_FUNCTIONS = [
+    (
+        "load-invalid-threshold-syntax.yaml",
+        "thresholds[0]: 'p95<200': a latency needs a number and a unit (us, ms or s), got '200'",
+    ),
+    (
+        "load-invalid-threshold-statistic.yaml",
+        "thresholds[0]: 'web:latency<200ms': unknown statistic 'latency' "
+        "(one of p50, p90, p95, p99, max, error_ratio, rate)",
+    ),
+    (
+        "load-invalid-threshold-scenario.yaml",
+        "thresholds[1]: 'api:error_ratio<0.01': no scenario named 'api' (scenarios: web)",
+    ),
+    (
+        "load-invalid-function-import.yaml",
+        "scenarios[0].function: cannot import module 'soak_no_such_module': "
+        "No module named 'soak_no_such_module'",
+    ),
+    (
+        "load-invalid-function-not-async.yaml",
+        "scenarios[0].function: 'json:dumps' is not an async function "
+        "(expected: async def dumps(client))",
+    ),
+    (
+        "load-invalid-function-attribute.yaml",
+        "scenarios[0].function: module 'json' has no attribute 'no_such_flow'",
+    ),
+    (
+        "load-invalid-function-shape.yaml",
+        "scenarios[0].function: expected package.module:name, got 'json.dumps'",
+    ),
+]
+INVALID += THRESHOLDS_AND_FUNCTIONS
+
+
+@pytest.mark.parametrize(
+    ("name", "message"), THRESHOLDS_AND_FUNCTIONS, ids=[n for n, _ in THRESHOLDS_AND_FUNCTIONS]
+)
+def test_a_bad_threshold_or_function_is_exit_2_naming_the_file_and_key(
+    name: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = DATA / name
+    assert main(["--config", str(path), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == f"soak load: {path}: {message}"
+
+
 @pytest.mark.parametrize(("name", "message"), INVALID, ids=[n for n, _ in INVALID])
 def test_a_bad_config_file_is_rejected_with_a_message_naming_the_file_and_key(
     name: str, message: str
