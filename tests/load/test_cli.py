@@ -245,3 +245,50 @@ def test_a_full_disk_under_the_summary_is_warned_about_during_the_run_and_ends_w
     assert text.splitlines()[-1].startswith(f"soak load: cannot write the summary to {target}: ")
     assert not target.exists()
     assert [p.name for p in full_tmpfs.iterdir()] == ["filler"]  # no temporary file left
+
+
+# -- SOAK_LOAD_<FLAG>: flag > environment > config file > profile ------------------------------
+def test_every_flag_can_come_from_the_environment_and_a_flag_wins_over_it(
+    load_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "load.yaml"
+    config.write_text(
+        f"duration: 30s\nscenarios: [{{kind: http, url: '{load_app.url}/ok', rate: 1/s}}]\n"
+    )
+    summary_path = tmp_path / "summary.json"
+    monkeypatch.setenv("SOAK_LOAD_CONFIG", str(config))
+    monkeypatch.setenv("SOAK_LOAD_DURATION", "1s")  # over the config's 30s
+    monkeypatch.setenv("SOAK_LOAD_SUMMARY", str(tmp_path / "not-this.json"))
+    monkeypatch.setenv("SOAK_LOAD_QUIET", "1")
+    monkeypatch.setenv("SOAK_LOAD_THRESHOLD", "p99<10s; error_ratio<0.5")
+    assert main(["--summary", str(summary_path)]) == 0  # the flag over SOAK_LOAD_SUMMARY
+    summary = json.loads(summary_path.read_text())
+    assert summary["stages"]["steady_seconds"] == 1.0
+    assert [r["threshold"] for r in summary["thresholds"]] == [
+        "p99<10s", "error_ratio<0.5", "error_ratio<1",
+    ]  # fmt: skip
+    assert not (tmp_path / "not-this.json").exists()
+
+
+def test_the_environment_fills_a_scenario_flag_and_a_bad_value_names_the_variable(
+    load_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("SOAK_LOAD_HTTP", f"{load_app.url}/ok")
+    monkeypatch.setenv("SOAK_LOAD_RATE", "10/s")
+    monkeypatch.setenv("SOAK_LOAD_DURATION", "soon")
+    assert main(["--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "soak load: environment: SOAK_LOAD_DURATION: not a duration: 'soon' "
+        "(use e.g. 30s, 15m, 2h, 1h30m)"
+    )
+    monkeypatch.setenv("SOAK_LOAD_DURATION", "1s")
+    monkeypatch.setenv("SOAK_LOAD_QUIET", "maybe")
+    assert main([]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "soak load: SOAK_LOAD_QUIET: expected 1 or 0 (true/false), got 'maybe'"
+    )
+    monkeypatch.setenv("SOAK_LOAD_QUIET", "true")
+    summary_path = tmp_path / "summary.json"
+    assert main(["--summary", str(summary_path)]) == 0
+    assert json.loads(summary_path.read_text())["totals"]["ok"] == 10
