@@ -67,10 +67,15 @@ def start_run(config: Path, run_dir: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_for_samples(run_dir: Path, scrapes: int, timeout: float = 60.0) -> dict[str, Any]:
+def wait_for_samples(
+    run_dir: Path, scrapes: int, run: subprocess.Popen[bytes], timeout: float = 90.0
+) -> dict[str, Any]:
     """run.json once the run is running and ``scrapes`` scrapes are recorded."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if run.poll() is not None:
+            output = run.stdout.read().decode(errors="replace") if run.stdout else ""
+            raise AssertionError(f"the run ended ({run.returncode}) before {scrapes}:\n{output}")
         try:
             info = json.loads((run_dir / "run.json").read_text())
             text = (run_dir / "samples.om").read_text()
@@ -302,7 +307,7 @@ def test_a_run_killed_9_mid_way_leaves_no_config_with_a_password_anywhere(
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        info = wait_for_samples(run_dir, scrapes=3)
+        info = wait_for_samples(run_dir, 3, run)
     finally:
         run.kill()
         run.communicate()
@@ -327,7 +332,7 @@ def test_a_killed_exporter_is_restarted_then_after_three_restarts_the_run_ends_a
     run_dir = tmp_path / "run"
     run = start_run(config, run_dir)
     try:
-        info = wait_for_samples(run_dir, scrapes=3)
+        info = wait_for_samples(run_dir, 3, run)
         killed = []
         for restart in range(4):
             pid = info["pids"]["soak-exporter"]
@@ -373,7 +378,7 @@ def test_a_load_driver_killed_9_is_load_failed_with_its_signal_and_never_a_pass(
     run_dir = tmp_path / "run"
     run = start_run(config, run_dir)
     try:
-        info = wait_for_samples(run_dir, scrapes=6)
+        info = wait_for_samples(run_dir, 6, run)
         os.kill(info["pids"]["soak-load"], signal.SIGKILL)
         info, output = final_info(run, run_dir)
     finally:

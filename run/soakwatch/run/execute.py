@@ -58,6 +58,7 @@ FAIL_FAST_MIN_SECONDS = 5.0
 # An exporter that dies is started again at most this many times; then the run ends and what
 # was recorded is analyzed.
 MAX_EXPORTER_RESTARTS = 3
+EXPORTER_PORT_ATTEMPTS = 3
 
 
 def new_run_id(profile: str, now: float | None = None) -> str:
@@ -159,10 +160,20 @@ class _Run:
         section = self.request.config.exporter
         if not section:
             return None
-        # A port of its own, kept across restarts (the recorder and Prometheus scrape it there)
-        listen = str(section.get("listen") or f"127.0.0.1:{free_port()}")
-        self.exporter_config = self.private_file("exporter.yaml", {**section, "listen": listen})
-        return self._launch_exporter()
+        fixed = section.get("listen")
+        for attempt in range(1, EXPORTER_PORT_ATTEMPTS + 1):
+            # A port of its own, kept across restarts (the recorder and Prometheus scrape it
+            # there); taken by another process meanwhile, a fresh one
+            listen = str(fixed or f"127.0.0.1:{free_port()}")
+            self.exporter_config = self.private_file("exporter.yaml", {**section, "listen": listen})
+            try:
+                return self._launch_exporter()
+            except RuntimeError as exc:
+                taken = "address already in use" in str(exc).lower()
+                if fixed or not taken or attempt == EXPORTER_PORT_ATTEMPTS:
+                    raise
+                self.children = [c for c in self.children if c.running()]
+        raise AssertionError("unreachable")
 
     def _launch_exporter(self) -> ScrapeTarget:
         assert self.exporter_config is not None
