@@ -139,3 +139,66 @@ print(sorted(name for name in heavy if name in sys.modules))
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _free_run(count: int) -> int:
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = int(probe.getsockname()[1])
+        socks = [socket.socket() for _ in range(count)]
+        try:
+            for offset, sock in enumerate(socks):
+                sock.bind(("127.0.0.1", first + offset))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise AssertionError("no run of free ports")
+
+
+def test_workers_bind_the_first_free_port_of_the_range_and_label_their_series() -> None:
+    first = _free_run(2)
+    one = start_in_process(port=first, service="api", registry=CollectorRegistry(), workers=2)
+    two = start_in_process(port=first, service="api", registry=CollectorRegistry(), workers=2)
+    try:
+        assert (one.port, one.worker) == (first, "0")
+        assert (two.port, two.worker) == (first + 1, "1")
+        assert two.url is not None
+        values = samples(scrape(two.url))
+        assert ("soak_process_up", (("service", "api"), ("worker", "1"))) in values
+        gc_key = (
+            "soak_gc_collections_total",
+            (("generation", "0"), ("service", "api"), ("worker", "1")),
+        )
+        assert gc_key in values
+        with pytest.raises(OSError, match=rf"every port of {first}\.\.{first + 1} is in use"):
+            start_in_process(port=first, service="api", registry=CollectorRegistry(), workers=2)
+        one.stop()  # a recycled worker frees its port: its successor takes it and its label
+        three = start_in_process(port=first, service="api", registry=CollectorRegistry(), workers=2)
+        assert (three.port, three.worker) == (first, "0")
+        three.stop()
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_workers_needs_a_fixed_first_port() -> None:
+    for port in (0, None):
+        with pytest.raises(SoakwatchError, match="needs N >= 1 and a fixed first port"):
+            start_in_process(port=port, service="api", registry=CollectorRegistry(), workers=2)
+
+
+def test_a_failed_start_with_workers_frees_the_port_it_bound() -> None:
+    first = _free_run(1)
+    registry = CollectorRegistry()
+    running = start_in_process(port=None, service="api", registry=registry)
+    try:
+        with pytest.raises(SoakwatchError, match="already running in this registry"):
+            start_in_process(port=first, service="api", registry=registry, workers=1)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", first))  # free again
+    finally:
+        running.stop()

@@ -139,3 +139,19 @@ def test_start_in_process_publishes_the_pools_it_is_given(tmp_path: Path) -> Non
         assert reading(registry, "db") == (None, None)  # stop() unregistered the pools too
     finally:
         engine.dispose()
+
+
+def test_a_worker_label_goes_on_every_pool_series(redis_server: servers.RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    registry = CollectorRegistry()
+    InProcessPoolCollector("api", {"cache": client}, registry=registry, worker="2")
+    try:
+        assert client.ping()
+        labels = {"service": "api", "pool": "cache", "worker": "2"}
+        assert registry.get_sample_value("soak_pool_connections", {**labels, "state": "idle"}) == 1
+        assert (
+            registry.get_sample_value("soak_pool_connections", {**labels, "state": "in_use"}) == 0
+        )
+        assert reading(registry, "cache") == (None, None)  # no series without the label
+    finally:
+        client.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from soakwatch.exporter.matching import CmdlineMatcher, ProcessTracker
 from soakwatch.exporter.process import ProcessCollector
@@ -91,11 +92,16 @@ def _uwsgi_argv(port: int, marker: str, workers: int, extra: list[str]) -> list[
 
 @pytest.fixture
 def start_prefork() -> Iterator[StartPrefork]:
-    """``start_prefork(server, workers=3, extra=[])``: gunicorn or uwsgi with that many
+    """``start_prefork(server, workers=3, extra=[], env={})``: gunicorn or uwsgi with that many
     workers, ready; stopped (SIGTERM, then SIGKILL of the group) at teardown."""
     started: list[Prefork] = []
 
-    def start(server: str, workers: int = 3, extra: list[str] | None = None) -> Prefork:
+    def start(
+        server: str,
+        workers: int = 3,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Prefork:
         if server == "gunicorn":
             pytest.importorskip("gunicorn", reason="the test extra installs gunicorn")
             build = _gunicorn_argv
@@ -106,7 +112,7 @@ def start_prefork() -> Iterator[StartPrefork]:
         port = free_port()
         popen = subprocess.Popen(
             build(port, marker, workers, extra or []),
-            env={"SOAK_TEST_LEAK_BYTES": str(LEAK_BYTES), "PATH": "/usr/bin:/bin"},
+            env={"SOAK_TEST_LEAK_BYTES": str(LEAK_BYTES), "PATH": "/usr/bin:/bin", **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -306,3 +312,92 @@ def test_the_exporter_watches_the_group_from_a_config_with_children_sum(
     assert after[service("soak_process_start_time_seconds")] == pytest.approx(
         psutil.Process(prefork.popen.pid).create_time()
     )
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "exporter.md"
+
+
+def documented_gunicorn_config() -> str:
+    text = DOC.read_text(encoding="utf-8")
+    blocks = [b for b in text.split("```python\n")[1:] if b.startswith("# gunicorn.conf.py")]
+    assert len(blocks) == 1, "docs/exporter.md has one gunicorn.conf.py example"
+    return blocks[0].split("```", 1)[0]
+
+
+def scrape_url(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports."""
+    for _ in range(50):
+        first = free_port()
+        socks = []
+        try:
+            for offset in range(count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", first + offset))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise AssertionError("no run of free ports")
+
+
+def test_the_documented_post_fork_hook_serves_every_gunicorn_worker_with_its_label(
+    start_prefork, tmp_path
+):
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(documented_gunicorn_config(), encoding="utf-8")
+    first = free_ports(2)
+    prefork = start_prefork(
+        "gunicorn", workers=2, extra=["-c", str(config)], env={"METRICS_PORT": str(first)}
+    )
+
+    def answers(
+        offset: int, timeout: float = 20.0
+    ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return scrape_url(f"http://127.0.0.1:{first + offset}/metrics")
+            except OSError:
+                assert time.monotonic() < deadline, f"no exporter on port {first + offset}"
+                time.sleep(0.1)
+
+    starts = {}
+    for offset in (0, 1):
+        values = answers(offset)
+        label = str(offset)
+        assert values[service("soak_process_up", worker=label)] == 1
+        assert values[service("soak_gc_collections_total", generation="2", worker=label)] >= 0
+        starts[label] = values[service("soak_process_start_time_seconds", worker=label)]
+    workers = {p.create_time(): p for p in prefork.workers()}
+    assert set(starts.values()) == set(workers)  # each worker answers for itself
+
+    # a worker that dies is respawned by the master and its successor takes the freed port
+    victim = workers[starts["0"]]
+    victim.kill()
+    victim.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            values = answers(0, timeout=1.0)
+            new_start = values[service("soak_process_start_time_seconds", worker="0")]
+            if new_start != starts["0"]:
+                break
+        except (AssertionError, KeyError):
+            pass
+        assert time.monotonic() < deadline, "the respawned worker did not serve port 0"
+        time.sleep(0.2)
+    assert new_start in {p.create_time() for p in prefork.workers()}
+    assert answers(1)[service("soak_process_start_time_seconds", worker="1")] == starts["1"]

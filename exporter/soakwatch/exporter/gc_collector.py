@@ -102,10 +102,12 @@ class GcCollector:
         *,
         count_examined: bool = True,
         young_sample_every: int = 8,
+        worker: str | None = None,
     ) -> None:
         if young_sample_every < 1:
             raise ValueError("young_sample_every must be at least 1")
         self.service = service
+        self.worker = worker  # a ``worker`` label on every series (one exporter per worker)
         self._every = young_sample_every
         self._random = random.Random()  # never draw from (and shift) the service's own stream
         # Per young generation: the index of the current collection in its block of
@@ -171,7 +173,12 @@ class GcCollector:
         return list(self.collect())
 
     def collect(self) -> Iterator[Metric]:
-        labels = ["service", "generation"]
+        labels = (
+            ["service", "generation"]
+            if self.worker is None
+            else ["service", "generation", "worker"]
+        )
+        extra = [] if self.worker is None else [self.worker]
         collections = CounterMetricFamily(
             "soak_gc_collections",
             "Collections of each generation by the cyclic garbage collector.",
@@ -193,7 +200,7 @@ class GcCollector:
             labels=labels,
         )
         for generation in range(GENERATIONS):
-            values = [self.service, str(generation)]
+            values = [self.service, str(generation), *extra]
             collections.add_metric(values, self._collections[generation])
             collected.add_metric(values, self._collected[generation])
             if self._count_examined:

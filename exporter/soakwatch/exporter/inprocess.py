@@ -9,11 +9,21 @@
 By default everything goes into prometheus-client's default ``REGISTRY``, next to the service's
 own metrics; prometheus-client's ``process_*``, ``python_info`` and ``python_gc_*`` collectors are
 kept as they are and only added to a registry that lacks them, so no series is duplicated.
+
+Under a pre-fork server (gunicorn, uwsgi) every worker is its own process with its own GC,
+pools and memory, so each worker runs its own exporter: ``workers=N`` makes ``port`` the first
+of N ports, each worker binds the first one free and labels its series ``worker="K"`` (K = the
+port's offset). A recycled worker frees its port and its replacement binds it again, so labels
+and ports stay bounded and stable. (prometheus-client's multiprocess mode is no help here: it
+aggregates only its own metric types through files and leaves custom collectors out, and every
+soakwatch series comes from a custom collector.) Call it in gunicorn's ``post_fork`` hook, not
+at import time, so that the master never holds a port.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from collections.abc import Mapping
@@ -49,8 +59,11 @@ class InProcessExporter:
         gc_collector: GcCollector,
         httpd: Any | None,
         thread: threading.Thread | None,
+        worker: str | None = None,
     ) -> None:
         self.service = service
+        #: the ``worker`` label of this process's series (``workers=N``), else None
+        self.worker = worker
         self.registry = registry
         self._collectors = collectors
         self._gc_collector = gc_collector
@@ -102,22 +115,36 @@ def start_in_process(
     pools: Mapping[str, Any] | None = None,
     *,
     process_metrics: bool = True,
+    workers: int | None = None,
 ) -> InProcessExporter:
     """Publish this process's soak metrics under ``service`` and serve ``/metrics``.
 
     ``port=0`` binds a free port (see ``.port``); ``port=None`` serves nothing (the service
     already exposes ``registry``). ``pools`` maps a pool name to a pool object (see
-    ``pool_adapters``). ``process_metrics`` adds ``soak_process_*`` for this PID. Raises
-    SoakwatchError when this registry already has a soakwatch in-process exporter, TypeError for
-    a pool object no adapter knows, OSError when the port cannot be bound."""
+    ``pool_adapters``). ``process_metrics`` adds ``soak_process_*`` for this PID. ``workers=N``
+    (one exporter per pre-fork worker, see the module): serve on the first free port of
+    ``port`` .. ``port + N - 1`` and label every soakwatch series ``worker="K"``, K the offset.
+    Raises SoakwatchError when this registry already has a soakwatch in-process exporter or
+    ``workers`` comes without a fixed port, TypeError for a pool object no adapter knows,
+    OSError when the port (every one of the N) cannot be bound."""
     if not service:
         raise SoakwatchError("start_in_process needs a service name (service=...)")
+    if workers is not None and (workers < 1 or not port):
+        raise SoakwatchError(
+            "start_in_process(workers=N) needs N >= 1 and a fixed first port (port=9464), "
+            f"got workers={workers!r}, port={port!r}"
+        )
     registry = REGISTRY if registry is None else registry
     collectors: list[Any] = []
+    httpd, thread, worker = None, None, None
+    if workers is not None:
+        assert port is not None
+        # bound before anything is registered: the port decides the worker label
+        httpd, thread, worker = _bind_first_free(port, workers, host, registry)
     try:
         _ensure_client_collectors(registry, collectors)
         try:
-            gc_collector = GcCollector(service, registry=registry)
+            gc_collector = GcCollector(service, registry=registry, worker=worker)
         except ValueError:
             raise SoakwatchError(
                 "a soakwatch in-process exporter is already running in this registry; "
@@ -125,15 +152,21 @@ def start_in_process(
             ) from None
         collectors.append(gc_collector)
         if pools:
-            collectors.append(InProcessPoolCollector(service, pools, registry=registry))
+            collectors.append(
+                InProcessPoolCollector(service, pools, registry=registry, worker=worker)
+            )
         if process_metrics:
             from soakwatch.exporter.process import ProcessCollector
 
-            collectors.append(ProcessCollector({service: os.getpid}, registry=registry))
-        httpd, thread = (None, None)
-        if port is not None:
+            collectors.append(
+                ProcessCollector({service: os.getpid}, registry=registry, worker=worker)
+            )
+        if port is not None and httpd is None:
             httpd, thread = start_http_server(port, addr=host, registry=registry)
     except BaseException:
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
         for collector in reversed(collectors):
             if isinstance(collector, GcCollector):
                 collector.close()
@@ -141,7 +174,28 @@ def start_in_process(
                 registry.unregister(collector)
         raise
     return InProcessExporter(
-        service, registry, collectors[:], gc_collector, httpd=httpd, thread=thread
+        service, registry, collectors[:], gc_collector, httpd=httpd, thread=thread, worker=worker
+    )
+
+
+def _bind_first_free(
+    first: int, count: int, host: str, registry: CollectorRegistry
+) -> tuple[Any, threading.Thread, str]:
+    """Serve on the first port of ``first`` .. ``first + count - 1`` that binds; the bind is
+    the lock between workers (two listeners never share a port), so no file or master is
+    needed. Returns the server, its thread and the worker label (the offset)."""
+    for offset in range(count):
+        try:
+            httpd, thread = start_http_server(first + offset, addr=host, registry=registry)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        return httpd, thread, str(offset)
+    raise OSError(
+        errno.EADDRINUSE,
+        f"every port of {first}..{first + count - 1} is in use "
+        f"(start_in_process(workers={count}) serves one worker per port)",
     )
 
 

@@ -91,8 +91,11 @@ class InProcessPoolCollector:
         service: str,
         pools: Mapping[str, Any],
         registry: CollectorRegistry | None = REGISTRY,
+        *,
+        worker: str | None = None,
     ) -> None:
         self.service = service
+        self._worker = {} if worker is None else {"worker": worker}  # one exporter per worker
         # Adapt at once: an unsupported object is an error at start-up, not a silent gap.
         self._readers = {name: adapt_pool(pool) for name, pool in pools.items()}
         if registry is not None:
@@ -115,6 +118,7 @@ class InProcessPoolCollector:
             except Exception as exc:  # one broken pool must not cost the others their series
                 logger.debug("pool %r could not be read: %s", name, exc)
                 continue
-            family.add_metric([self.service, name, "in_use"], reading.in_use)
-            family.add_metric([self.service, name, "idle"], reading.idle)
+            for state, count in (("in_use", reading.in_use), ("idle", reading.idle)):
+                labels = {"service": self.service, "pool": name, "state": state, **self._worker}
+                family.add_sample(family.name, labels, count)
         yield family
