@@ -42,6 +42,7 @@ from soakwatch.load.summary import build_summary, probe_summary_path, try_write_
 if TYPE_CHECKING:
     from soakwatch.load.fasthttp import FastHttpLoad
     from soakwatch.load.websocket import WebSocketLoad
+    from soakwatch.load.workers import WorkerSet
 
 __all__ = ["Driver", "require_extras", "run_load"]
 
@@ -102,9 +103,13 @@ class Driver:
         registry: CollectorRegistry | None = None,
         status: Callable[[str], None] | None = None,
         warn: Callable[[str], None] | None = None,
+        workers: int = 1,
     ) -> None:
         require_extras(config)  # before any work: one line naming the extra, exit 2
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
         self.config = config
+        self.workers = workers  # > 1: processes sharing the schedule (soakwatch.load.workers)
         shard_count = config.shard[1]
         self.stats: list[ScenarioStats] = []
         for scenario in config.scenarios:
@@ -141,6 +146,7 @@ class Driver:
         self._start_time = 0.0
         self._active_end: float | None = None
         self._bottleneck_warned = False
+        self._worker_set: WorkerSet | None = None
 
     # -- control -----------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
@@ -149,6 +155,8 @@ class Driver:
             self._stop_reason = reason
         if self._stop_event is not None:
             self._stop_event.set()
+        if self._worker_set is not None:
+            self._worker_set.stop(reason)
 
     # -- the run -----------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
@@ -169,8 +177,15 @@ class Driver:
         metrics_runner = None
         self._running = True
         try:
+            if self.workers > 1:
+                if self.config.metrics_listen is not None:
+                    metrics_runner = await self._serve_metrics(*self.config.metrics_listen)
+                await self._drive_workers()
             for scenario, stats, timing in zip(
-                self.config.scenarios, self.stats, self.timings, strict=True
+                self.config.scenarios if self.workers == 1 else (),
+                self.stats,
+                self.timings,
+                strict=False,
             ):
                 made = self._make(scenario, stats, timing)
                 closers.append(made.close)
@@ -180,9 +195,10 @@ class Driver:
                     operations.append((scenario, stats, timing, made))
             for holder in holders:
                 await holder.preflight()
-            if self.config.metrics_listen is not None:
+            if self.config.metrics_listen is not None and self.workers == 1:
                 metrics_runner = await self._serve_metrics(*self.config.metrics_listen)
-            await self._drive(operations, holders)
+            if self.workers == 1:
+                await self._drive(operations, holders)
         except SoakwatchError as exc:
             error = str(exc)
             raise
@@ -297,6 +313,39 @@ class Driver:
             for task in (*in_flight, *background, *pacers, stopper):
                 task.cancel()
             await asyncio.gather(*in_flight, *background, *pacers, stopper, return_exceptions=True)
+
+    async def _drive_workers(self) -> None:
+        """The run in ``self.workers`` processes; this one adds up their counters."""
+        from soakwatch.load.workers import WorkerSet, merge_snapshots
+
+        workers = WorkerSet(self.config, self.workers)
+        self._worker_set = workers
+        self._start_time = start = now() + _START_DELAY_SECONDS
+        background = [
+            asyncio.create_task(self._report_status(start)),
+            asyncio.create_task(self._watch_bottleneck()),
+        ]
+        if self.config.summary_path and self.config.summary_interval_seconds > 0:
+            background.append(asyncio.create_task(self._write_summary_periodically(start)))
+
+        def update() -> None:
+            latest = [s for s in workers.latest if s is not None]
+            if latest:
+                merge_snapshots(latest, self.stats, self.timings)
+
+        try:
+            await workers.start()
+            if self._stop_reason is not None:
+                workers.stop(self._stop_reason)
+            await workers.follow(update)
+        finally:
+            workers.kill()  # only those still running: a bug, or this task was cancelled
+            self._active_end = now()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+        if workers.errors:
+            raise SoakwatchError(workers.errors[0])
 
     async def _pace(
         self,

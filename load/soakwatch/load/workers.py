@@ -1,0 +1,232 @@
+"""``--workers N``: one load run in N processes, one summary and one /metrics.
+
+The parent (``Driver(config, workers=N)``) starts N children (``python -m
+soakwatch.load.workers``), each a ``Driver`` of one slice of the schedule: worker ``j`` of a
+run that is shard ``i/M`` runs shard ``i + M*j`` of ``M*N`` (the ``--shard`` rule: the N
+slices are exactly shard ``i/M``'s events, interleaved). Each child writes a snapshot of its
+counters and histograms as one JSON line on stdout every ``SNAPSHOT_SECONDS`` and a last one at
+its end; the parent adds the latest snapshots of all children into its own counters, which its
+/metrics, status line, summary and bottleneck warnings read as they read a single process's.
+A stop (SIGINT/SIGTERM, ``driver.stop``) is passed to every child as SIGTERM: each ends
+gracefully and reports its last counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from soakwatch.errors import SoakwatchError
+from soakwatch.load.config import LoadConfig
+from soakwatch.load.histogram import BucketedHistogram, LatencyHistogram, Timings
+from soakwatch.load.stats import ScenarioStats
+
+__all__ = ["default_workers", "merge_snapshots", "run_loop", "snapshot", "worker_config"]
+
+SNAPSHOT_SECONDS = 0.5
+_COUNTERS = (
+    "scheduled",
+    "started",
+    "in_flight",
+    "open_connections",
+    "reconnects",
+    "sessions_started",
+)
+
+
+def default_workers() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+def run_loop(main: Any) -> Any:
+    """``asyncio.run(main)``, on uvloop when it is installed (the fast HTTP path is about
+    twice as cheap per request on it)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def worker_config(config: LoadConfig, index: int, workers: int) -> LoadConfig:
+    """The config of worker ``index`` of ``workers``: its slice of the schedule, and none of
+    the parent's outputs (the parent serves /metrics, writes the summary, publishes run info)."""
+    shard_index, shard_count = config.shard
+    return replace(
+        config,
+        shard=(shard_index + shard_count * index, shard_count * workers),
+        summary_path=None,
+        metrics_listen=None,
+        run_id=None,
+    )
+
+
+def snapshot(stats: Sequence[ScenarioStats], timings: Sequence[Timings]) -> dict[str, Any]:
+    """The counters and histograms of a worker, as JSON."""
+    return {
+        "scenarios": [
+            {
+                **{name: getattr(item, name) for name in _COUNTERS},
+                "skipped": item.skipped_reason,
+                "outcomes": dict(item.outcomes),
+                "histogram": item.histogram.to_dict(),
+                "bucket_counts": list(item.bucket_counts),
+                "lag": timing.lag.to_dict(),
+                "service": timing.service.to_dict(),
+            }
+            for item, timing in zip(stats, timings, strict=True)
+        ]
+    }
+
+
+def merge_snapshots(
+    snapshots: Sequence[dict[str, Any]],
+    stats: Sequence[ScenarioStats],
+    timings: Sequence[Timings],
+) -> None:
+    """Set ``stats`` and ``timings`` to the sums of the workers' latest ``snapshots``."""
+    for position, (item, timing) in enumerate(zip(stats, timings, strict=True)):
+        parts = [s["scenarios"][position] for s in snapshots]
+        for name in _COUNTERS:
+            setattr(item, name, sum(int(p[name]) for p in parts))
+        item.skipped_reason = next((p["skipped"] for p in parts if p["skipped"]), None)
+        for outcome in item.outcomes:
+            item.outcomes[outcome] = sum(int(p["outcomes"].get(outcome, 0)) for p in parts)
+        item.histogram = LatencyHistogram.merged(
+            LatencyHistogram.from_dict(p["histogram"]) for p in parts
+        )
+        counts = [p["bucket_counts"] for p in parts]
+        item.bucket_counts = [sum(column) for column in zip(*counts, strict=True)]
+        lag = BucketedHistogram(timing.lag.bounds)
+        service = BucketedHistogram(timing.service.bounds)
+        for part in parts:
+            lag.merge(BucketedHistogram.from_dict(lag.bounds, part["lag"]))
+            service.merge(BucketedHistogram.from_dict(service.bounds, part["service"]))
+        timing.lag, timing.service = lag, service
+
+
+class WorkerSet:
+    """The parent's side: N children, their latest snapshots, their end."""
+
+    def __init__(self, config: LoadConfig, count: int) -> None:
+        self.config = config
+        self.count = count
+        self.processes: list[asyncio.subprocess.Process] = []
+        self.latest: list[dict[str, Any] | None] = [None] * count
+        self.errors: list[str] = []
+        self._stop_sent: str | None = None
+
+    async def start(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for index in range(self.count):
+            payload = base64.b64encode(pickle.dumps(worker_config(self.config, index, self.count)))
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "soakwatch.load.workers",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=env,
+                start_new_session=False,
+            )
+            assert process.stdin is not None
+            process.stdin.write(payload + b"\n")
+            await process.stdin.drain()
+            process.stdin.close()
+            self.processes.append(process)
+
+    async def follow(self, on_update: Any) -> None:
+        """Read every child's snapshots until all have ended; ``on_update()`` after each."""
+        await asyncio.gather(*(self._read(i, p, on_update) for i, p in enumerate(self.processes)))
+
+    async def _read(self, index: int, process: asyncio.subprocess.Process, on_update: Any) -> None:
+        assert process.stdout is not None
+        while True:
+            line = await process.stdout.readline()
+            if not line:
+                break
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "error" in message:
+                self.errors.append(str(message["error"]))
+                self.stop("a worker failed")
+            else:
+                self.latest[index] = message
+                on_update()
+        code = await process.wait()
+        if code != 0 and not self.errors:
+            self.errors.append(f"load worker {index} exited with status {code}")
+
+    def stop(self, reason: str) -> None:
+        if self._stop_sent is not None:
+            return
+        self._stop_sent = reason
+        for process in self.processes:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+
+
+# -- the child's side -----------------------------------------------------------------------
+async def _child(config: LoadConfig) -> int:
+    from soakwatch.load.driver import Driver
+
+    driver = Driver(config, warn=lambda _: None)  # the parent warns, from the merged figures
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, driver.stop, signal.Signals(signum).name)
+
+    def emit(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_SECONDS)
+            emit(snapshot(driver.stats, driver.timings))
+
+    reporter = asyncio.create_task(report())
+    try:
+        await driver.run()
+    except SoakwatchError as exc:
+        emit({"error": str(exc)})
+        return 2
+    finally:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+    emit({**snapshot(driver.stats, driver.timings), "final": True})
+    return 0
+
+
+def main() -> int:
+    config = pickle.loads(base64.b64decode(sys.stdin.buffer.readline()))
+    if not isinstance(config, LoadConfig):
+        raise SystemExit("soak load worker: expected a LoadConfig on stdin")
+    code: int = run_loop(_child(config))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
