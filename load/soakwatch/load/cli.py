@@ -38,6 +38,7 @@ from soakwatch import console
 from soakwatch.cli import add_version, run_main
 from soakwatch.errors import ConfigError, SoakwatchError, UsageError
 from soakwatch.exitcodes import EXIT_ERROR, EXIT_PASS, EXIT_THRESHOLD
+from soakwatch.load.workers import run_loop
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -100,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         help="how long after the start --abort-on-fail waits before judging (default 0)",
     )
     add("--status-interval", help="seconds between status lines (default 5s)")
+    add(
+        "--workers",
+        metavar="N",
+        help="processes sharing the schedule like --shard i/N, one summary and /metrics "
+        "(default: the cores; 1 with python scenarios)",
+    )
     add("--quiet", action="store_true", help="no live status line")
     add("-v", "--verbose", action="store_true", help="log details to stderr")
     add_version(parser)
@@ -272,9 +279,10 @@ def _main(argv: list[str]) -> int:
     if to_stdout:  # printed at the end instead: no file named "-", no half documents
         config = dataclasses.replace(config, summary_path=None)
     status = None if args.quiet else lambda line: console.status(line)
-    driver = _driver_class()(config, status=status, warn=_warn)  # a missing extra: here
+    workers = _workers(args.workers, config)
+    driver = _driver_class()(config, status=status, warn=_warn, workers=workers)
     try:
-        summary = asyncio.run(_run(driver))
+        summary = run_loop(_run(driver))
     except SoakwatchError:
         if driver.summary is not None and driver.summary_error is not None:
             console.error(json.dumps(driver.summary, indent=2))  # the error says why, below it
@@ -318,6 +326,22 @@ def _judge(summary: Mapping[str, Any], config: LoadConfig) -> int:
         if result.get("implicit"):
             console.error(f"{PROG}: every operation of the run failed ({describe(result)})")
     return EXIT_THRESHOLD
+
+
+def _workers(text: str | None, config: LoadConfig) -> int:
+    from soakwatch.load.config import PythonScenario
+    from soakwatch.load.workers import default_workers
+
+    if text is None:  # Python flows' step figures do not merge across processes yet
+        python = any(isinstance(s, PythonScenario) for s in config.scenarios)
+        return 1 if python else default_workers()
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise UsageError(f"--workers: a whole number of processes, at least 1, not {text!r}")
+    return count
 
 
 def _driver_class() -> type[Driver]:
