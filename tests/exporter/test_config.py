@@ -28,8 +28,11 @@ DOC = ROOT / "docs" / "exporter.md"
 
 # file suffix -> (key path, reason); the message is "<file>: <key path>: <reason>"
 INVALID = {
-    "unknown-top-key": ("scrape_interval", "unknown key"),
-    "unknown-service-key": ("services[0].pool", "unknown key"),
+    "unknown-top-key": (
+        "scrape_interval",
+        "unknown key 'scrape_interval' (did you mean 'scan_interval'?)",
+    ),
+    "unknown-service-key": ("services[0].pool", "unknown key 'pool' (did you mean 'pools'?)"),
     "unknown-match-kind": ("services[0].match.process_name", "unknown key"),
     "match-missing": ("services[0].match", "required key is missing"),
     "match-empty": ("services[0].match", "exactly one of pid, pidfile, cmdline is required"),
@@ -54,7 +57,10 @@ INVALID = {
     "duplicate-service": ("services[1].name", "duplicate service name 'api'"),
     "service-name-missing": ("services[0].name", "required key is missing"),
     "pool-port-out-of-range": ("services[0].pools[0].port", "must be at most 65535, got 70000"),
-    "pool-unknown-key": ("services[0].pools[0].hostname", "unknown key"),
+    "pool-unknown-key": (
+        "services[0].pools[0].hostname",
+        "unknown key 'hostname' (did you mean 'host'?)",
+    ),
     "duplicate-pool": ("services[0].pools[1].name", "duplicate pool name 'db'"),
     "probe-unknown-kind": (
         "services[0].probes[0].kind",
