@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -308,23 +308,31 @@ def run_cells(
 ) -> dict[str, dict[str, Any]]:
     rules = load_rules().rules
     memory, latency = rules["memory_growth"], rules["latency_degradation"]
+    # ETA: seconds per traced hour, measured per run length (longer runs cost more per hour)
     work = {s.key: s.hours * (3 if s.family in LATENCY_FAMILIES else 1) for s in specs}
-    total = sum(work.values())
-    done = 0.0
+    hours_of = {s.key: s.hours for s in specs}
+    spent: dict[float, float] = defaultdict(float)
+    worked: dict[float, float] = defaultdict(float)
     began = time.perf_counter()
     cells: dict[str, dict[str, Any]] = {}
     groups: dict[tuple[str, float], list[CellSpec]] = {}
     for s in specs:
         groups.setdefault((s.family, s.hours), []).append(s)
+    left = dict(work)
     for number, ((family, hours), members) in enumerate(groups.items(), 1):
+        start = time.perf_counter()
         for spec in members:
             cells[spec.key] = run_cell(spec, memory, latency, trials, seed)
-            done += work[spec.key]
-        elapsed = time.perf_counter() - began
-        eta = elapsed / done * (total - done) if done else 0.0
+            worked[hours] += left.pop(spec.key)
+        spent[hours] += time.perf_counter() - start
+        overall = sum(spent.values()) / max(sum(worked.values()), 1e-9)
+        eta = sum(
+            w * (spent[hours_of[k]] / worked[hours_of[k]] if worked[hours_of[k]] else overall)
+            for k, w in left.items()
+        )
         progress(
-            f"[{number}/{len(groups)}] {family} {hours:g} h done ({len(members)} cells); "
-            f"{elapsed:.0f} s so far, about {eta:.0f} s to go"
+            f"[{number}/{len(groups)}] {family} {hours:.3g} h done ({len(members)} cells); "
+            f"{time.perf_counter() - began:.0f} s so far, about {eta:.0f} s to go"
         )
     return cells
 
