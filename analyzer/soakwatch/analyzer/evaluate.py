@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from soakwatch.analyzer.counters import counter_increase
 from soakwatch.analyzer.growth import GrowthEstimate, estimate_growth
-from soakwatch.analyzer.quantiles import histogram_quantile
+from soakwatch.analyzer.quantiles import WindowedHistogram, median_interval
 from soakwatch.analyzer.report import Evidence, Result, Status
 from soakwatch.analyzer.segments import restart_times
 from soakwatch.analyzer.series import Series, subject_of
@@ -418,46 +418,74 @@ def _variation(
     return _result(rule, labels, status, with_note(reason), cv, details, evidence)
 
 
+# -- latency: a change that must persist ---------------------------------------------------------
+# Each window of the rule is read as this many sub-windows (fewer when they would hold fewer
+# than SUBWINDOW_MIN_OBSERVATIONS requests or fewer than SUBWINDOW_MIN_SAMPLES scrapes).
+SUBWINDOWS_PER_WINDOW = 6
+SUBWINDOW_MIN_OBSERVATIONS = 20
+SUBWINDOW_MIN_SAMPLES = 4
+# The late level is read over at most this many windows at the end of the range, and a change
+# counts as sustained only once that stretch is at least SUSTAINED_WINDOWS windows long: a
+# burst no longer than one window then covers less than half of it.
+LATE_WINDOWS = 3
+SUSTAINED_WINDOWS = 2
+
+
+def _histogram(buckets: list[Series]) -> WindowedHistogram:
+    return WindowedHistogram((s.labels.get("le", "nan"), s.t, s.v) for s in buckets)
+
+
 def _window_quantile(buckets: list[Series], q: float, a: float, b: float) -> tuple[float, float]:
     """The q-quantile and the observation count of the histogram's increase within [a, b]."""
-    by_le: dict[float, float] = {}
-    for s in buckets:
-        try:
-            le = float(s.labels.get("le", "nan"))
-        except ValueError:
-            continue
-        if math.isnan(le):
-            continue
-        by_le[le] = by_le.get(le, 0.0) + counter_increase(s.t, s.v, a, b)
-    if not by_le:
+    histogram = _histogram(buckets)
+    if not histogram:
         return math.nan, 0.0
-    bounds = np.array(sorted(by_le))
-    counts = np.array([by_le[le] for le in bounds])
-    return histogram_quantile(q, bounds, counts), float(counts[-1])
+    return histogram.quantile(q, a, b)
+
+
+def _subwindows(histogram: WindowedHistogram, window: float, observations: float) -> int:
+    """How many sub-windows each window is read as: SUBWINDOWS_PER_WINDOW, fewer when a
+    sub-window would hold too few requests (``observations`` per window) or scrapes."""
+    step = histogram.sample_seconds
+    for parts in (SUBWINDOWS_PER_WINDOW, 3, 2):
+        enough_samples = step <= 0 or window / parts >= SUBWINDOW_MIN_SAMPLES * step
+        if enough_samples and observations / parts >= SUBWINDOW_MIN_OBSERVATIONS:
+            return parts
+    return 1
 
 
 def _quantile_change(
     rule: Rule, subject: Subject, buckets: list[Series], start: float, end: float
 ) -> Result:
+    """p95 (the rule's quantile) sustained at the end against the first window after warm-up.
+
+    Both levels are medians of sub-window quantiles (a window read as SUBWINDOWS_PER_WINDOW
+    parts): the baseline over the first window after warm-up, the late level over the last
+    LATE_WINDOWS windows (less when the range is shorter). A burst shorter than a window moves
+    fewer than half of the late sub-windows and so not their median; a change that lasts moves
+    it. The change fails only when the late stretch is at least SUSTAINED_WINDOWS windows long
+    (else it cannot be told from a burst: inconclusive), and, with ``min_increase``, when the
+    late level is also that much above the baseline. The interval is the sign test's for the
+    median of the late sub-windows, against the baseline level."""
     labels = dict(subject)
     q = rule.quantile if rule.quantile is not None else 0.95
+    name = f"p{q * 100:g}"
     begin = start + rule.warmup_seconds
     window = rule.window_seconds
+    histogram = _histogram(buckets)
     first = (begin, begin + window)
     last = (end - window, end)
-    first_q, first_n = _window_quantile(buckets, q, *first)
-    last_q, last_n = _window_quantile(buckets, q, *last)
-    # p95 over consecutive windows, for the plot and the sliding-window view
     edges = np.arange(begin, end - window + 1e-9, window)
-    trail = [(a + window / 2, _window_quantile(buckets, q, a, a + window)[0]) for a in edges]
+    if histogram:
+        first_q, first_n = histogram.quantile(q, *first)
+        last_q, last_n = histogram.quantile(q, *last)
+        trail_q, _ = histogram.quantiles(q, edges, edges + window)
+    else:
+        first_q, first_n, last_q, last_n = math.nan, 0.0, math.nan, 0.0
+        trail_q = np.full(edges.size, math.nan)
+    # the quantile over consecutive windows, for the plot and the sliding-window view
     evidence = Evidence(
-        series=[
-            (
-                f"p{q * 100:g} per {format_duration(window)}",
-                np.array([x for x, _ in trail]),
-                np.array([y for _, y in trail]),
-            )
-        ],
+        series=[(f"{name} per {format_duration(window)}", edges + window / 2, trail_q)],
         spans=[("first window", *first), ("last window", *last)],
         y_label="seconds",
     )
@@ -469,7 +497,7 @@ def _quantile_change(
         "last": last_q,
         "first_observations": first_n,
         "last_observations": last_n,
-        "windows": [y for _, y in trail],
+        "windows": [float(y) for y in trail_q],
     }
     covered = end - begin
     if covered < max(2 * window, rule.min_duration_seconds):
@@ -485,25 +513,86 @@ def _quantile_change(
             f"window, needs {rule.min_points} in each"
         )
         return _result(rule, labels, "inconclusive", reason, None, details, evidence)
-    if not first_q > 0:
+    parts = _subwindows(histogram, window, min(first_n, last_n))
+    part = window / parts
+    late_seconds = min(LATE_WINDOWS * window, end - first[1])
+    late_count = max(math.floor(late_seconds / part + 1e-9), 1)
+    late_ends = end - part * np.arange(late_count)[::-1]
+    late_q, _ = histogram.quantiles(q, late_ends - part, late_ends)
+    base_starts = begin + part * np.arange(parts)
+    base_q, _ = histogram.quantiles(q, base_starts, base_starts + part)
+    late_q, base_q = late_q[np.isfinite(late_q)], base_q[np.isfinite(base_q)]
+    late_span = (float(late_ends[0] - part), end)
+    details.update(
+        method=(
+            f"median {name} of {format_duration(part)} sub-windows: the last "
+            f"{format_duration(late_count * part)} against the first window"
+        ),
+        subwindow_seconds=part,
+        late_window=list(late_span),
+        late_subwindows=[float(y) for y in late_q],
+        baseline_subwindows=[float(y) for y in base_q],
+    )
+    evidence.spans.append(("late stretch", *late_span))
+    baseline = float(np.median(base_q)) if base_q.size else math.nan
+    late = float(np.median(late_q)) if late_q.size else math.nan
+    details.update(baseline=baseline, late=late)
+    if not baseline > 0 or not math.isfinite(late):
         return _result(
             rule, labels, "inconclusive", "first-window quantile is 0", None, details, evidence
         )
-    change = last_q / first_q - 1.0
-    increase = last_q - first_q
+    change = late / baseline - 1.0
+    increase = late - baseline
+    low_q, high_q = median_interval(late_q, rule.confidence)
+    lower, upper = low_q / baseline - 1.0, high_q / baseline - 1.0
     floor = rule.min_increase_seconds
-    details["increase"] = increase
-    details["min_increase"] = floor
-    if floor > 0 and rule.lower_is_better and not rule.passes(change) and increase < floor:
-        # Past the relative threshold but by less than the floor: jitter or bucket interpolation.
-        reason = (
-            f"p{q * 100:g} change {_fmt(rule, change)} but only "
-            f"{_milliseconds(increase)} (< {_milliseconds(floor, signed=False)}) "
-            f"({first_q:.4g}s -> {last_q:.4g}s)"
+    details.update(
+        increase=increase,
+        min_increase=floor,
+        lower=_show(rule, lower),
+        upper=_show(rule, upper),
+        confidence=rule.confidence,
+        sustained_seconds=late_count * part,
+    )
+    last_change = last_q / first_q - 1.0 if first_q > 0 else math.nan
+    details["last_window_change"] = _show(rule, last_change) if math.isfinite(last_change) else None
+    over = f"over the last {format_duration(late_count * part)}"
+    levels = (
+        f"(median {format_duration(part)} {name} {baseline:.4g}s -> {late:.4g}s {over}, "
+        f"{rule.confidence:.0%} interval {_show(rule, lower):.3g}..{_show(rule, upper):.3g} "
+        f"{rule.unit})"
+    )
+    if rule.passes(change) or (floor > 0 and rule.lower_is_better and increase < floor):
+        if rule.passes(change):
+            status, reason = _judge(rule, change, f"{name} change")
+            reason += f" {levels}"
+        else:
+            # Past the relative threshold but by less than the floor: jitter or interpolation.
+            reason = (
+                f"{name} change {_fmt(rule, change)} but only {_milliseconds(increase)} "
+                f"(< {_milliseconds(floor, signed=False)}) {levels}"
+            )
+        burst = (
+            math.isfinite(last_change)
+            and not rule.passes(last_change)
+            and (floor <= 0 or last_q - first_q >= floor)
         )
+        if burst:
+            reason += (
+                f"; the last {format_duration(window)} alone reads {_fmt(rule, last_change)}: "
+                "a burst, not sustained"
+            )
         return _result(rule, labels, "pass", reason, change, details, evidence)
-    status, reason = _judge(rule, change, f"p{q * 100:g} change")
-    reason += f" ({first_q:.4g}s -> {last_q:.4g}s)"
+    if late_count * part < SUSTAINED_WINDOWS * window - 1e-6:
+        needed = rule.warmup_seconds + (1 + SUSTAINED_WINDOWS) * window
+        reason = (
+            f"{name} change {_fmt(rule, change)} {levels}, but a change over less than "
+            f"{SUSTAINED_WINDOWS} windows cannot be told from a burst: needs a range of "
+            f"{format_duration(needed)}"
+        )
+        return _result(rule, labels, "inconclusive", reason, change, details, evidence)
+    status, reason = _judge(rule, change, f"{name} change")
+    reason += f", sustained {levels}"
     return _result(rule, labels, status, reason, change, details, evidence)
 
 
