@@ -83,3 +83,55 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"results: {path}", flush=True)
     return path
+
+
+# -- a process tree's CPU, from /proc ---------------------------------------------------------
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as listing:
+                found += [int(c) for c in listing.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _own_cpu_ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0  # ended between the listing and the read
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` and every process below it (read from
+    /proc; children that already ended count in their parent's cutime only once waited for,
+    so sample it over a window in which the tree is stable)."""
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        total += _own_cpu_ticks(current)
+        todo += _children(current)
+    return total / _TICKS
+
+
+def tree_size(pid: int) -> int:
+    """How many processes ``pid``'s tree holds now."""
+    count, todo = 0, [pid]
+    while todo:
+        count += 1
+        todo += _children(todo.pop())
+    return count

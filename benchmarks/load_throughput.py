@@ -1,115 +1,182 @@
-"""Throughput per core and p99 of ``soak load`` side by side with wrk and Locust.
+"""Efficiency, stall accounting and lag of ``soak load``, measured the same way as Locust and wrk.
 
-    python -m benchmarks load_throughput            # 5 s per measurement, about 1 minute
-    python -m benchmarks load_throughput --full     # 30 s per measurement
+    python -m benchmarks load_throughput                # 8 s windows, 3 repeats, ~4 minutes
+    python -m benchmarks load_throughput --full         # 30 s windows
+    python -m benchmarks load_throughput --repeat 1 --seconds 5
 
-All three drive the same local HTTP server (a minimal keep-alive asyncio server, started here
-in its own process) in one run:
-1. saturation: each tool as fast as it can with the same number of connections; requests/s of
-   wall time and per CPU-second of the tool's own process (user + system), and wrk's p99;
-2. a fixed rate (a third of the slower tool's saturation): p99 of soak load (measured from the
-   time each request was due) and of Locust (constant_throughput), so the p99s compare.
-wrk is the ceiling (C, not Python); Locust's FastHttpUser in one process is the peer. Locust is
-taken from ``--locust PATH`` or ``$SOAK_BENCH_LOCUST`` or PATH; without it that column is empty.
-Results go to ``benchmarks/results/load_throughput.json``.
+Every tool runs as its own process against the same server: a C epoll keep-alive HTTP/1.1
+server (built here with cc; one thread, a fixed reply, wrk saturates it far above any Python
+client) that counts the requests it answers and times each (request read -> reply written).
+For each tool, the CPU is read from /proc for its whole process tree (user + system), and the
+requests are counted by the server, both at the start and the end of the same steady window
+after a warm-up: requests per CPU-second = server-counted requests / tree CPU seconds.
+
+1. Saturation (``--repeat`` times, the order of soak load and Locust alternating): wrk (the
+   ceiling, C), ``soak load --workers 1`` (200,000/s due over 32 connections: it sends what it
+   can, the rest is dropped) and Locust FastHttpUser (32 users, no wait), one process each.
+   Target: soak load's requests per CPU-second at least 2x Locust's in every repeat.
+2. A 1 s server stall every 10 s, at a fixed rate: the p99 that soak load reports (from due
+   time) against the p99 the server saw (request read -> reply). Target: within 10 %.
+   Locust at the same rate is shown beside it (its closed model hides the stall).
+3. The driver's own lag at 30 % of its saturation rate (``--workers 1``): lag p99 (due -> sent)
+   from its summary. Target: under 2 ms.
+Exits 1 when a target is missed (each is printed with PASS/FAIL), 2 when a tool is missing.
+Locust is taken from ``--locust PATH``, ``$SOAK_BENCH_LOCUST`` or PATH (``pip install
+locust``). Results go to ``benchmarks/results/load_throughput.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
+import json
 import os
-import re
-import resource
 import shutil
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks._measure import machine, ratio, run_child, write_results
-from benchmarks._servers import serve_protocol, start_benchmark_server
+from benchmarks._measure import machine, ratio, tree_cpu_seconds, tree_size, write_results
+from benchmarks._servers import ROOT
+from soakwatch.run.localservers import free_port
 
 CONNECTIONS = 32
-# Above what one Python process can send: the driver sends what it can, the rest is dropped.
-SATURATING_RATE = 20_000.0
-RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+SATURATING_RATE = 200_000.0  # far above what one Python process sends: the rest is dropped
+STALL_RATE = 1000.0
+STALL_PERIOD_MS, STALL_MS = 10_000, 1000
+EFFICIENCY_TARGET = 2.0  # soak load / Locust, requests per CPU-second
+STALL_P99_TOLERANCE = 0.10
+LAG_P99_TARGET_SECONDS = 0.002
+LAG_FRACTION = 0.30
+
+SERVER_C = Path(__file__).with_name("_keepalive_server.c")
 
 
 # -- the server -------------------------------------------------------------------------------
-class _Answer(asyncio.Protocol):
-    """Answers every request head (GET, no body) with a fixed keep-alive reply."""
+class CServer:
+    """The C keep-alive server in its own process (optionally stalling)."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.buffer = b""
+    def __init__(self, binary: Path, stall: tuple[int, int] | None = None) -> None:
+        self.port = free_port()
+        argv = [str(binary), str(self.port)] + ([str(s) for s in stall] if stall else [])
+        self.process = subprocess.Popen(argv)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.stats()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("the benchmark server did not start") from None
+                time.sleep(0.05)
 
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        count = self.buffer.count(b"\r\n\r\n")
-        if count:
-            self.buffer = self.buffer[self.buffer.rfind(b"\r\n\r\n") + 4 :]
-            self.transport.write(RESPONSE * count)
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def stats(self, *, reset: bool = False) -> dict[str, int]:
+        """Requests answered so far, and the server-side latency figures (us) since the last
+        reset (``reset``: reset them, after reading the count)."""
+        path = "__reset" if reset else "__stats"
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as reply:
+            text = reply.read().decode()
+        return {k: int(v) for k, v in (line.split() for line in text.splitlines())}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def __enter__(self) -> CServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
-# -- the tools --------------------------------------------------------------------------------
-def _seconds(value: str, unit: str) -> float:
-    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+def build_server(workdir: Path) -> Path:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SystemExit("load_throughput: needs a C compiler (cc) for its server")
+    binary = workdir / "server"
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(SERVER_C)], check=True)
+    return binary
 
 
-def run_wrk(url: str, seconds: float) -> dict[str, Any] | None:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        return None
-    command = [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{int(seconds)}s", "--latency", url]
-    text, cpu = run_child(command, seconds + 30)
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.MULTILINE)
-    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", text)
-    if rate is None or total is None:
-        raise RuntimeError(f"unexpected wrk output:\n{text}")
-    requests = int(total.group(1))
+# -- one tool over one steady window -----------------------------------------------------------
+def measure(
+    command: list[str], server: CServer, warmup: float, window: float, timeout: float
+) -> dict[str, Any]:
+    """Start ``command``; after ``warmup`` s, count the server's requests and the tree's CPU
+    over ``window`` s; then let it end (SIGINT after ``timeout`` s)."""
+    with tempfile.TemporaryFile() as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            time.sleep(warmup)
+            if process.poll() is not None:
+                out.seek(0)
+                raise RuntimeError(f"{command[0]} ended early:\n{out.read().decode()}")
+            processes = tree_size(process.pid)
+            cpu0, before, t0 = (
+                tree_cpu_seconds(process.pid),
+                server.stats(reset=True),
+                time.monotonic(),
+            )
+            time.sleep(window)
+            cpu1, after, t1 = tree_cpu_seconds(process.pid), server.stats(), time.monotonic()
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGINT)
+                process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    requests = after["requests"] - before["requests"]
+    cpu = cpu1 - cpu0
     return {
         "requests": requests,
-        "requests_per_second": float(rate.group(1)),
+        "window_seconds": t1 - t0,
+        "requests_per_second": requests / (t1 - t0),
         "cpu_seconds": cpu,
-        "requests_per_cpu_second": requests / cpu if cpu else None,
-        "p99_seconds": _seconds(p99.group(1), p99.group(2)) if p99 else None,
+        "requests_per_cpu_second": requests / cpu if cpu > 0 else None,
+        "processes": processes,
+        "server_p99_seconds": after["p99_us"] / 1e6,
+        "exit_code": process.returncode,
+        "output_tail": text[-2000:],
     }
 
 
-def run_soak(url: str, seconds: float, rate: float, max_in_flight: int) -> dict[str, Any]:
-    """soak load in this process (the server is another process): CPU from getrusage."""
-    from soakwatch.load.config import load_config
-    from soakwatch.load.driver import Driver
+def wrk_command(url: str, seconds: float) -> list[str] | None:
+    wrk = shutil.which("wrk")
+    return None if wrk is None else [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{int(seconds)}s", url]
 
-    scenario = {
-        "kind": "http",
-        "url": url,
-        "rate": rate,
-        "max_in_flight": max_in_flight,
-        "timeout": "10s",
-    }
-    config = load_config(flags={"duration": seconds}, flag_scenarios=[scenario], environ={})
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    summary = asyncio.run(Driver(config).run())
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    part = summary["scenarios"]["http"]
-    ok = part["outcomes"]["ok"]
-    return {
-        "target_rate": rate,
-        "requests": ok,
-        "requests_per_second": ok / summary["active_seconds"],
-        "dropped": part["outcomes"]["dropped"],
-        "errors": part["errors"] - part["outcomes"]["dropped"],
-        "cpu_seconds": cpu,
-        "requests_per_cpu_second": ok / cpu if cpu else None,
-        "p99_seconds": part["latency_seconds"]["p99"],
-        "p50_seconds": part["latency_seconds"]["p50"],
-    }
+
+def soak_command(
+    workdir: Path, url: str, seconds: float, rate: float, max_in_flight: int | None, tag: str
+) -> tuple[list[str], Path]:
+    scenario: dict[str, Any] = {"kind": "http", "name": "bench", "url": url, "rate": rate}
+    scenario["timeout"] = "10s"
+    if max_in_flight is not None:
+        scenario["max_in_flight"] = max_in_flight
+    config = workdir / f"load-{tag}.json"  # JSON is YAML
+    config.write_text(json.dumps({"duration": seconds, "scenarios": [scenario]}))
+    summary = workdir / f"summary-{tag}.json"
+    command = [
+        sys.executable, "-m", "soakwatch.commands", "load", "--config", str(config),
+        "--workers", "1", "--quiet", "--summary", str(summary),
+    ]  # fmt: skip
+    return command, summary
 
 
 LOCUSTFILE = """
@@ -129,137 +196,223 @@ class Bench(FastHttpUser):
 """
 
 
-def _locust_binary(option: str | None) -> str | None:
+def locust_binary(option: str | None) -> str | None:
     for candidate in (option, os.environ.get("SOAK_BENCH_LOCUST"), shutil.which("locust")):
         if candidate and Path(candidate).exists():
             return candidate
-    default = Path("/work/.locust-venv/bin/locust")
-    return str(default) if default.exists() else None
+    beside = Path(sys.executable).with_name("locust")
+    return str(beside) if beside.exists() else None
 
 
-def run_locust(
-    locust: str, url: str, seconds: float, rate: float | None, workdir: Path
-) -> dict[str, Any]:
+def locust_command(
+    locust: str, workdir: Path, url: str, seconds: float, users: int, rate: float | None, tag: str
+) -> tuple[list[str], Path]:
     locustfile = workdir / "locustfile.py"
     locustfile.write_text(LOCUSTFILE, encoding="utf-8")
-    prefix = workdir / f"locust-{'fixed' if rate else 'max'}"
-    os.environ["BENCH_PER_USER_RATE"] = str(rate / CONNECTIONS if rate else 0)
+    prefix = workdir / f"locust-{tag}"
+    os.environ["BENCH_PER_USER_RATE"] = str(rate / users if rate else 0)
     command = [
-        locust, "-f", str(locustfile), "--headless", "-H", url, "-u", str(CONNECTIONS),
-        "-r", str(CONNECTIONS), "-t", f"{int(seconds)}s", "--only-summary",
-        "--csv", str(prefix), "--loglevel", "WARNING", "--stop-timeout", "1",
+        locust, "-f", str(locustfile), "--headless", "-H", url.rstrip("/"), "-u", str(users),
+        "-r", str(users), "-t", f"{int(seconds)}s", "--only-summary", "--csv", str(prefix),
+        "--loglevel", "WARNING", "--stop-timeout", "1",
     ]  # fmt: skip
-    text, cpu = run_child(command, seconds + 60)
-    rows = list(csv.DictReader((prefix.parent / f"{prefix.name}_stats.csv").open()))
+    return command, prefix.with_name(f"{prefix.name}_stats.csv")
+
+
+def locust_p99(stats_csv: Path) -> float | None:
+    rows = list(csv.DictReader(stats_csv.open()))
     total = next((r for r in rows if r["Name"] == "Aggregated"), None)
-    if total is None:
-        raise RuntimeError(f"no Locust stats:\n{text}")
-    requests = int(total["Request Count"])
-    p99 = total.get("99%")
-    return {
-        "target_rate": rate,
-        "requests": requests,
-        "requests_per_second": float(total["Requests/s"]),
-        "errors": int(total["Failure Count"]),
-        "cpu_seconds": cpu,
-        "requests_per_cpu_second": requests / cpu if cpu else None,
-        "p99_seconds": float(p99) / 1000 if p99 not in (None, "", "N/A") else None,
-    }
+    p99 = total.get("99%") if total else None
+    return float(p99) / 1000 if p99 not in (None, "", "N/A") else None
 
 
 def _fmt(value: float | None, scale: float = 1.0, unit: str = "") -> str:
     return "n/a" if value is None else f"{value * scale:,.1f}{unit}"
 
 
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+# -- the runs ---------------------------------------------------------------------------------
+def saturation(
+    binary: Path, locust: str, workdir: Path, warmup: float, window: float, repeat: int
+) -> list[dict[str, Any]]:
+    runs = []
+    length = warmup + window + 2
+    for index in range(repeat):
+        row: dict[str, Any] = {}
+        with CServer(binary) as server:
+            wrk = wrk_command(server.url, length)
+            if wrk:
+                row["wrk"] = measure(wrk, server, warmup, window, length + 10)
+            soak, _ = soak_command(workdir, server.url, length, SATURATING_RATE, CONNECTIONS, "sat")
+            peer, _ = locust_command(locust, workdir, server.url, length, CONNECTIONS, None, "sat")
+            order = [("soak_load", soak), ("locust", peer)]
+            for name, command in order if index % 2 == 0 else order[::-1]:
+                row[name] = measure(command, server, warmup, window, length + 30)
+        row["ratio_soak_vs_locust"] = ratio(
+            row["soak_load"]["requests_per_cpu_second"], row["locust"]["requests_per_cpu_second"]
+        )
+        row["ratio_soak_vs_wrk"] = ratio(
+            row["soak_load"]["requests_per_cpu_second"],
+            row.get("wrk", {}).get("requests_per_cpu_second"),
+        )
+        for name in ("wrk", "soak_load", "locust"):
+            if name in row:
+                m = row[name]
+                print(
+                    f"[{index + 1}/{repeat}] {name:<9} saturation: {_fmt(m['requests_per_second'])}"
+                    f" req/s, {_fmt(m['requests_per_cpu_second'])} req/CPU-s "
+                    f"({m['cpu_seconds']:.2f} CPU-s, {m['processes']} process(es))",
+                    flush=True,
+                )
+        print(
+            f"[{index + 1}/{repeat}] soak/locust {row['ratio_soak_vs_locust']:.2f}x, "
+            f"soak/wrk {_fmt(row['ratio_soak_vs_wrk'], 100, ' %')}",
+            flush=True,
+        )
+        runs.append(row)
+    return runs
+
+
+def stalled(binary: Path, locust: str | None, workdir: Path, seconds: float) -> dict[str, Any]:
+    """soak load (and Locust) at STALL_RATE against a server stalling 1 s every 10 s: the
+    whole run's p99, the client's and the server's over the same requests."""
+    result: dict[str, Any] = {"rate": STALL_RATE, "seconds": seconds}
+    with CServer(binary, (STALL_PERIOD_MS, STALL_MS)) as server:
+        command, summary_path = soak_command(workdir, server.url, seconds, STALL_RATE, None, "st")
+        server.stats(reset=True)
+        subprocess.run(command, cwd=ROOT, check=True, timeout=seconds + 60)
+        seen = server.stats()
+        part = json.loads(summary_path.read_text())["scenarios"]["bench"]
+        result["soak_load"] = {
+            "p99_seconds": part["latency_seconds"]["p99"],
+            "service_p99_seconds": part["service_seconds"]["p99"],
+            "lag_p99_seconds": part["lag_seconds"]["p99"],
+            "ok": part["outcomes"]["ok"],
+            "server_p99_seconds": seen["p99_us"] / 1e6,
+            "server_count": seen["count"],
+        }
+    if locust:
+        # A fresh server, so its stalls fall at the same offsets of Locust's run.
+        with CServer(binary, (STALL_PERIOD_MS, STALL_MS)) as server:
+            users = CONNECTIONS
+            command, stats_csv = locust_command(
+                locust, workdir, server.url, seconds, users, STALL_RATE, "st"
+            )
+            server.stats(reset=True)
+            subprocess.run(command, cwd=ROOT, check=False, timeout=seconds + 60,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            seen = server.stats()
+            result["locust"] = {
+                "p99_seconds": locust_p99(stats_csv),
+                "server_p99_seconds": seen["p99_us"] / 1e6,
+                "server_count": seen["count"],
+            }
+    return result
+
+
+def lag_run(binary: Path, workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
+    with CServer(binary) as server:
+        command, summary_path = soak_command(workdir, server.url, seconds, rate, None, "lag")
+        server.stats(reset=True)
+        subprocess.run(command, cwd=ROOT, check=True, timeout=seconds + 60)
+        seen = server.stats()
+    part = json.loads(summary_path.read_text())["scenarios"]["bench"]
+    return {
+        "rate": rate,
+        "achieved_rate_per_second": part["achieved_rate_per_second"],
+        "dropped": part["outcomes"]["dropped"],
+        "lag_p50_seconds": part["lag_seconds"]["p50"],
+        "lag_p99_seconds": part["lag_seconds"]["p99"],
+        "latency_p99_seconds": part["latency_seconds"]["p99"],
+        "service_p99_seconds": part["service_seconds"]["p99"],
+        "server_p99_seconds": seen["p99_us"] / 1e6,
+    }
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks load_throughput")
-    parser.add_argument("--full", action="store_true", help="30 s per measurement")
-    parser.add_argument("--seconds", type=float, help="seconds per measurement (default 5)")
+    parser.add_argument("--full", action="store_true", help="30 s windows")
+    parser.add_argument("--seconds", type=float, help="steady window per measurement (default 8)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each window")
+    parser.add_argument("--repeat", type=int, default=3, help="saturation repeats (default 3)")
+    parser.add_argument("--stall-seconds", type=float, default=20.0, help="stall run length")
     parser.add_argument("--locust", help="path of the locust command")
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve:
-        serve_protocol(_Answer, args.serve)
-        return 0
-    seconds = args.seconds or (30.0 if args.full else 5.0)
-    server = start_benchmark_server("load_throughput")
-    url = f"{server.url}/"
+    window = args.seconds or (30.0 if args.full else 8.0)
+    locust = locust_binary(args.locust)
+    if locust is None:
+        print("load_throughput: Locust not found (pip install locust; --locust PATH)")
+        return 2
     results: dict[str, Any] = {
         "machine": machine(),
-        "seconds_per_measurement": seconds,
+        "window_seconds": window,
+        "warmup_seconds": args.warmup,
         "connections": CONNECTIONS,
     }
-    try:
-        print(f"server: minimal asyncio HTTP on {url}; {CONNECTIONS} connections each", flush=True)
-        wrk = run_wrk(url, seconds)
-        results["wrk"] = wrk
-        print(
-            f"wrk        saturation: {_fmt(wrk and wrk['requests_per_second'])} req/s, "
-            f"{_fmt(wrk and wrk['requests_per_cpu_second'])} req/CPU-s, "
-            f"p99 {_fmt(wrk and wrk['p99_seconds'], 1000, ' ms')}",
-            flush=True,
-        )
-        soak = run_soak(url, seconds, SATURATING_RATE, CONNECTIONS)
-        results["soak_load"] = {"saturation": soak}
-        print(
-            f"soak load  saturation: {_fmt(soak['requests_per_second'])} req/s, "
-            f"{_fmt(soak['requests_per_cpu_second'])} req/CPU-s "
-            f"({soak['dropped']:,} due requests dropped: no free slot)",
-            flush=True,
-        )
-        locust = _locust_binary(args.locust)
-        peer: dict[str, Any] | None = None
-        with tempfile.TemporaryDirectory() as workdir:
-            if locust:
-                peer = run_locust(locust, url.rstrip("/"), seconds, None, Path(workdir))
-                results["locust"] = {"saturation": peer}
-                print(
-                    f"locust     saturation: {_fmt(peer['requests_per_second'])} req/s, "
-                    f"{_fmt(peer['requests_per_cpu_second'])} req/CPU-s, "
-                    f"p99 {_fmt(peer['p99_seconds'], 1000, ' ms')}",
-                    flush=True,
-                )
-            else:
-                print("locust: not found (pip install locust; --locust PATH)", flush=True)
-            slowest = min(
-                soak["requests_per_second"], peer["requests_per_second"] if peer else 1e12
-            )
-            fixed_rate = round(slowest / 3, -1)
-            soak_fixed = run_soak(url, seconds, fixed_rate, 1000)
-            results["soak_load"]["fixed_rate"] = soak_fixed
-            print(
-                f"soak load  at {fixed_rate:,.0f}/s: {_fmt(soak_fixed['requests_per_second'])}"
-                f" req/s, p99 {_fmt(soak_fixed['p99_seconds'], 1000, ' ms')} (from due time)",
-                flush=True,
-            )
-            if locust and peer:
-                peer_fixed = run_locust(locust, url.rstrip("/"), seconds, fixed_rate, Path(workdir))
-                results["locust"]["fixed_rate"] = peer_fixed
-                print(
-                    f"locust     at {fixed_rate:,.0f}/s: "
-                    f"{_fmt(peer_fixed['requests_per_second'])} req/s, "
-                    f"p99 {_fmt(peer_fixed['p99_seconds'], 1000, ' ms')}",
-                    flush=True,
-                )
-    finally:
-        server.stop()
-    ratios = {
-        "soak_vs_wrk_requests_per_cpu_second": ratio(
-            soak["requests_per_cpu_second"], wrk and wrk["requests_per_cpu_second"]
-        ),
-        "soak_vs_locust_requests_per_cpu_second": ratio(
-            soak["requests_per_cpu_second"], peer and peer["requests_per_cpu_second"]
-        ),
-        "soak_vs_locust_p99_at_fixed_rate": ratio(
-            soak_fixed["p99_seconds"],
-            results.get("locust", {}).get("fixed_rate", {}).get("p99_seconds"),
-        ),
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        binary = build_server(workdir)
+        runs = saturation(binary, locust, workdir, args.warmup, window, args.repeat)
+        results["saturation"] = runs
+        ratios = [r["ratio_soak_vs_locust"] for r in runs]
+        soak_rate = statistics.median(r["soak_load"]["requests_per_second"] for r in runs)
+        stall = stalled(binary, locust, workdir, args.stall_seconds)
+        results["stall"] = stall
+        lag_rate = round(soak_rate * LAG_FRACTION, -1)
+        lag = lag_run(binary, workdir, lag_rate, max(window, 10.0))
+        results["lag_at_30_percent"] = lag
+    soak_stall = stall["soak_load"]
+    stall_error = abs(soak_stall["p99_seconds"] / soak_stall["server_p99_seconds"] - 1)
+    targets = {
+        "efficiency_vs_locust": {
+            "target": f">= {EFFICIENCY_TARGET}x in every repeat",
+            "values": ratios,
+            "passes": all(r is not None and r >= EFFICIENCY_TARGET for r in ratios),
+        },
+        "stall_p99_vs_server": {
+            "target": f"within {STALL_P99_TOLERANCE:.0%}",
+            "value": stall_error,
+            "passes": stall_error <= STALL_P99_TOLERANCE,
+        },
+        "lag_p99_at_30_percent": {
+            "target": f"< {LAG_P99_TARGET_SECONDS * 1000:g} ms",
+            "value": lag["lag_p99_seconds"],
+            "passes": lag["lag_p99_seconds"] is not None
+            and lag["lag_p99_seconds"] < LAG_P99_TARGET_SECONDS,
+        },
     }
-    results["ratios"] = ratios
-    for name, value in ratios.items():
-        print(f"{name}: {'n/a' if value is None else f'{value:.2f}'}")
+    results["targets"] = targets
+    print(
+        f"efficiency soak/locust: {', '.join(f'{r:.2f}x' for r in ratios)} "
+        f"(spread {min(ratios):.2f}-{max(ratios):.2f}) -> "
+        f"{_verdict(targets['efficiency_vs_locust']['passes'])} "
+        f"({targets['efficiency_vs_locust']['target']})"
+    )
+    peer = stall.get("locust", {})
+    print(
+        f"1 s stall every 10 s at {STALL_RATE:.0f}/s: soak load p99 "
+        f"{_fmt(soak_stall['p99_seconds'], 1000, ' ms')} (server "
+        f"{_fmt(soak_stall['server_p99_seconds'], 1000, ' ms')}, off by {stall_error:.1%}; "
+        f"service p99 {_fmt(soak_stall['service_p99_seconds'], 1000, ' ms')}, lag p99 "
+        f"{_fmt(soak_stall['lag_p99_seconds'], 1000, ' ms')}) -> "
+        f"{_verdict(targets['stall_p99_vs_server']['passes'])}; Locust p99 "
+        f"{_fmt(peer.get('p99_seconds'), 1000, ' ms')} (server "
+        f"{_fmt(peer.get('server_p99_seconds'), 1000, ' ms')})"
+    )
+    print(
+        f"lag at {lag_rate:,.0f}/s (30 % of {soak_rate:,.0f}/s): p50 "
+        f"{_fmt(lag['lag_p50_seconds'], 1000, ' ms')}, p99 "
+        f"{_fmt(lag['lag_p99_seconds'], 1000, ' ms')}; latency p99 "
+        f"{_fmt(lag['latency_p99_seconds'], 1000, ' ms')}, service p99 "
+        f"{_fmt(lag['service_p99_seconds'], 1000, ' ms')}, server p99 "
+        f"{_fmt(lag['server_p99_seconds'], 1000, ' ms')} -> "
+        f"{_verdict(targets['lag_p99_at_30_percent']['passes'])}"
+    )
     write_results("load_throughput", results)
-    return 0
+    return 0 if all(t["passes"] for t in targets.values()) else 1
 
 
 if __name__ == "__main__":
