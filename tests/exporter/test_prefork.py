@@ -53,6 +53,20 @@ class Prefork:
         master = psutil.Process(self.popen.pid)
         return [p for p in master.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
 
+    def wait_workers(self, workers: int, timeout: float = 30.0) -> None:
+        """Until the master runs this many workers, sending no request (a request may make
+        gunicorn recycle a worker after it)."""
+        deadline = time.monotonic() + timeout
+        stable_since, pids = time.monotonic(), {p.pid for p in self.workers()}
+        # settled: that many workers and the same ones for a second (a worker that served its
+        # last request may still be exiting, its replacement not forked yet)
+        while len(pids) != workers or time.monotonic() - stable_since < 1.0:
+            assert time.monotonic() < deadline, "the master did not replace its workers"
+            time.sleep(0.05)
+            now = {p.pid for p in self.workers()}
+            if now != pids:
+                stable_since, pids = time.monotonic(), now
+
     def wait_ready(self, workers: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -186,11 +200,17 @@ def test_under_sum_the_group_is_the_service_and_its_unique_memory_grows_by_the_l
     assert served_by <= {p.pid for p in prefork.workers()}
     assert after[service("soak_process_workers")] == 3
     assert tracker.identity is not None and tracker.identity[0] == prefork.popen.pid
-    members = [psutil.Process(prefork.popen.pid), *prefork.workers()]
-    assert after[service("soak_process_threads")] == sum(p.num_threads() for p in members)
-    assert after[service("soak_process_open_fds")] == sum(p.num_fds() for p in members)
+    # threads and fds of a member may move between two reads: a consistent pair within a few
+    for _ in range(10):
+        now = scrape(registry)
+        members = [psutil.Process(prefork.popen.pid), *prefork.workers()]
+        counts = (sum(p.num_threads() for p in members), sum(p.num_fds() for p in members))
+        if counts == (now[service("soak_process_threads")], now[service("soak_process_open_fds")]):
+            break
+    else:
+        raise AssertionError(f"summed threads and fds never matched psutil's: {counts}")
     rss = sum(p.memory_info().rss for p in members)
-    assert abs(after[service("soak_process_resident_memory_bytes")] - rss) < 1 * MiB
+    assert abs(now[service("soak_process_resident_memory_bytes")] - rss) < 1 * MiB
     pss = after[service("soak_process_proportional_memory_bytes")]
     assert after[uss] <= pss <= after[service("soak_process_resident_memory_bytes")]
     assert after[service("soak_process_start_time_seconds")] == pytest.approx(
@@ -219,7 +239,7 @@ def test_under_each_gunicorn_max_requests_recycling_is_member_restarts_with_boun
         now = scrape(registry)
         assert _each_labels(now) <= {"0", "1", "2", "3"}  # bounded by the members alive at once
         cpu_seen.append(now[service("soak_process_cpu_seconds_total", worker="0", mode="user")])
-    prefork.wait_ready(3)
+    prefork.wait_workers(3)
     last = scrape(registry)
 
     restarts = sum(v for (n, _), v in last.items() if n == "soak_process_worker_restarts_total")
@@ -278,7 +298,7 @@ def test_under_sum_cpu_never_goes_back_when_workers_are_recycled(start_prefork):
             now[service("soak_process_cpu_seconds_total", mode="user")]
             + now[service("soak_process_cpu_seconds_total", mode="system")]
         )
-    prefork.wait_ready(2)
+    prefork.wait_workers(2)
     final = scrape(registry)
 
     assert totals == sorted(totals)  # a counter: an exited worker's CPU stays in the sum
