@@ -55,7 +55,7 @@ _OVERRUN_SECONDS = 1.0  # how far past its end a saturated schedule may still se
 _LOGGED_ERRORS_PER_SCENARIO = 5
 # The driver is the bottleneck when its own lag (due -> sent) has a p99 above this, or when
 # it dropped operations: the latencies it reports then say more about it than the service.
-LAG_WARN_SECONDS = 0.005
+LAG_WARN_SECONDS = 0.010
 _BOTTLENECK_CHECK_SECONDS = 5.0
 now = time.monotonic  # every instant of the run (due, sent, done); loop.time() may be coarse
 

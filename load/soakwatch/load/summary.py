@@ -107,7 +107,7 @@ def build_summary(
     active_seconds: float,
     stages: Mapping[str, float],
     timings: Sequence[Timings] | None = None,
-    lag_warn_seconds: float = 0.005,
+    lag_warn_seconds: float = 0.010,
 ) -> dict[str, Any]:
     """The summary document. ``active_seconds`` is the time the schedule ran (for rates);
     ``timings`` (one per scenario) adds the driver's lag and the service time beside latency,
