@@ -14,7 +14,7 @@ from soakwatch.analyzer.baseline import baseline_results
 from soakwatch.analyzer.evaluate import evaluate_rule, evaluate_sliding
 from soakwatch.analyzer.report import Report, Result
 from soakwatch.analyzer.series import Series
-from soakwatch.analyzer.sources import Source
+from soakwatch.analyzer.sources import Source, sample_spacing
 from soakwatch.errors import UsageError
 from soakwatch.rules.model import LabelMatcher, MetricSelector, Rule, RuleSet, parse_selector
 
@@ -72,6 +72,26 @@ def _note_non_finite(result: Result, set_aside: list[tuple[Mapping[str, str], in
         reason=f"{result.reason}; {count} NaN or infinite {noun} ignored",
         details={**result.details, "non_finite_samples": count},
     )
+
+
+def _note_sampling(result: Result, series: list[Series]) -> Result:
+    """``result`` with ``details.sample_seconds``: the sample interval of the series it judged
+    (those of its subject), as fetched: the query step from Prometheus, the recorded interval
+    from a run directory."""
+    mine = [
+        s.t
+        for s in series
+        if all(s.labels.get(key, "") == value for key, value in result.subject.items())
+    ]
+    spacing = sample_spacing(mine)
+    if spacing is None or "sample_seconds" in result.details:
+        return result
+    return replace(result, details={**result.details, "sample_seconds": spacing})
+
+
+def _primary(rule: Rule, data: Mapping[str, list[Series]]) -> list[Series]:
+    role = {"counter_ratio": "denominator", "quantile_change": "histogram"}.get(rule.kind, "value")
+    return data.get(role, [])
 
 
 def analyze(
@@ -140,15 +160,16 @@ def analyze(
     )
     results: list[Result] = []
     for name, rule in rules.rules.items():
+        primary = _primary(rule, fetched[name])
         judged = [
-            _note_non_finite(r, set_aside[name])
+            _note_sampling(_note_non_finite(r, set_aside[name]), primary)
             for r in evaluate_rule(rule, fetched[name], start, end, known_services)
         ]
         results += judged
         window = sliding_window_seconds or rule.sliding_window_seconds
         if window:
             results += [
-                _note_non_finite(r, set_aside[name])
+                _note_sampling(_note_non_finite(r, set_aside[name]), primary)
                 for r in evaluate_sliding(rule, fetched[name], start, end, window, known_services)
             ]
         if baselines:

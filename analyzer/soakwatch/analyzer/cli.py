@@ -113,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
         help="password from the environment variable SOAK_PROMETHEUS_PASSWORD",
     )
     auth.add_argument("--ca-file", metavar="FILE", help="CA bundle for https")
-    auth.add_argument("--step", metavar="DURATION", help="smallest query step (default 15s)")
+    auth.add_argument(
+        "--step",
+        metavar="DURATION",
+        help="smallest query step (default: the sample interval the store holds, else 15s)",
+    )
     auth.add_argument("--timeout", metavar="DURATION", default="30s", help="per request")
     add_version(parser)
     return parser
@@ -157,7 +161,8 @@ def _source(args: argparse.Namespace) -> PrometheusSource | RunDirSource:
         basic_auth=basic,
         ca_bundle=args.ca_file,
         timeout_seconds=_duration("--timeout", args.timeout),
-        min_step_seconds=_duration("--step", args.step) if args.step else 15.0,
+        # without --step: each query at the sample interval of its series in the store
+        min_step_seconds=_duration("--step", args.step) if args.step else None,
     )
 
 

@@ -5,6 +5,12 @@ answered.
 - :class:`PrometheusSource`: the standard Prometheus HTTP API (``/api/v1/query_range``), so
   Prometheus, Thanos, Mimir and VictoriaMetrics all serve.
 - :class:`RunDirSource`: the samples a local ``soak run`` recorded (:mod:`soakwatch.recording`).
+
+The step of a range query comes from the data: given ``min_step_seconds=None`` (what
+soak-analyze does without ``--step``), :class:`PrometheusSource` first reads a few minutes of
+raw samples of the query (an instant query of a range vector, ``metric[10m]``, which
+Prometheus and VictoriaMetrics both answer with the stored samples) and queries at their
+spacing; :func:`sample_spacing` gives the same figure for any fetched series.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
+import numpy.typing as npt
 import requests
 
 from soakwatch.analyzer.series import Series
@@ -27,12 +35,15 @@ from soakwatch.durations import parse_duration
 from soakwatch.errors import SourceError
 from soakwatch.rules.model import MetricSelector
 
-__all__ = ["PrometheusSource", "RunDirSource", "Source", "choose_step"]
+__all__ = ["PrometheusSource", "RunDirSource", "Source", "choose_step", "sample_spacing"]
 
 log = logging.getLogger(__name__)
 
 MAX_POINTS_PER_SERIES = 11_000  # Prometheus rejects range queries beyond this per series
 DEFAULT_MIN_STEP_SECONDS = 15.0
+# How far back the raw samples that give the step are read, at the end of the range (then at
+# its middle and its start, when the series have none there).
+STEP_PROBE_SECONDS = 600.0
 MAX_CHUNKS = 4
 DEFAULT_BACKOFF_SECONDS = 0.5
 # The first retry's delay (each later one doubles), for every PrometheusSource not given one:
@@ -68,6 +79,20 @@ class Source(Protocol):
         ...
 
 
+def sample_spacing(times: Iterable[npt.NDArray[np.float64]]) -> float | None:
+    """The sample interval of series sampled at ``times`` (one array per series): the median
+    spacing of each series' samples, the finest over the series (None when no series has two
+    samples)."""
+    spacings = []
+    for t in times:
+        if t.size > 1:
+            d = np.diff(t)
+            d = d[d > 0]
+            if d.size:
+                spacings.append(float(np.median(d)))
+    return min(spacings) if spacings else None
+
+
 def choose_step(
     start: float,
     end: float,
@@ -83,7 +108,9 @@ def choose_step(
 class PrometheusSource:
     """The Prometheus HTTP API through requests: range queries split to stay under the
     points-per-series limit, retries with exponential backoff on 5xx, 429, timeouts and
-    connection errors, optional bearer token, basic auth and CA bundle. ``backoff_seconds``:
+    connection errors, optional bearer token, basic auth and CA bundle. ``min_step_seconds``:
+    the finest query step; None reads it from the data (:meth:`sample_seconds`, whole seconds,
+    at least 1 s; 15 s when the store holds too few samples to tell). ``backoff_seconds``:
     the delay before the first retry, doubling after each (default: ``SOAK_PROMETHEUS_BACKOFF``
     from the environment, else 0.5 s). ``compression``: ask for gzip answers (default: yes,
     except from a server on the loopback interface)."""
@@ -98,7 +125,7 @@ class PrometheusSource:
         timeout_seconds: float = 30.0,
         retries: int = 3,
         backoff_seconds: float | None = None,
-        min_step_seconds: float = DEFAULT_MIN_STEP_SECONDS,
+        min_step_seconds: float | None = DEFAULT_MIN_STEP_SECONDS,
         max_points_per_series: int = MAX_POINTS_PER_SERIES,
         compression: bool | None = None,
         session: requests.Session | None = None,
@@ -129,6 +156,10 @@ class PrometheusSource:
             self.session.headers["Accept-Encoding"] = "identity"
         self.requests_made = 0
         self._count_lock = threading.Lock()
+        # query -> its sample interval as read from the store (None: could not tell), and
+        # query -> the step its range queries used
+        self._spacing: dict[str, float | None] = {}
+        self.steps: dict[str, float] = {}
 
     def _get(self, path: str, params: dict[str, Any]) -> Any:
         url = f"{self.url}{path}"
@@ -166,6 +197,35 @@ class PrometheusSource:
             f"cannot read from {shown}: {last_problem} after {self.retries + 1} attempts"
         )
 
+    def sample_seconds(
+        self, selector: MetricSelector, start: float, end: float, *, suffix: str = ""
+    ) -> float | None:
+        """The sample interval the store holds for the selector's series (the finest median
+        spacing of their raw samples over the last STEP_PROBE_SECONDS before ``end``; before
+        the middle or the start of the range when none are there); None when no series has
+        two samples there. Read once per query and source."""
+        query = selector.promql(suffix=suffix)
+        with self._count_lock:
+            if query in self._spacing:
+                return self._spacing[query]
+        lookback = max(min(STEP_PROBE_SECONDS, end - start), 60.0)
+        found = None
+        for at in (end, (start + end) / 2, start + lookback):
+            data = self._get(
+                "/api/v1/query", {"query": f"{query}[{lookback:.0f}s]", "time": f"{at:.3f}"}
+            )
+            if data.get("resultType") != "matrix":
+                break
+            found = sample_spacing(
+                np.array([float(p[0]) for p in item["values"]], dtype=np.float64)
+                for item in data["result"]
+            )
+            if found is not None:
+                break
+        with self._count_lock:
+            self._spacing[query] = found
+        return found
+
     def fetch(
         self,
         selector: MetricSelector,
@@ -176,9 +236,15 @@ class PrometheusSource:
         step_seconds: float | None = None,
     ) -> list[Series]:
         query = selector.promql(suffix=suffix)
-        step = choose_step(start, end, self.min_step_seconds, self.max_points_per_series)
+        min_step = self.min_step_seconds
+        if min_step is None:
+            spacing = self.sample_seconds(selector, start, end, suffix=suffix)
+            min_step = max(1.0, float(round(spacing))) if spacing else DEFAULT_MIN_STEP_SECONDS
+        step = choose_step(start, end, min_step, self.max_points_per_series)
         if step_seconds is not None:
             step = max(step, float(math.ceil(step_seconds)))
+        with self._count_lock:
+            self.steps[query] = step
         chunk = step * (self.max_points_per_series - 1)
         ranges = []
         chunk_start = start
@@ -261,6 +327,13 @@ class RunDirSource:
         if not series:
             raise SourceError(f"no samples recorded in {self.run_dir}")
         return min(float(s.t[0]) for s in series), max(float(s.t[-1]) for s in series)
+
+    def sample_seconds(
+        self, selector: MetricSelector, start: float, end: float, *, suffix: str = ""
+    ) -> float | None:
+        """The recorded sample interval of the selector's series over [start, end]: the finest
+        median spacing (None when no series has two samples there)."""
+        return sample_spacing(s.t for s in self.fetch(selector, start, end, suffix=suffix))
 
     def fetch(
         self,
