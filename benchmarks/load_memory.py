@@ -2,19 +2,22 @@
 
     python -m benchmarks load_memory            # 1,000 idle WebSockets; a 60 s run at 1,000/s
     python -m benchmarks load_memory --full     # 1,000 and 10,000 WebSockets; a 10 min run
+    python -m benchmarks load_memory --long     # the RSS run only: 1 h at 1,000/s, judged
 
 1. Idle WebSockets: a driver process opens N connections to a minimal WebSocket server (in
    another process; it completes the handshake and then stays silent) and holds them; the
    memory per connection is (RSS with N open - RSS before the run) / N. Reference: the same
    driver's baseline RSS measured in the same run. Target: 10,000 connections under 300 MB.
-2. RSS over a run: ``soak load`` (a subprocess, its /metrics scraped every second) sends HTTP
-   at a steady rate to a minimal local server, plus a scenario whose every request fails to
-   connect; its RSS is sampled every second. Reported: RSS after warm-up (the first quarter,
-   at most 60 s) vs at the end, and the slope of RSS in MB/h as the analyzer's memory rule
-   estimates it (windowed, blocked Theil-Sen with its 95 % interval; a level step such as a
-   new allocator arena is judged as a step, not as growth); the rule passes when the upper
-   bound is below 2 MB/h. Plain Theil-Sen over the samples after warm-up is reported beside.
-Results go to ``benchmarks/results/load_memory.json``.
+2. RSS over a run: ``soak load`` (a subprocess, its /metrics scraped every second) sends HTTP at
+   a steady rate to load_throughput's C keep-alive server, plus a scenario whose every request
+   fails to connect; its RSS is sampled every second. Reported: RSS after warm-up (the first
+   quarter, at most 60 s) vs at the end, and the slope of RSS in MB/h as the analyzer's memory
+   rule estimates it (windowed, blocked Theil-Sen with its 95 % interval; a level step such as a
+   new allocator arena is judged as a step, not as growth); the rule passes when the upper bound
+   is below 2 MB/h. Plain Theil-Sen over the samples after warm-up is reported beside.
+   The driver runs as one process (``--workers 1``): the RSS judged is the driver's own.
+Exits 1 when a judged run fails the memory rule (``--long``, ``--full``; a shorter run is
+reported, not judged). Results go to ``benchmarks/results/load_memory.json``.
 """
 
 from __future__ import annotations
@@ -128,10 +131,9 @@ def idle_websockets(count: int) -> dict[str, Any]:
 def rss_over_run(seconds: float, rate: float) -> dict[str, Any]:
     metrics_port, closed_port = free_port(), free_port()
     samples: list[tuple[float, int]] = []
-    with (
-        start_benchmark_server("load_throughput") as server,
-        tempfile.TemporaryDirectory() as workdir,
-    ):
+    from benchmarks.load_throughput import CServer, build_server
+
+    with tempfile.TemporaryDirectory() as workdir, CServer(build_server(Path(workdir))) as server:
         http_port = server.port
         config = Path(workdir) / "load.yaml"
         config.write_text(
@@ -146,7 +148,7 @@ def rss_over_run(seconds: float, rate: float) -> dict[str, Any]:
         driver = subprocess.Popen(
             [sys.executable, "-m", "soakwatch.commands", "load", "--config", str(config),
              "--metrics-listen", f"127.0.0.1:{metrics_port}", "--summary",
-             str(summary_path), "--quiet"],
+             str(summary_path), "--quiet", "--workers", "1"],
             cwd=ROOT, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         process = psutil.Process(driver.pid)
@@ -209,13 +211,17 @@ def rss_over_run(seconds: float, rate: float) -> dict[str, Any]:
 
 def _rule_word(passes: bool | None) -> str:
     if passes is None:
-        return f"not judged: shorter than {JUDGED_SECONDS / 60:.0f} min after warm-up (use --full)"
+        minutes = JUDGED_SECONDS / 60
+        return f"not judged: shorter than {minutes:.0f} min after warm-up (use --long or --full)"
     return "passes" if passes else "fails"
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks load_memory")
     parser.add_argument("--full", action="store_true", help="10,000 WebSockets; a 10 min run")
+    parser.add_argument(
+        "--long", action="store_true", help="only the RSS run, 1 h at --rate (default 1,000/s)"
+    )
     parser.add_argument("--seconds", type=float, help="length of the RSS run (default 60)")
     parser.add_argument("--rate", type=float, default=1000.0, help="requests/s of the RSS run")
     parser.add_argument("--ws-serve", type=int, help=argparse.SUPPRESS)
@@ -227,12 +233,12 @@ def main(argv: list[str]) -> int:
     if args.ws_hold:
         hold_websockets(args.ws_hold[0], int(args.ws_hold[1]))
         return 0
-    seconds = args.seconds or (600.0 if args.full else 60.0)
+    seconds = args.seconds or (3600.0 if args.long else 600.0 if args.full else 60.0)
     results: dict[str, Any] = {
         "machine": machine(),
         "idle_websockets": [],
     }
-    for count in (1000, 10_000) if args.full else (1000,):
+    for count in () if args.long else (1000, 10_000) if args.full else (1000,):
         held = idle_websockets(count)
         results["idle_websockets"].append(held)
         print(
@@ -265,7 +271,7 @@ def main(argv: list[str]) -> int:
             flush=True,
         )
     write_results("load_memory", results)
-    return 0
+    return 1 if run.get("memory_rule_passes") is False else 0
 
 
 if __name__ == "__main__":
