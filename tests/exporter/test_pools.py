@@ -209,3 +209,35 @@ def test_sockets_the_os_refuses_to_list_drop_the_pool_series_not_the_scrape(
 
     assert pool_value(registry, "db") is None
     assert registry.get_sample_value("soak_process_up", {"service": "demo"}) == 1
+
+
+@pytest.mark.parametrize(("children", "expected"), [("sum", 2.0), ("none", 0.0)])
+def test_a_process_group_counts_the_connections_its_workers_hold(
+    spawn_child, registry, listener, children, expected
+):
+    """A pre-fork server's database connections are held by its workers: with ``children:
+    sum`` (or ``each``) they count for the service; watching the master alone they do not."""
+    port = listener.getsockname()[1]
+    worker_code = (
+        "import socket, sys, time\n"
+        f"conns = [socket.create_connection(('127.0.0.1', {port})) for _ in range(2)]\n"
+        "print('connected', flush=True)\n"
+        "sys.stdin.read()\n"  # until the master closes the pipe (or the test kills it)
+    )
+    child = spawn_child(
+        "import subprocess, sys\n"
+        "worker = subprocess.Popen([sys.executable, '-c', "
+        + repr(worker_code)
+        + "], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)\n"
+        "assert worker.stdout.readline().strip() == 'connected'\n"
+    )
+    worker = psutil.Process(child.pid).children()[0]
+    try:
+        tracker = ProcessTracker(
+            CallableMatcher(lambda: child.pid, children=children), scan_interval_seconds=0.0
+        )
+        PoolCollector({"demo": (tracker, [PoolSpec(name="db", port=port)])}, registry=registry)
+        assert pool_value(registry, "db") == expected
+    finally:  # the worker is the child's child: stopped by its PID, reaped by its parent
+        worker.kill()
+        psutil.wait_procs([worker], timeout=10)

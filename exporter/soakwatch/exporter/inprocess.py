@@ -30,17 +30,14 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from prometheus_client import (
-    GCCollector,
-    PlatformCollector,
-    start_http_server,
-)
+from prometheus_client import GCCollector, PlatformCollector
 from prometheus_client import ProcessCollector as ClientProcessCollector
 from prometheus_client.core import REGISTRY, CollectorRegistry
 
 from soakwatch.errors import SoakwatchError
 from soakwatch.exporter.gc_collector import GcCollector
 from soakwatch.exporter.pool_adapters import InProcessPoolCollector
+from soakwatch.exporter.server import start_metrics_http_server
 
 __all__ = ["DEFAULT_PORT", "InProcessExporter", "start_in_process"]
 
@@ -162,7 +159,7 @@ def start_in_process(
                 ProcessCollector({service: os.getpid}, registry=registry, worker=worker)
             )
         if port is not None and httpd is None:
-            httpd, thread = start_http_server(port, addr=host, registry=registry)
+            httpd, thread = start_metrics_http_server(registry, host, port)
     except BaseException:
         if httpd is not None:
             httpd.shutdown()
@@ -186,7 +183,7 @@ def _bind_first_free(
     needed. Returns the server, its thread and the worker label (the offset)."""
     for offset in range(count):
         try:
-            httpd, thread = start_http_server(first + offset, addr=host, registry=registry)
+            httpd, thread = start_metrics_http_server(registry, host, first + offset)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise

@@ -102,13 +102,8 @@ class PoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         family = self._family()
         for service, (tracker, specs) in self._pools.items():
-            process = tracker.current(max_age_seconds=1.0)
-            if process is None:
-                continue
-            try:
-                connections = getattr(process, self._method)(kind="tcp")
-            except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
-                log.debug("cannot list sockets of %s: %s", service, exc)
+            connections = self._group_connections(service, tracker)
+            if connections is None:
                 continue
             for pool_name, by_state in count_pool_connections(connections, specs).items():
                 by_state.setdefault("established", 0)
@@ -116,3 +111,25 @@ class PoolCollector(Collector):
                     family.add_metric([service, pool_name, state], count)
         if family.samples:
             yield family
+
+    def _group_connections(self, service: str, tracker: ProcessTracker) -> list[Any] | None:
+        """The TCP sockets of the service: of the matched process alone, or of it and its
+        descendants for a process group (``children: sum | each``: a pre-fork server's
+        database connections are held by its workers). None when the matched process cannot
+        be read; a worker that exits while it is being read is left out of this scrape."""
+        if tracker.children == "none":
+            process = tracker.current(max_age_seconds=1.0)
+            members = [process] if process is not None else []
+        else:
+            members = [m.process for m in tracker.members()]
+        if not members:
+            return None
+        connections: list[Any] = []
+        for index, process in enumerate(members):
+            try:
+                connections += getattr(process, self._method)(kind="tcp")
+            except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
+                if index == 0:
+                    log.debug("cannot list sockets of %s: %s", service, exc)
+                    return None
+        return connections
