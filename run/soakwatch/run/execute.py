@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from soakwatch.addresses import Address, parse_address
 from soakwatch.configfile import redact_url
 from soakwatch.durations import format_duration
 from soakwatch.errors import SoakwatchError, UsageError
+from soakwatch.exitcodes import EXIT_THRESHOLD
 from soakwatch.files import write_json_atomic
 from soakwatch.run.analysis import RunFinding, analyze_run, early_verdict, require_analyzer
 from soakwatch.run.availability import check_availability
@@ -42,6 +43,7 @@ from soakwatch.run.children import (
 from soakwatch.run.config import ScrapeTarget
 from soakwatch.run.grafana import mark_run_in_grafana
 from soakwatch.run.localservers import Server
+from soakwatch.run.needs import RuleNeed, rule_needs, short_run_warnings, still_needed
 from soakwatch.run.recorder import Recorder, RunDirError, progress_line, run_dir_error
 from soakwatch.run.request import RunRequest, RunResult
 from soakwatch.run.secrets import PRIVATE_DIR, PrivateFile, redacted, without_userinfo
@@ -80,6 +82,15 @@ def _private_umask() -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
+
+
+def load_exit_description(code: int | None) -> dict[str, Any]:
+    """How the load driver ended (``exit_description``), naming its threshold exit: 99 is
+    ``soak load``'s "a threshold was breached", not a crash."""
+    how = exit_description(code)
+    if code == EXIT_THRESHOLD:
+        how["how"] = f"stopped on a breached load threshold (exit {code})"
+    return how
 
 
 class _RunEnded(Exception):
@@ -293,16 +304,24 @@ class _Run:
             self.say(f"grafana: run {which} annotated ({annotation})", True)
 
     def record_until_done(
-        self, recorder: Recorder, stop: threading.Event, started: float, interval: float
+        self,
+        recorder: Recorder,
+        stop: threading.Event,
+        started: float,
+        interval: float,
+        *,
+        needs: Sequence[RuleNeed] = (),
     ) -> bool:
-        """Scrape every ``interval`` until the duration is over, the load driver is done, or
-        the stop event is set. Returns True when --fail-fast ended the run."""
+        """Scrape every ``interval`` until the duration (counted from the first scrape) is
+        over, the load driver is done, or the stop event is set; the progress line says how
+        long the rules (``needs``) still need. Returns True when --fail-fast ended the run."""
         duration = self.request.profile.duration_seconds
         load_child = next((c for c in self.children if c.name == "soak-load"), None)
         next_scrape = time.monotonic()
         early_every = max(FAIL_FAST_MIN_SECONDS, FAIL_FAST_EVERY_INTERVALS * interval)
         next_early_check = time.monotonic() + early_every
         end_at = time.monotonic() + duration
+        first_scrape = time.time()
         while not stop.is_set():
             now = time.monotonic()
             try:
@@ -310,12 +329,20 @@ class _Run:
             except RunDirError as exc:
                 self.end(exc.state, exc.reason, subject={"run_dir": str(self.run_dir)})
             elapsed = time.time() - started
-            self.say(progress_line(elapsed, duration, recorder), False)
+            self.say(
+                progress_line(
+                    elapsed,
+                    duration,
+                    recorder,
+                    still=still_needed(needs, now_recorded(first_scrape)),
+                ),
+                False,
+            )
             if now >= end_at:
                 break
             if load_child is not None and not load_child.running():
                 code = load_child.process.returncode
-                how = exit_description(code)
+                how = load_exit_description(code)
                 self.info["load"] = {**how, "after_seconds": round(elapsed, 1)}
                 if code != 0:
                     # Killed, or failed: the service was not under the planned load to the end
@@ -344,6 +371,22 @@ class _Run:
             next_scrape += interval
             stop.wait(max(0.0, min(next_scrape, end_at) - time.monotonic()))
         return False
+
+
+def now_recorded(first_scrape: float) -> float:
+    """Seconds of samples recorded since the first scrape."""
+    return max(time.time() - first_scrape, 0.0)
+
+
+def planned_needs(rules_path: Path | str | None, interval: float) -> list[RuleNeed]:
+    """What each rule of the run's rules file needs (the rules were checked with the config;
+    a file that cannot be read now gives no needs, and the analysis names the problem)."""
+    from soakwatch.rules.model import load_rules
+
+    try:
+        return rule_needs(load_rules(rules_path), interval)
+    except SoakwatchError:
+        return []
 
 
 def _prepare_run_dir(request: RunRequest, run_id: str) -> Path:
@@ -400,6 +443,9 @@ def _execute(request: RunRequest, run_id: str, run_dir: Path) -> RunResult:
 
     interval = request.config.sampling_interval_seconds or profile.sampling_interval_seconds
     duration = profile.duration_seconds
+    needs = planned_needs(request.config.rules_path, interval)
+    for warning in short_run_warnings(needs, duration, interval):
+        say(f"soak run: {warning}", True)
     write_json_atomic(
         run_dir / "config.json",
         {
@@ -444,7 +490,9 @@ def _execute(request: RunRequest, run_id: str, run_dir: Path) -> RunResult:
             exporter = run.start_exporter()
             if exporter:
                 recorder.targets.append(exporter)
-            load = run.start_load(skipped, duration)
+            # one sampling interval more than the recording: the load starts before the first
+            # scrape, and must not end (ending the run) before `duration` of samples is there
+            load = run.start_load(skipped, duration + interval)
             if load:
                 recorder.targets.append(load)
                 recorder.run_info_target = load.name
@@ -469,7 +517,9 @@ def _execute(request: RunRequest, run_id: str, run_dir: Path) -> RunResult:
                 started, None, f"soak run {run_id} started ({profile.name} profile)"
             )
             with contextlib.suppress(_RunEnded):
-                stopped_early = run.record_until_done(recorder, stop, started, interval)
+                stopped_early = run.record_until_done(
+                    recorder, stop, started, interval, needs=needs
+                )
     except BaseException as exc:
         if prometheus is not None:
             prometheus.stop()
@@ -487,7 +537,7 @@ def _execute(request: RunRequest, run_id: str, run_dir: Path) -> RunResult:
     state = run.ended_by or ("interrupted" if interrupted else "finished")
     if load_child is not None and "load" not in run.info:
         # stopped by the run (or done): its exit after the stop
-        run.info["load"] = exit_description(load_child.process.returncode)
+        run.info["load"] = load_exit_description(load_child.process.returncode)
     notes: dict[str, Any] = {"state": state, "restarts": run.restarts}
     if "load" in run.info:
         notes["load"] = run.info["load"]
