@@ -125,14 +125,125 @@ def test_the_overview_covers_memory_gc_pools_probes_and_the_load() -> None:
     assert all(f"histogram_quantile({q}," in exprs for q in ("0.5", "0.95", "0.99"))
 
 
-def test_the_memory_slope_panel_draws_the_soak_rules_limit() -> None:
-    panel = next(
-        p
-        for p in panels_of(load(DASHBOARDS_DIR / "soak-overview.json"))
-        if p["title"].startswith("Memory growth")
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_the_memory_slope_panel_draws_the_soak_rules_limit_in_mb_per_hour(path: Path) -> None:
+    rule = load_rules().rules["memory_growth"]
+    assert rule.unit == "MB/h"
+    (panel,) = (p for p in panels_of(load(path)) if p["title"].startswith("Memory growth"))
+    defaults = panel["fieldConfig"]["defaults"]
+    # Grafana has no bytes-per-hour unit: a custom suffix unit, the values divided into MB/h.
+    assert defaults["unit"] == "suffix:MB/h"
+    assert defaults["thresholds"]["steps"][-1]["value"] == rule.threshold == 2
+    (target,) = panel["targets"]
+    assert "soak:memory_growth:slope_bytes_per_hour" in target["expr"]
+    assert " / 1000000\n" in target["expr"]
+    assert "10m minimum" in panel["description"] and "deriv() over 2h" in panel["description"]
+
+
+def ids_by_title(data: dict[str, Any]) -> dict[str, int]:
+    """Row and panel ids by title (rows as "row TITLE")."""
+    out = {}
+    for panel in data["panels"]:
+        key = f"row {panel['title']}" if panel["type"] == "row" else panel["title"]
+        out[key] = panel["id"]
+        for inner in panel.get("panels", []):
+            out[inner["title"]] = inner["id"]
+    return out
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_every_panel_and_row_has_a_unique_id(path: Path) -> None:
+    data = load(path)
+    everything = [*data["panels"], *(q for p in data["panels"] for q in p.get("panels", []))]
+    ids = [p.get("id") for p in everything]
+    assert all(isinstance(i, int) and i > 0 for i in ids), ids
+    assert len(set(ids)) == len(ids) == len(everything)
+
+
+def test_a_panels_id_is_the_same_on_both_dashboards_and_without_other_panels(
+    tmp_path: Path,
+) -> None:
+    overview, service = (
+        ids_by_title(load(DASHBOARDS_DIR / f"soak-{n}.json")) for n in ("overview", "service")
     )
-    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
-    assert steps[-1]["value"] == load_rules().rules["memory_growth"].threshold_base
+    shared = set(overview) & set(service)
+    assert len(shared) >= 15
+    assert {t: overview[t] for t in shared} == {t: service[t] for t in shared}
+    # Without the memory growth rule its panels go; every other panel keeps its id.
+    spec = yaml.safe_load(Path(load_rules().source).read_text(encoding="utf-8"))
+    del spec["rules"]["memory_growth"]
+    rules_file = tmp_path / "no-growth.yaml"
+    rules_file.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    built = build_all(load_rules(rules_file))
+    for name in ("overview", "service"):
+        fewer = ids_by_title(json.loads(built[f"soak-{name}.json"]))
+        committed = overview if name == "overview" else service
+        assert not any(t.startswith("Memory growth") for t in fewer)
+        assert fewer == {t: i for t, i in committed.items() if t in fewer}
+        assert len(committed) - len(fewer) == (1 if name == "overview" else 2)
+
+
+def custom_rules(tmp_path: Path) -> Path:
+    """The packaged rules with other thresholds, units and windows."""
+    spec = yaml.safe_load(Path(load_rules().source).read_text(encoding="utf-8"))
+    growth = spec["rules"]["memory_growth"]
+    growth.update(threshold=5, unit="MiB/h", window="20m")
+    growth["alert"]["range"] = "1h"
+    spec["rules"]["gc_efficiency"]["threshold"] = 0.25
+    spec["rules"]["error_ratio"]["threshold"] = 3
+    spec["rules"]["error_ratio"]["alert"]["range"] = "30m"
+    spec["rules"]["latency_degradation"]["window"] = "15m"
+    path = tmp_path / "my-rules.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_build_rules_takes_thresholds_units_and_windows_from_the_given_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules_file = custom_rules(tmp_path)
+    out = tmp_path / "out"
+    assert cli.main(["build", "-o", str(out), "--rules", str(rules_file)]) == 0
+    for path in sorted(out.glob("*.json")):
+        data = load(path)
+        assert "Thresholds and windows: my-rules.yaml." in data["description"]
+        panels = {p["title"]: p for p in panels_of(data)}
+        growth = panels["Memory growth (MiB/h, slope of the GC troughs)"]
+        assert growth["fieldConfig"]["defaults"]["unit"] == "suffix:MiB/h"
+        assert growth["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == 5
+        assert " / 1048576\n" in growth["targets"][0]["expr"]
+        assert "deriv() over 1h of the 20m minimum" in growth["description"]
+        assert "(< 5 MiB/h)" in growth["description"]
+        gc = panels["GC efficiency (collected / examined)"]
+        assert gc["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == 0.25
+        errors = panels["Error ratio"]
+        assert errors["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == 0.03
+        assert errors["targets"][1]["legendFormat"] == "{{scenario}} over 30m (error_ratio)"
+        assert "judges over 30m" in errors["description"]
+        assert "p95 now vs the first 15m after the 10m warm-up" in panels
+    # The committed dashboards are the packaged rules': against these they are stale.
+    assert (
+        cli.main(["build", "-o", str(DASHBOARDS_DIR), "--check", "--rules", str(rules_file)]) == 1
+    )
+    assert cli.main(["build", "-o", str(DASHBOARDS_DIR), "--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_build_rules_that_do_not_load_are_one_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["build", "-o", str(tmp_path), "--rules", str(tmp_path / "nope.yaml")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"soak dashboards: --rules {tmp_path / 'nope.yaml'}: no such file\n"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: 1\nrules: {memory_growth: {kind: slope, threshold: lots}}\n")
+    assert cli.main(["build", "-o", str(tmp_path), "--rules", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("soak dashboards: ") and "broken.yaml" in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert list(tmp_path.glob("*.json")) == []
 
 
 def test_build_check_reports_stale_files_and_build_writes_them(

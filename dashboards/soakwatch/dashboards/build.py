@@ -32,8 +32,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from soakwatch.rules import alerting
-from soakwatch.rules.model import RuleSet, load_rules
+from soakwatch.rules import DEFAULT_RULES_PATH, RuleSet, alerting, load_rules
 
 __all__ = [
     "DASHBOARDS_DIR",
@@ -54,7 +53,20 @@ OVERVIEW_UID = alerting.OVERVIEW_DASHBOARD_UID
 SERVICE_UID = alerting.SERVICE_DASHBOARD_UID
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAGS = ["soakwatch", "soak"]
+# The exporter's series always carry ``service``.
 SERVICES = 'service=~"$service"'
+# The load driver's series (and recording rules summed by scenario, and alerts of such rules)
+# carry ``service`` only when the scrape gives the driver's target one (one driver per service):
+# then they are filtered by it; without it they belong to every service and always match.
+SERVICE_IF_LABELLED = 'service=~"$service|"'
+# Series carry no run id: a run is the time during which ``soak_run_info{run_id}`` is 1. A panel
+# shows its series while a selected run is in progress, or while no run is (the exporter alone):
+# what was measured while another run was in progress is left out.
+RUN_GATE = 'and on () (soak_run_info{run_id=~"$run_id"} or on () absent(soak_run_info))'
+# Alerts copy run_id from soak_run_info (none outside a run), and service from per-service rules.
+FIRING_ALERTS = (
+    f'ALERTS{{alertstate="firing", soak_rule!="", {SERVICE_IF_LABELLED}, run_id=~"$run_id|"}}'
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +77,10 @@ class Query:
 
 @dataclass(frozen=True)
 class PanelSpec:
-    """One panel: what it shows (queries), in which unit, how wide (of 24 columns)."""
+    """One panel: its stable id (unique in its dashboard: links and ``viewPanel`` use it), what
+    it shows (queries), in which unit, how wide (of 24 columns)."""
 
+    panel_id: int
     title: str
     queries: tuple[Query, ...]
     unit: str = "short"
@@ -74,12 +88,13 @@ class PanelSpec:
     kind: str = "timeseries"  # or "stat"
     width: int = 12
     height: int = 8
-    threshold: float | None = None  # a red line (timeseries) or red above (stat)
+    threshold: float | None = None  # a red line (timeseries) or red from this value (stat)
     min_value: float | None = None
 
 
 @dataclass(frozen=True)
 class RowSpec:
+    panel_id: int
     title: str
     panels: tuple[PanelSpec, ...]
     collapsed: bool = False
@@ -96,16 +111,26 @@ class DashboardSpec:
 
 
 # -- queries ------------------------------------------------------------------------------------
-def _quantiles(metric: str, by: str, selector: str = "") -> tuple[Query, ...]:
-    matchers = f"{{{selector}}}" if selector else ""
+def gated(expr: str) -> str:
+    """``expr`` limited to the selected runs' time (see RUN_GATE)."""
+    return f"{expr}\n{RUN_GATE}"
+
+
+def _quantiles(metric: str, by: str, selector: str) -> tuple[Query, ...]:
     return tuple(
         Query(
-            f"histogram_quantile({q}, sum by (le, {by}) "
-            f"(rate({metric}_bucket{matchers}[$__rate_interval])))",
+            gated(
+                f"histogram_quantile({q}, sum by (le, {by}) "
+                f"(rate({metric}_bucket{{{selector}}}[$__rate_interval])))"
+            ),
             f"p{round(q * 100)} {{{{{by}}}}}",
         )
         for q in (0.5, 0.95, 0.99)
     )
+
+
+def _number(value: float) -> str:
+    return f"{value:.15g}"
 
 
 def _rule(rules: RuleSet, kind: str, metric: str) -> Any:
@@ -120,18 +145,27 @@ def _rule(rules: RuleSet, kind: str, metric: str) -> Any:
     return None
 
 
+def _limit_text(rule: Any, unit: str | None = None) -> str:
+    """``< 2 MB/h``: how the rule's figure must relate to its threshold to pass."""
+    shown_unit = rule.unit if unit is None else unit
+    threshold = rule.threshold if unit is None else rule.threshold_base
+    suffix = "" if shown_unit in ("ratio", "count") else f" {shown_unit}"
+    return f"{rule.comparison} {_number(threshold)}{suffix}"
+
+
 def _memory_panels(rules: RuleSet, *, detail: bool) -> tuple[PanelSpec, ...]:
     growth = _rule(rules, "slope", "soak_process_resident_memory_bytes")
     memory_queries = [
-        Query(f"soak_process_resident_memory_bytes{{{SERVICES}}}", "RSS {{service}}"),
-        Query(f"soak_process_unique_memory_bytes{{{SERVICES}}}", "USS {{service}}"),
+        Query(gated(f"soak_process_resident_memory_bytes{{{SERVICES}}}"), "RSS {{service}}"),
+        Query(gated(f"soak_process_unique_memory_bytes{{{SERVICES}}}"), "USS {{service}}"),
     ]
     if detail:
         memory_queries.append(
-            Query(f"soak_process_virtual_memory_bytes{{{SERVICES}}}", "virtual {{service}}")
+            Query(gated(f"soak_process_virtual_memory_bytes{{{SERVICES}}}"), "virtual {{service}}")
         )
     panels = [
         PanelSpec(
+            11,
             "Memory",
             tuple(memory_queries),
             unit="bytes",
@@ -141,28 +175,43 @@ def _memory_panels(rules: RuleSet, *, detail: bool) -> tuple[PanelSpec, ...]:
     if growth is not None:
         smoothed = alerting.record_name(growth.name, alerting.STAGE_SMOOTHED)
         slope = alerting.record_name(growth.name, alerting.STAGE_SLOPE)
+        window = alerting.prometheus_duration(growth.window_seconds)
+        fit = alerting.prometheus_duration(growth.alert.range_seconds)
+        # The recorded slope is in bytes/hour; shown in the rule's own unit (MB/h by default),
+        # so the axis, the tooltip and the red line read like the rule.
         panels.append(
             PanelSpec(
-                "Memory growth (slope of the GC troughs)",
-                (Query(f"{slope}{{{SERVICES}}}", "{{service}}"),),
-                unit="decbytes",
-                description=(
-                    f"deriv() of the {alerting.prometheus_duration(growth.window_seconds)} "
-                    "minimum of RSS, per hour, from the generated recording rules. The red line "
-                    f"is the soak rule's limit ({growth.threshold:g} {growth.unit})."
+                12,
+                f"Memory growth ({growth.unit}, slope of the GC troughs)",
+                (
+                    Query(
+                        gated(f"{slope}{{{SERVICES}}} / {_number(growth.unit_factor)}"),
+                        "{{service}}",
+                    ),
                 ),
-                threshold=growth.threshold_base,
+                unit=f"suffix:{growth.unit}",
+                description=(
+                    f"How fast memory grows, in {growth.unit}: deriv() over {fit} of the "
+                    f"{window} minimum of RSS (the troughs after each garbage collection), "
+                    f"from the recording rules of the {growth.name} rule. The red line is its "
+                    f"limit ({_limit_text(growth)}); the alert waits until the process has "
+                    f"lived the warm-up, {fit} and {window}."
+                ),
+                threshold=growth.threshold,
             )
         )
         if detail:
             panels.append(
                 PanelSpec(
+                    13,
                     "Memory troughs (what the slope is fitted to)",
                     (
-                        Query(f"{smoothed}{{{SERVICES}}}", "trough {{service}}"),
-                        Query(f"soak_process_resident_memory_bytes{{{SERVICES}}}", "RSS"),
+                        Query(gated(f"{smoothed}{{{SERVICES}}}"), "trough {{service}}"),
+                        Query(gated(f"soak_process_resident_memory_bytes{{{SERVICES}}}"), "RSS"),
                     ),
                     unit="bytes",
+                    description=f"The {window} minimum of RSS (the {growth.name} rule's "
+                    "window) beside RSS itself.",
                 )
             )
     return tuple(panels)
@@ -171,11 +220,14 @@ def _memory_panels(rules: RuleSet, *, detail: bool) -> tuple[PanelSpec, ...]:
 def _process_panels() -> tuple[PanelSpec, ...]:
     return (
         PanelSpec(
+            31,
             "CPU",
             (
                 Query(
-                    f"sum by (service, mode) "
-                    f"(rate(soak_process_cpu_seconds_total{{{SERVICES}}}[$__rate_interval]))",
+                    gated(
+                        f"sum by (service, mode) "
+                        f"(rate(soak_process_cpu_seconds_total{{{SERVICES}}}[$__rate_interval]))"
+                    ),
                     "{{service}} {{mode}}",
                 ),
             ),
@@ -183,37 +235,53 @@ def _process_panels() -> tuple[PanelSpec, ...]:
             width=8,
         ),
         PanelSpec(
+            32,
             "Threads",
-            (Query(f"soak_process_threads{{{SERVICES}}}", "{{service}}"),),
+            (Query(gated(f"soak_process_threads{{{SERVICES}}}"), "{{service}}"),),
             width=8,
         ),
         PanelSpec(
+            33,
             "Open file descriptors",
-            (Query(f"soak_process_open_fds{{{SERVICES}}}", "{{service}}"),),
+            (Query(gated(f"soak_process_open_fds{{{SERVICES}}}"), "{{service}}"),),
             width=8,
         ),
     )
 
 
-def _restart_panels() -> tuple[PanelSpec, ...]:
+def _restart_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
+    restarts = _rule(rules, "increase", "soak_process_restarts_total")
+    # Counts are whole: the first failing count of "<= 0" is 1 (a stat turns red from it).
+    red_from = None
+    if restarts is not None:
+        red_from = restarts.threshold_base + (1 if restarts.comparison == "<=" else 0)
     return (
         PanelSpec(
+            4,
             "Restarts in range",
             (
                 Query(
-                    f"max by (service) (increase(soak_process_restarts_total{{{SERVICES}}}"
-                    "[$__range]))",
+                    gated(
+                        f"max by (service) (increase(soak_process_restarts_total{{{SERVICES}}}"
+                        "[$__range]))"
+                    ),
                     "{{service}}",
                 ),
             ),
             kind="stat",
             width=6,
             height=4,
-            threshold=1,
+            threshold=red_from,
+            description=(
+                f"Red when the {restarts.name} rule fails ({_limit_text(restarts)})."
+                if restarts is not None
+                else ""
+            ),
         ),
         PanelSpec(
+            5,
             "Process up",
-            (Query(f"soak_process_up{{{SERVICES}}}", "{{service}}"),),
+            (Query(gated(f"soak_process_up{{{SERVICES}}}"), "{{service}}"),),
             kind="stat",
             width=6,
             height=4,
@@ -221,15 +289,44 @@ def _restart_panels() -> tuple[PanelSpec, ...]:
     )
 
 
+def _ratio_rule_query(rule: Any, selector: str, legend: str) -> Query:
+    """The rule's own recorded ratio, over its alert range: what the alert judges."""
+    record = alerting.record_name(rule.name, alerting.STAGE_RATIO)
+    window = alerting.prometheus_duration(rule.alert.range_seconds)
+    return Query(gated(f"{record}{{{selector}}}"), f"{legend} over {window} ({rule.name})")
+
+
 def _gc_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
     efficiency = _rule(rules, "counter_ratio", "soak_gc_examined_objects_total")
-    panels = [
+    queries = [
+        Query(
+            gated(
+                f"sum by (service) (rate(soak_gc_collected_objects_total{{{SERVICES}}}"
+                "[$__rate_interval]))\n"
+                f"/ sum by (service) (rate(soak_gc_examined_objects_total{{{SERVICES}}}"
+                "[$__rate_interval]))"
+            ),
+            "{{service}}",
+        ),
+    ]
+    description = "Objects collected per object examined by the garbage collector."
+    if efficiency is not None:
+        queries.append(_ratio_rule_query(efficiency, SERVICES, "{{service}}"))
+        description += (
+            f" The red line is the {efficiency.name} rule's limit ({_limit_text(efficiency)}), "
+            f"which its alert judges over "
+            f"{alerting.prometheus_duration(efficiency.alert.range_seconds)}."
+        )
+    return (
         PanelSpec(
+            41,
             "GC collections",
             (
                 Query(
-                    f"sum by (service, generation) "
-                    f"(rate(soak_gc_collections_total{{{SERVICES}}}[$__rate_interval]))",
+                    gated(
+                        f"sum by (service, generation) "
+                        f"(rate(soak_gc_collections_total{{{SERVICES}}}[$__rate_interval]))"
+                    ),
                     "{{service}} gen {{generation}}",
                 ),
             ),
@@ -237,45 +334,47 @@ def _gc_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
             width=8,
         ),
         PanelSpec(
+            42,
             "GC efficiency (collected / examined)",
-            (
-                Query(
-                    f"sum by (service) (rate(soak_gc_collected_objects_total{{{SERVICES}}}"
-                    "[$__rate_interval]))\n"
-                    f"/ sum by (service) (rate(soak_gc_examined_objects_total{{{SERVICES}}}"
-                    "[$__rate_interval]))",
-                    "{{service}}",
-                ),
-            ),
+            tuple(queries),
             unit="percentunit",
             width=8,
+            description=description,
             threshold=efficiency.threshold_base if efficiency is not None else None,
             min_value=0,
         ),
         PanelSpec(
+            43,
             "GC pauses",
             _quantiles("soak_gc_pause_seconds", "service", SERVICES),
             unit="s",
             width=8,
         ),
-    ]
-    return tuple(panels)
+    )
 
 
 def _pool_and_probe_panels() -> tuple[PanelSpec, ...]:
     return (
         PanelSpec(
+            51,
             "Connection pools",
-            (Query(f"soak_pool_connections{{{SERVICES}}}", "{{service}} {{pool}} {{state}}"),),
+            (
+                Query(
+                    gated(f"soak_pool_connections{{{SERVICES}}}"),
+                    "{{service}} {{pool}} {{state}}",
+                ),
+            ),
             description="TCP connections from the process to each configured endpoint "
             "(sidecar), or what an in-process pool reports.",
         ),
         PanelSpec(
+            52,
             "Probes",
             (
-                Query(f"soak_probe_success{{{SERVICES}}}", "{{service}} {{probe}} up"),
+                Query(gated(f"soak_probe_success{{{SERVICES}}}"), "{{service}} {{probe}} up"),
                 Query(
-                    f"soak_probe_duration_seconds{{{SERVICES}}}", "{{service}} {{probe}} seconds"
+                    gated(f"soak_probe_duration_seconds{{{SERVICES}}}"),
+                    "{{service}} {{probe}} seconds",
                 ),
             ),
             description="1 = the last probe succeeded; its duration in seconds.",
@@ -283,43 +382,72 @@ def _pool_and_probe_panels() -> tuple[PanelSpec, ...]:
     )
 
 
+LOAD_SERVICE_NOTE = (
+    " Load series carry a service only when the scrape labels the driver's target with one; "
+    "without it they are shown for every service."
+)
+
+
 def _load_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
     errors = _rule(rules, "counter_ratio", "soak_load_requests_total")
+    load = SERVICE_IF_LABELLED
+    error_queries = [
+        Query(
+            gated(
+                f'sum by (scenario) (rate(soak_load_requests_total{{outcome!="ok", {load}}}'
+                "[$__rate_interval]))\n"
+                f"/ sum by (scenario) (rate(soak_load_requests_total{{{load}}}"
+                "[$__rate_interval]))"
+            ),
+            "{{scenario}}",
+        ),
+    ]
+    error_description = "Requests whose outcome is not ok, per request."
+    if errors is not None:
+        error_queries.append(_ratio_rule_query(errors, load, "{{scenario}}"))
+        error_description += (
+            f" The red line is the {errors.name} rule's limit "
+            f"({_limit_text(errors, 'ratio')} of requests), which its alert judges over "
+            f"{alerting.prometheus_duration(errors.alert.range_seconds)}."
+        )
     return (
         PanelSpec(
+            61,
             "Request rate",
             (
                 Query(
-                    "sum by (scenario, outcome) (rate(soak_load_requests_total[$__rate_interval]))",
+                    gated(
+                        "sum by (scenario, outcome) "
+                        f"(rate(soak_load_requests_total{{{load}}}[$__rate_interval]))"
+                    ),
                     "{{scenario}} {{outcome}}",
                 ),
             ),
             unit="reqps",
+            description="Requests per second by scenario and outcome." + LOAD_SERVICE_NOTE,
         ),
         PanelSpec(
+            62,
             "Latency p50 / p95 / p99",
-            _quantiles("soak_load_request_duration_seconds", "scenario"),
+            _quantiles("soak_load_request_duration_seconds", "scenario", load),
             unit="s",
             description="From the load driver's histograms, measured from when each request "
-            "was due (no coordinated omission).",
+            "was due (no coordinated omission)." + LOAD_SERVICE_NOTE,
         ),
         PanelSpec(
+            63,
             "Error ratio",
-            (
-                Query(
-                    'sum by (scenario) (rate(soak_load_requests_total{outcome!="ok"}'
-                    "[$__rate_interval]))\n"
-                    "/ sum by (scenario) (rate(soak_load_requests_total[$__rate_interval]))",
-                    "{{scenario}}",
-                ),
-            ),
+            tuple(error_queries),
             unit="percentunit",
+            description=error_description + LOAD_SERVICE_NOTE,
             threshold=errors.threshold_base if errors is not None else None,
             min_value=0,
         ),
         PanelSpec(
+            64,
             "Open connections",
-            (Query("sum by (kind) (soak_load_open_connections)", "{{kind}}"),),
+            (Query(gated(f"sum by (kind) (soak_load_open_connections{{{load}}})"), "{{kind}}"),),
+            description="Connections the load driver holds open, by kind." + LOAD_SERVICE_NOTE,
         ),
     )
 
@@ -331,16 +459,26 @@ def _latency_rule_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
     current = alerting.record_name(latency.name, alerting.STAGE_QUANTILE)
     baseline = alerting.record_name(latency.name, alerting.STAGE_BASELINE)
     window = alerting.prometheus_duration(latency.window_seconds)
+    warmup = alerting.prometheus_duration(latency.warmup_seconds)
+    floor = (
+        f" and by at least {latency.min_increase_seconds * 1000:g} ms"
+        if latency.min_increase_seconds
+        else ""
+    )
+    load = SERVICE_IF_LABELLED
     return (
         PanelSpec(
-            f"p{round((latency.quantile or 0.95) * 100)} now vs the first window after warm-up",
+            65,
+            f"p{round((latency.quantile or 0.95) * 100)} now vs the first {window} after "
+            f"the {warmup} warm-up",
             (
-                Query(current, "now {{scenario}}"),
-                Query(baseline, "baseline {{scenario}}"),
+                Query(gated(f"{current}{{{load}}}"), "now {{scenario}}"),
+                Query(gated(f"{baseline}{{{load}}}"), "baseline {{scenario}}"),
             ),
             unit="s",
-            description=f"Both over {window}, from the generated recording rules; the alert "
-            f"fires when now exceeds the baseline by {latency.threshold:g} {latency.unit}.",
+            description=f"Both over {window}, from the recording rules of the {latency.name} "
+            f"rule; its alert fires when now exceeds the baseline by more than "
+            f"{latency.threshold:g} {latency.unit}{floor}.",
             width=24,
         ),
     )
@@ -349,14 +487,18 @@ def _latency_rule_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
 def _summary_panels() -> tuple[PanelSpec, ...]:
     return (
         PanelSpec(
+            2,
             "Firing soak alerts",
-            (Query('count(ALERTS{alertstate="firing", soak_rule!=""}) or vector(0)', "firing"),),
+            (Query(f"count({FIRING_ALERTS}) or vector(0)", "firing"),),
             kind="stat",
             width=6,
             height=4,
             threshold=1,
+            description="Alerts of the soak rules for the selected services and runs (an "
+            "alert fired outside a run carries no run id and is always counted).",
         ),
         PanelSpec(
+            3,
             "Run",
             (Query('soak_run_info{run_id=~"$run_id"}', "{{run_id}} ({{profile}})"),),
             kind="stat",
@@ -367,17 +509,24 @@ def _summary_panels() -> tuple[PanelSpec, ...]:
 
 
 # -- the two dashboards -------------------------------------------------------------------------
+def _rules_note(rules: RuleSet) -> str:
+    source = Path(rules.source)
+    if source.resolve() == DEFAULT_RULES_PATH.resolve():
+        return " Thresholds and windows: the packaged soak rules."
+    return f" Thresholds and windows: {source.name}."
+
+
 def overview_spec(rules: RuleSet) -> DashboardSpec:
     return DashboardSpec(
         uid=OVERVIEW_UID,
         title="Soak overview",
-        description="Every watched service and the load of a soak run.",
+        description="Every watched service and the load of a soak run." + _rules_note(rules),
         rows=(
-            RowSpec("Run", (*_summary_panels(), *_restart_panels())),
-            RowSpec("Memory", _memory_panels(rules, detail=False)),
-            RowSpec("Garbage collector", _gc_panels(rules)),
-            RowSpec("Pools and probes", _pool_and_probe_panels()),
-            RowSpec("Load", (*_load_panels(rules), *_latency_rule_panels(rules))),
+            RowSpec(1, "Run", (*_summary_panels(), *_restart_panels(rules))),
+            RowSpec(10, "Memory", _memory_panels(rules, detail=False)),
+            RowSpec(40, "Garbage collector", _gc_panels(rules)),
+            RowSpec(50, "Pools and probes", _pool_and_probe_panels()),
+            RowSpec(60, "Load", (*_load_panels(rules), *_latency_rule_panels(rules))),
         ),
         links_to=(SERVICE_UID,),
     )
@@ -387,14 +536,20 @@ def service_spec(rules: RuleSet) -> DashboardSpec:
     return DashboardSpec(
         uid=SERVICE_UID,
         title="Soak service",
-        description="One watched service in detail: where the soak alerts link to.",
+        description="One watched service in detail: where the soak alerts link to."
+        + _rules_note(rules),
         rows=(
-            RowSpec("Process", (*_restart_panels(), *_summary_panels())),
-            RowSpec("Memory", _memory_panels(rules, detail=True)),
-            RowSpec("CPU, threads, descriptors", _process_panels()),
-            RowSpec("Garbage collector", _gc_panels(rules)),
-            RowSpec("Pools and probes", _pool_and_probe_panels()),
-            RowSpec("Load against the service", _load_panels(rules), collapsed=False),
+            RowSpec(1, "Process", (*_restart_panels(rules), *_summary_panels())),
+            RowSpec(10, "Memory", _memory_panels(rules, detail=True)),
+            RowSpec(30, "CPU, threads, descriptors", _process_panels()),
+            RowSpec(40, "Garbage collector", _gc_panels(rules)),
+            RowSpec(50, "Pools and probes", _pool_and_probe_panels()),
+            RowSpec(
+                60,
+                "Load against the service",
+                (*_load_panels(rules), *_latency_rule_panels(rules)),
+                collapsed=False,
+            ),
         ),
         service_multi=False,
         links_to=(OVERVIEW_UID,),
@@ -451,7 +606,8 @@ def _timeseries() -> Any:
 def _panel(spec: PanelSpec) -> Any:
     builder: Any = _stat() if spec.kind == "stat" else _timeseries()
     builder = (
-        builder.title(spec.title)
+        builder.id(spec.panel_id)
+        .title(spec.title)
         .datasource(DATASOURCE)
         .unit(spec.unit)
         .span(spec.width)
@@ -531,13 +687,13 @@ def _annotations() -> list[Any]:
         .datasource(DATASOURCE)
         .enable(True)
         .icon_color("orange")
-        .expr(f"changes(soak_process_start_time_seconds{{{SERVICES}}}[2m]) > 0"),
+        .expr(gated(f"changes(soak_process_start_time_seconds{{{SERVICES}}}[2m]) > 0")),
         dash.AnnotationQuery()
         .name("Soak alerts")
         .datasource(DATASOURCE)
         .enable(True)
         .icon_color("red")
-        .expr('ALERTS{alertstate="firing", soak_rule!=""}'),
+        .expr(FIRING_ALERTS),
     ]
 
 
@@ -564,7 +720,7 @@ def _dashboard(spec: DashboardSpec) -> dash.Dashboard:
             .keep_time(True)
         )
     for row in spec.rows:
-        builder = builder.with_row(dash.Row(row.title).collapsed(row.collapsed))
+        builder = builder.with_row(dash.Row(row.title).id(row.panel_id).collapsed(row.collapsed))
         for panel in row.panels:
             builder = builder.with_panel(_panel(panel))
     return builder

@@ -1,6 +1,7 @@
 """``soak dashboards``: build the Grafana dashboards, push them into a folder, mark runs.
 
     soak dashboards build --output-dir DIR [--check] [--configmap FILE [--namespace NS]]
+                          [--rules FILE]
     soak dashboards push --grafana-url URL [--folder TITLE] [--folder-uid UID] [--dir DIR]
     soak dashboards annotate --grafana-url URL --run-id ID --start TIME [--end TIME]
 
@@ -21,13 +22,16 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from soakwatch import console
 from soakwatch.cli import add_version, run_main
 from soakwatch.configfile import redact_url
 from soakwatch.errors import UsageError
 from soakwatch.extras import require_extra
+
+if TYPE_CHECKING:
+    from soakwatch.rules import RuleSet
 
 __all__ = ["main"]
 
@@ -66,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         help="write them as a Kubernetes ConfigMap for Grafana's dashboard sidecar",
     )
     build.add_argument("--namespace", help="namespace of the ConfigMap")
+    build.add_argument(
+        "--rules",
+        metavar="FILE",
+        help="soak rules whose thresholds and windows the panels draw (default: the packaged)",
+    )
     push = commands.add_parser("push", help="create or replace the dashboards in a folder")
     push.add_argument("--grafana-url", required=True, metavar="URL")
     push.add_argument("--folder", default=DEFAULT_FOLDER_TITLE, help="folder title")
@@ -103,7 +112,7 @@ def _build(args: argparse.Namespace) -> int:
     from soakwatch.dashboards.build import build_all, render_configmap
 
     stale = []
-    built = build_all()
+    built = build_all(_rules(args.rules))
     outputs: dict[Path, str] = {}
     if args.output_dir:
         directory = Path(args.output_dir)
@@ -125,6 +134,17 @@ def _build(args: argparse.Namespace) -> int:
     if args.check:
         console.out("dashboards are up to date")
     return 0
+
+
+def _rules(path: str | None) -> RuleSet:
+    """The rule set of ``--rules`` (a ConfigError naming the file and key when it is wrong)."""
+    from soakwatch.rules import load_rules
+
+    if path is None:
+        return load_rules()
+    if not Path(path).is_file():
+        raise UsageError(f"--rules {path}: no such file")
+    return load_rules(path)
 
 
 def _load_models(directory: Path) -> list[dict[str, Any]]:
