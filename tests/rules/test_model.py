@@ -45,6 +45,11 @@ def test_the_packaged_spec_loads_with_every_rule_of_the_design() -> None:
         "error_ratio",
         "restarts",
         "probe_failures",
+        "fd_growth",
+        "handle_growth",
+        "thread_growth",
+        "cpu_per_request",
+        "throughput",
     )
     memory = ruleset.rules["memory_growth"]
     assert memory.metrics["value"].promql() == "soak_process_resident_memory_bytes"

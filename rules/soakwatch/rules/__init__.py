@@ -11,7 +11,11 @@ from soakwatch.rules.model import (
     RuleOverride,
     RuleSet,
     load_rules,
+    pack_names,
     parse_selector,
+    preset_names,
+    resolve_rules,
+    rule_set_names,
 )
 
 __all__ = [
@@ -23,5 +27,9 @@ __all__ = [
     "RuleOverride",
     "RuleSet",
     "load_rules",
+    "pack_names",
     "parse_selector",
+    "preset_names",
+    "resolve_rules",
+    "rule_set_names",
 ]

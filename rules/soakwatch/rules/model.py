@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from soakwatch.configfile import MISSING, Section
 from soakwatch.errors import ConfigError
@@ -32,15 +32,25 @@ __all__ = [
     "RuleOverride",
     "RuleSet",
     "load_rules",
+    "pack_names",
     "parse_bytes",
     "parse_selector",
+    "preset_names",
+    "resolve_rules",
+    "rule_set_names",
 ]
 
 SPEC_VERSION = 1
 DEFAULT_RULES_PATH = Path(__file__).with_name("soak.yaml")
 
 Kind = Literal[
-    "slope", "counter_ratio", "variation", "quantile_change", "increase", "failure_fraction"
+    "slope",
+    "counter_ratio",
+    "ratio_change",
+    "variation",
+    "quantile_change",
+    "increase",
+    "failure_fraction",
 ]
 Comparison = Literal["<", "<=", ">=", ">"]
 
@@ -49,6 +59,7 @@ KINDS: Mapping[Kind, tuple[tuple[str, ...], tuple[str, ...]]] = MappingProxyType
     {
         "slope": (("value",), ("start_time", "restarts", "up")),
         "counter_ratio": (("numerator", "denominator"), ()),
+        "ratio_change": (("numerator", "denominator"), ()),
         "variation": (("value",), ()),
         "quantile_change": (("histogram",), ()),
         "increase": (("value",), ("start_time",)),
@@ -64,6 +75,7 @@ UNITS: Mapping[str, tuple[str, float]] = MappingProxyType(
         "KB/h": ("bytes/hour", 1e3),
         "KiB/h": ("bytes/hour", 1024.0),
         "bytes/h": ("bytes/hour", 1.0),
+        "count/h": ("count/hour", 1.0),
         "ratio": ("ratio", 1.0),
         "percent": ("ratio", 0.01),
         "count": ("count", 1.0),
@@ -72,8 +84,9 @@ UNITS: Mapping[str, tuple[str, float]] = MappingProxyType(
 # which base units fit which kind of rule
 _KIND_BASE_UNITS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "slope": ("bytes/hour",),
+        "slope": ("bytes/hour", "count/hour"),
         "counter_ratio": ("ratio",),
+        "ratio_change": ("ratio",),
         "variation": ("ratio",),
         "quantile_change": ("ratio",),
         "increase": ("count",),
@@ -290,6 +303,10 @@ class RuleSet:
     version: int
     rules: Mapping[str, Rule]
     source: str
+    # rules switched off with ``enabled: false`` (not in ``rules``), and the files this one
+    # extends, nearest first
+    disabled: tuple[str, ...] = ()
+    bases: tuple[str, ...] = ()
 
     def names(self) -> tuple[str, ...]:
         return tuple(self.rules)
@@ -502,17 +519,151 @@ def _rule(name: str, section: Section) -> Rule:
     return rule
 
 
-def load_rules(path: str | os.PathLike[str] | None = None) -> RuleSet:
-    """Read and check a rules spec (default: the packaged ``soak.yaml`` beside this module).
+# -- named rule sets and ``extends:`` ------------------------------------------------------------
+PRESETS_DIR = Path(__file__).with_name("presets")
+PACKS_DIR = Path(__file__).with_name("packs")
+_SET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
 
-    Raises ConfigError naming the file and the key path on any problem, unknown keys included."""
-    source_path = Path(path) if path is not None else DEFAULT_RULES_PATH
-    top = Section.load(source_path)
+
+def rule_set_names() -> dict[str, Path]:
+    """The packaged rule sets by name: ``default`` (soak.yaml), the presets, the runtime packs."""
+    names = {"default": DEFAULT_RULES_PATH}
+    for folder in (PRESETS_DIR, PACKS_DIR):
+        if folder.is_dir():
+            names.update((p.stem, p) for p in sorted(folder.glob("*.yaml")))
+    return names
+
+
+def preset_names() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+
+
+def pack_names() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in PACKS_DIR.glob("*.yaml")))
+
+
+def _known_names_text() -> str:
+    return f"default; presets: {', '.join(preset_names())}; packs: {', '.join(pack_names())}"
+
+
+def resolve_rules(
+    ref: str | os.PathLike[str] | None, *, base_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """The file behind ``ref``: a packaged name (``default``, a preset such as ``quick``, a pack
+    such as ``node``), else a path (relative to ``base_dir`` when given). A name-like ``ref``
+    (letters, digits, ``-``, ``_``: no dot, no slash) that is neither packaged nor an existing
+    file is a ConfigError (exit 2) listing the known names; write ``./node`` for a file that is
+    named like a pack."""
+    if ref is None:
+        return DEFAULT_RULES_PATH
+    text = os.fspath(ref)
+    named = rule_set_names()
+    if isinstance(ref, str) and text in named:
+        return named[text]
+    path = Path(base_dir) / text if base_dir is not None else Path(text)
+    if isinstance(ref, str) and _SET_NAME.match(text) and not path.is_file():
+        raise ConfigError(
+            f"unknown rules name {text!r}; known: {_known_names_text()} (or a path to a rules file)"
+        )
+    return path
+
+
+def _raw_rules(top: Section) -> dict[str, Mapping[str, Any]]:
+    raw = top.raw("rules", None)
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise top.error("rules", f"expected a mapping, got {type(raw).__name__}")
+    for name, body in raw.items():
+        if not isinstance(name, str):
+            raise top.error("rules", f"rule names must be strings, got {name!r}")
+        if body is not None and not isinstance(body, Mapping):
+            raise top.error(f"rules.{name}", f"expected a mapping, got {type(body).__name__}")
+    return {name: dict(body or {}) for name, body in raw.items()}
+
+
+def _merge(base: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``change`` laid over it: nested mappings merge key by key (``alert: {for:
+    5m}`` changes only ``for``), a ``null`` removes the key, anything else replaces it."""
+    merged = dict(base)
+    for key, value in change.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """A rules file read raw, with everything it extends merged in: rule name -> raw mapping
+    and the file that last changed it."""
+
+    rules: dict[str, tuple[Mapping[str, Any], str]]
+    bases: tuple[str, ...]
+
+
+def _layer(path: Path, chain: tuple[Path, ...]) -> _Layer:
+    source = str(path)
+    top = Section.load(path)
     version = top.number("version", integer=True)
     if version != SPEC_VERSION:
         raise top.error("version", f"unsupported version {version}; this soakwatch reads 1")
-    rules = {name: _rule(name, sub) for name, sub in top.named_sections("rules")}
+    rules: dict[str, tuple[Mapping[str, Any], str]] = {}
+    bases: tuple[str, ...] = ()
+    if "extends" in top:
+        ref = top.string("extends")
+        try:
+            base_path = resolve_rules(ref, base_dir=path.parent)
+        except ConfigError as exc:
+            raise top.error("extends", exc.reason) from None
+        if not base_path.is_file():
+            raise top.error("extends", f"the base {ref!r} is not a file ({base_path})")
+        resolved = base_path.resolve()
+        if resolved in chain:
+            cycle = " -> ".join(str(p) for p in (*chain, resolved))
+            raise top.error("extends", f"extends itself: {cycle}")
+        base = _layer(base_path, (*chain, resolved))
+        rules = dict(base.rules)
+        bases = (str(base_path), *base.bases)
+    for name, body in _raw_rules(top).items():
+        if name in rules:
+            rules[name] = (_merge(rules[name][0], body), source)
+        else:
+            rules[name] = (body, source)
     top.finish()
-    if not rules:
-        raise top.error("rules", "no rules defined")
-    return RuleSet(version=version, rules=MappingProxyType(rules), source=str(source_path))
+    return _Layer(rules, bases)
+
+
+def load_rules(path: str | os.PathLike[str] | None = None) -> RuleSet:
+    """Read and check a rules spec (default: the packaged ``soak.yaml`` beside this module).
+
+    ``path`` may also name a packaged set (:func:`resolve_rules`). A file with ``extends: NAME``
+    (or a path, relative to the file) starts from that set's rules, then adds rules, changes
+    single keys of a rule (``threshold: 5`` changes just that) or switches one off with
+    ``enabled: false`` (left out of ``rules``, named in ``disabled``).
+
+    Raises ConfigError naming the file and the key path on any problem, unknown keys included;
+    an ``extends:`` cycle or a missing base names the file that says ``extends``."""
+    source_path = resolve_rules(path)
+    layer = _layer(source_path, (source_path.resolve(),))
+    rules: dict[str, Rule] = {}
+    disabled: list[str] = []
+    for name, (body, source) in layer.rules.items():
+        rule = _rule(name, Section(body, source=source, path=f"rules.{name}"))
+        revived = any(o.enabled for o in rule.services.values())
+        if rule.enabled or revived:
+            rules[name] = rule
+        else:
+            disabled.append(name)
+    if not layer.rules:
+        raise ConfigError("no rules defined", source=str(source_path), key="rules")
+    return RuleSet(
+        version=SPEC_VERSION,
+        rules=MappingProxyType(rules),
+        source=str(source_path),
+        disabled=tuple(disabled),
+        bases=layer.bases,
+    )
