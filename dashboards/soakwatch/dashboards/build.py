@@ -2,8 +2,9 @@
 (grafana-foundation-sdk, generated from Grafana's dashboard schema).
 
 Why code and not hand-kept JSON: the panels query the series that the exporter and the load
-driver publish and the recording rules that ``soak rules prometheus`` generates, and the memory
-panel draws the soak rule's threshold. Built here from the same names (``soakwatch.rules``) they
+driver publish and the recording rules that ``soak rules prometheus`` generates, and the panels
+draw the soak rules' thresholds in their units and name their windows (``build_all(rules)``,
+``soak dashboards build --rules FILE``). Built here from the same names (``soakwatch.rules``) they
 cannot drift apart, a panel is a few lines instead of a hundred, and a change shows as a small
 diff in review. The JSON is committed (``dashboards/soakwatch/dashboards/*.json``) so Grafana
 provisioning and ``soak dashboards push`` need no build step; a test fails when it is stale.
