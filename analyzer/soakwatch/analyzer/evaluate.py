@@ -665,9 +665,109 @@ def _failure_fraction(
     )
 
 
+# -- a ratio of counters, late against early ----------------------------------------------------
+# The late level is read over at most this many windows at the end of the range.
+RATIO_LATE_WINDOWS = 2
+
+
+def _ratio_in(
+    numerators: list[Series], denominators: list[Series], a: float, b: float
+) -> tuple[float, float, int]:
+    """(numerator increase, denominator increase, most numerator samples) within [a, b]."""
+    num = sum(counter_increase(s.t, s.v, a, b) for s in numerators)
+    den = sum(counter_increase(s.t, s.v, a, b) for s in denominators)
+    samples = max((int(np.sum((s.t >= a) & (s.t <= b))) for s in numerators), default=0)
+    return num, den, samples
+
+
+def _ratio_change(
+    rule: Rule,
+    subject: Subject,
+    numerators: list[Series],
+    data: RoleData,
+    start: float,
+    end: float,
+) -> Result:
+    """The ratio of two counters' increases (CPU seconds per completed request) over the last
+    windows of the range against the first window after warm-up; the figure is late / early - 1.
+
+    Denominator series count for a subject when they agree with it on the labels they have:
+    load requests carry no ``service`` label, so every service's CPU is divided by all of them."""
+    labels = dict(subject)
+    begin = start + rule.warmup_seconds
+    window = rule.window_seconds
+    denominators = [
+        s
+        for s in data.get("denominator", [])
+        if all(s.labels.get(k, "") == v for k, v in subject if k in s.labels)
+    ]
+    covered = end - begin
+    late_seconds = min(RATIO_LATE_WINDOWS * window, covered - window)
+    first = (begin, begin + window)
+    late = (end - late_seconds, end)
+    details: dict[str, Any] = {
+        "first_window": list(first),
+        "late_window": list(late),
+        "analysed_seconds": max(covered, 0.0),
+        "numerator_series": len(numerators),
+        "denominator_series": len(denominators),
+    }
+    evidence = Evidence(
+        series=[(s.label_text() or s.name, s.t, s.v) for s in (numerators + denominators)[:8]],
+        spans=[("first window", *first), ("late stretch", *late)],
+        y_label="counter",
+    )
+    needed = rule.warmup_seconds + max(2 * window, rule.min_duration_seconds)
+    if covered < max(2 * window, rule.min_duration_seconds):
+        reason = (
+            f"not enough data: {format_duration(max(covered, 0))} after warm-up, needs two "
+            f"windows of {format_duration(window)} (and at least "
+            f"{format_duration(rule.min_duration_seconds)}): a range of {format_duration(needed)}"
+        )
+        return _result(rule, labels, "inconclusive", reason, None, details, evidence)
+    if not denominators:
+        reason = f"no {rule.metrics['denominator'].promql()} series to divide by"
+        return _result(rule, labels, "not_applicable", reason, None, details, evidence)
+    early_num, early_den, early_n = _ratio_in(numerators, denominators, *first)
+    late_num, late_den, late_n = _ratio_in(numerators, denominators, *late)
+    details.update(
+        first_numerator=early_num,
+        first_denominator=early_den,
+        late_numerator=late_num,
+        late_denominator=late_den,
+        samples=min(early_n, late_n),
+    )
+    if min(early_n, late_n) < rule.min_points:
+        reason = (
+            f"not enough samples: {early_n} in the first window and {late_n} in the late "
+            f"stretch, needs {rule.min_points} in each"
+        )
+        return _result(rule, labels, "inconclusive", reason, None, details, evidence)
+    if early_den <= 0 or late_den <= 0:
+        which = "first window" if early_den <= 0 else "late stretch"
+        reason = f"the denominator did not increase in the {which}"
+        return _result(rule, labels, "inconclusive", reason, None, details, evidence)
+    early_ratio, late_ratio = early_num / early_den, late_num / late_den
+    details.update(first=early_ratio, late=late_ratio)
+    if not early_ratio > 0:
+        reason = "the numerator did not increase in the first window: no level to compare with"
+        return _result(rule, labels, "inconclusive", reason, None, details, evidence)
+    change = late_ratio / early_ratio - 1.0
+    status, reason = _judge(rule, change, "ratio change")
+    reason += (
+        f" ({early_ratio:.4g} in the first {format_duration(window)} after warm-up -> "
+        f"{late_ratio:.4g} over the last {format_duration(late_seconds)})"
+    )
+    return _result(rule, labels, status, reason, change, details, evidence)
+
+
 # -- dispatch ---------------------------------------------------------------------------------
 def _primary_role(rule: Rule) -> str:
-    return {"counter_ratio": "denominator", "quantile_change": "histogram"}.get(rule.kind, "value")
+    return {
+        "counter_ratio": "denominator",
+        "quantile_change": "histogram",
+        "ratio_change": "numerator",
+    }.get(rule.kind, "value")
 
 
 def evaluate_rule(
@@ -721,6 +821,8 @@ def evaluate_rule(
                 _failure_fraction(effective, sub, s, start, end)
                 for sub, s in _split_subjects(subject, members)
             ]
+        elif effective.kind == "ratio_change":
+            results.append(_ratio_change(effective, subject, members, data, start, end))
     # subjects without the primary metric
     seen_services = {dict(subject).get("service") for subject in groups}
     if rule.kind == "increase":
