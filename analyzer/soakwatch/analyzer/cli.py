@@ -69,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--run-dir", metavar="DIR", help="a run directory's recorded samples")
     parser.add_argument("--range", metavar="DURATION", help="how far back from --end (48h)")
     parser.add_argument("--end", metavar="TIME", help="Unix timestamp or RFC 3339 (default now)")
-    parser.add_argument("--rules", metavar="FILE", help="rules spec (default: packaged soak.yaml)")
+    parser.add_argument(
+        "--rules",
+        metavar="NAME|FILE",
+        help="a preset (quick, ci, staging, production), a runtime pack (go, jvm, node, dotnet, "
+        "kubernetes), default, or a rules file (default: the packaged soak.yaml)",
+    )
     parser.add_argument("--selector", metavar="LABELS", help="e.g. '{service=\"api\"}'")
     parser.add_argument("--only", metavar="RULE[,RULE]", help="judge only these rules")
     parser.add_argument("--list-rules", action="store_true", help="list the rules and exit")
@@ -243,6 +248,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.memory_limit:
         ruleset = _with_memory_limit(ruleset, args.memory_limit)
     if args.list_rules:
+        console.out(f"rules in force from {ruleset.source}")
+        for base in ruleset.bases:
+            console.out(f"  extending {base}")
         for rule in ruleset.rules.values():
             console.out(
                 f"{rule.name:<22} {rule.kind:<16} pass when {rule.comparison} "
@@ -251,6 +259,10 @@ def _run(args: argparse.Namespace) -> int:
             )
             if rule.description:
                 console.out(f"{'':<22} {rule.description}")
+            metrics = ", ".join(f"{role}: {sel.promql()}" for role, sel in rule.metrics.items())
+            console.out(f"{'':<22} {metrics}")
+        if ruleset.disabled:
+            console.out(f"disabled: {', '.join(ruleset.disabled)}")
         return 0
     require_extra("analyzer")  # numpy and matplotlib: before any fetch
     if not args.prometheus and not args.run_dir:

@@ -7,7 +7,9 @@ File shape (every key in docs/run.md)::
     duration: 30m                    # optional; --duration wins; default: the profile's
     sampling_interval: 15s           # optional; default: the profile's
     out: soak-runs                   # parent folder of run directories (--out names one run dir)
-    rules: rules.yaml                # optional soak rules for the analyzer (relative to this file)
+    rules: rules.yaml                # optional soak rules: a file (relative to this one) or a
+                                     # packaged name: quick, ci, staging, production, go, jvm,
+                                     # node, dotnet, kubernetes
     checks:                          # availability, checked before anything starts
       - {name: backend, kind: http, target: "http://127.0.0.1:8080/health"}
       - {name: auth, kind: http, target: "http://127.0.0.1:9000/health", required: false}
@@ -104,6 +106,19 @@ class RunConfig:
 def _relative(base: Path | None, text: str) -> Path:
     path = Path(text).expanduser()
     return path if path.is_absolute() or base is None else base / path
+
+
+def _rules_path(section: Section, base_dir: Path | None, text: str) -> Path:
+    """``rules:``: a packaged rule set by name (``quick``, ``ci``, ``node``, ...) or a file
+    relative to the config; an unknown name is an error listing the known ones."""
+    from soakwatch.rules.model import resolve_rules
+
+    if text.startswith("~") or Path(text).is_absolute():
+        return _relative(base_dir, text)
+    try:
+        return resolve_rules(text, base_dir=base_dir)
+    except ConfigError as exc:
+        raise section.error("rules", exc.reason) from None
 
 
 def _load_section(
@@ -216,7 +231,7 @@ def _from_section(section: Section, base_dir: Path | None) -> RunConfig:
         duration_seconds=duration,
         sampling_interval_seconds=interval,
         out_dir=_relative(base_dir, out) if out else None,
-        rules_path=_relative(base_dir, rules) if rules else None,
+        rules_path=_rules_path(section, base_dir, rules) if rules else None,
         checks=checks,
         exporter=exporter,
         load=load,
