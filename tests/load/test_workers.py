@@ -111,3 +111,23 @@ def test_workers_must_be_a_whole_number_of_at_least_one() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--workers: a whole number of processes, at least 1, not '0'" in result.stderr
+
+
+def test_workers_of_a_killed_parent_stop_instead_of_sending_on_as_orphans(load_app: Any) -> None:
+    command = [
+        sys.executable, "-m", "soakwatch.commands", "load", "--http", f"{load_app.url}/ok",
+        "--rate", "20/s", "--duration", "60s", "--workers", "2", "--quiet",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while len(psutil.Process(process.pid).children()) < 2:
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.1)
+        workers = psutil.Process(process.pid).children()
+        time.sleep(1.0)
+    finally:
+        process.kill()  # no graceful stop: SIGKILL, as the OOM killer would
+        process.wait()
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert alive == []

@@ -152,6 +152,9 @@ class WorkerSet:
             await process.stdin.drain()
             process.stdin.close()
             self.processes.append(process)
+            if self._stop_sent is not None:  # stopped while the workers were starting
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
 
     async def follow(self, on_update: Any) -> None:
         """Read every child's snapshots until all have ended; ``on_update()`` after each."""
@@ -174,6 +177,8 @@ class WorkerSet:
                 self.latest[index] = message
                 on_update()
         code = await process.wait()
+        if code == -signal.SIGTERM and self._stop_sent is not None:
+            return  # stopped before it could say anything: it had sent nothing
         if code != 0 and not self.errors:
             self.errors.append(f"load worker {index} exited with status {code}")
 
@@ -194,6 +199,13 @@ class WorkerSet:
 
 
 # -- the child's side -----------------------------------------------------------------------
+_early_stop: list[str] = []  # a signal that came before the loop's handlers were in place
+
+
+def _stop_early(signum: int, _: Any) -> None:
+    _early_stop.append(signal.Signals(signum).name)
+
+
 async def _child(config: LoadConfig) -> int:
     from soakwatch.load.driver import Driver
 
@@ -201,6 +213,9 @@ async def _child(config: LoadConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, driver.stop, signal.Signals(signum).name)
+    if _early_stop:
+        driver.stop(_early_stop[0])
+    parent = os.getppid()
 
     def emit(message: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
@@ -209,7 +224,14 @@ async def _child(config: LoadConfig) -> int:
     async def report() -> None:
         while True:
             await asyncio.sleep(SNAPSHOT_SECONDS)
-            emit(snapshot(driver.stats, driver.timings))
+            if os.getppid() != parent:  # the parent is gone (killed): no orphan load
+                driver.stop("parent gone")
+                return
+            try:
+                emit(snapshot(driver.stats, driver.timings))
+            except BrokenPipeError:
+                driver.stop("parent gone")
+                return
 
     reporter = asyncio.create_task(report())
     try:
@@ -221,11 +243,14 @@ async def _child(config: LoadConfig) -> int:
         reporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
-    emit({**snapshot(driver.stats, driver.timings), "final": True})
+    with contextlib.suppress(BrokenPipeError):
+        emit({**snapshot(driver.stats, driver.timings), "final": True})
     return 0
 
 
 def main() -> int:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop_early)
     config = pickle.loads(base64.b64decode(sys.stdin.buffer.readline()))
     if not isinstance(config, LoadConfig):
         raise SystemExit("soak load worker: expected a LoadConfig on stdin")
