@@ -209,6 +209,18 @@ def check_config(path: str) -> str:
     return f"{path}: OK ({', '.join(parts)})"
 
 
+def planned_warnings(args: argparse.Namespace) -> list[str]:
+    """The start warnings of the run the command line plans (its profile, ``--duration`` and
+    the config's sampling interval and rules): one per rule it can only be inconclusive on."""
+    from soakwatch.rules.model import load_rules
+    from soakwatch.run.needs import rule_needs, short_run_warnings
+
+    request = build_request(args, threading.Event())
+    interval = request.config.sampling_interval_seconds or request.profile.sampling_interval_seconds
+    needs = rule_needs(load_rules(request.config.rules_path), interval)
+    return short_run_warnings(needs, request.profile.duration_seconds, interval)
+
+
 def _run_demo(args: argparse.Namespace, stop: threading.Event) -> int:
     from soakwatch.run.demo import (
         DEMO_LEAK_BYTES_PER_SECOND,
@@ -241,6 +253,8 @@ def _main(argv: list[str]) -> int:
         if not args.config:
             raise UsageError("--check needs --config FILE")
         console.out(f"{PROG}: {check_config(args.config)}")
+        for warning in planned_warnings(args):
+            console.error(f"{PROG}: {warning}")
         return EXIT_PASS
     stop = threading.Event()
     with stop_on_signals(stop):

@@ -174,8 +174,16 @@ class Recorder:
         return slopes
 
 
-def progress_line(elapsed: float, total: float, recorder: Recorder) -> str:
-    """``1m20s/3m | load 46.0/s, 0.0% errors | memory healthy +0.4 MB/h, leaky +921.0 MB/h``"""
+def progress_line(
+    elapsed: float,
+    total: float,
+    recorder: Recorder,
+    *,
+    still: tuple[str, float] | None = None,
+) -> str:
+    """``1m20s/3m | load 46.0/s, 0.0% errors | memory healthy +0.4 MB/h, leaky +921.0 MB/h |
+    memory_growth needs 1h10m more``: ``still`` is the rule that needs the run longest and for
+    how many more seconds (``soakwatch.run.needs.still_needed``)."""
     parts = [f"{format_duration(min(elapsed, total))}/{format_duration(total)}"]
     rate = recorder.load_rate()
     if rate is not None:
@@ -184,4 +192,6 @@ def progress_line(elapsed: float, total: float, recorder: Recorder) -> str:
     if slopes:
         shown = ", ".join(f"{name} {slope:+.1f} MB/h" for name, slope in sorted(slopes.items()))
         parts.append(f"memory {shown}")
+    if still is not None:
+        parts.append(f"{still[0]} needs {format_duration(still[1])} more")
     return " | ".join(parts)
