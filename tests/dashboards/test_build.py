@@ -23,8 +23,8 @@ from soakwatch.dashboards.build import (
     panels_of,
     render_configmap,
 )
+from soakwatch.rules import alerting, load_rules, resolve_rules
 from soakwatch.rules.alerting import generate
-from soakwatch.rules.model import load_rules
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS_DIR = REPO / "dashboards" / "soakwatch" / "dashboards"
@@ -292,3 +292,27 @@ def test_the_kubernetes_configmap_holds_exactly_the_committed_dashboards() -> No
     assert {name: json.loads(text) for name, text in manifest["data"].items()} == {
         p.name: load(p) for p in COMMITTED
     }
+
+
+def test_build_rules_takes_a_packaged_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quick = load_rules(resolve_rules("quick")).rules["memory_growth"]
+    default = load_rules().rules["memory_growth"]
+    assert (quick.window_seconds, quick.alert.range_seconds) != (
+        default.window_seconds,
+        default.alert.range_seconds,
+    )
+    assert cli.main(["build", "-o", str(tmp_path), "--rules", "quick"]) == 0
+    data = load(tmp_path / "soak-service.json")
+    assert "Thresholds and windows: the packaged 'quick' rules." in data["description"]
+    (growth,) = (p for p in panels_of(data) if p["title"].startswith("Memory growth"))
+    window = alerting.prometheus_duration(quick.window_seconds)
+    fit = alerting.prometheus_duration(quick.alert.range_seconds)
+    assert f"deriv() over {fit} of the {window} minimum" in growth["description"]
+    assert growth["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == quick.threshold
+    capsys.readouterr()
+    assert cli.main(["build", "-o", str(tmp_path / "x"), "--rules", "quik"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("soak dashboards: unknown rules name 'quik'; known: default; presets:")
+    assert "quick" in err and not (tmp_path / "x").exists()

@@ -33,7 +33,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from soakwatch.rules import DEFAULT_RULES_PATH, RuleSet, alerting, load_rules
+from soakwatch.rules import DEFAULT_RULES_PATH, RuleSet, alerting, load_rules, rule_set_names
 
 __all__ = [
     "DASHBOARDS_DIR",
@@ -134,14 +134,15 @@ def _number(value: float) -> str:
     return f"{value:.15g}"
 
 
-def _rule(rules: RuleSet, kind: str, metric: str) -> Any:
-    """The first enabled rule of ``kind`` over ``metric`` (None: the panel is left out)."""
+def _rule(rules: RuleSet, kind: str, metric: str, role: str | None = None) -> Any:
+    """The first enabled rule of ``kind`` over ``metric`` (in ``role`` when given: the error
+    ratio and the throughput both read soak_load_requests_total). None: the panel, or its line,
+    is left out."""
     for rule in rules.rules.values():
-        if (
-            rule.enabled
-            and rule.kind == kind
-            and any(s.metric == metric for s in rule.metrics.values())
-        ):
+        if not rule.enabled or rule.kind != kind:
+            continue
+        selectors = [rule.metric(role)] if role is not None else list(rule.metrics.values())
+        if any(s is not None and s.metric == metric for s in selectors):
             return rule
     return None
 
@@ -155,7 +156,7 @@ def _limit_text(rule: Any, unit: str | None = None) -> str:
 
 
 def _memory_panels(rules: RuleSet, *, detail: bool) -> tuple[PanelSpec, ...]:
-    growth = _rule(rules, "slope", "soak_process_resident_memory_bytes")
+    growth = _rule(rules, "slope", "soak_process_resident_memory_bytes", "value")
     memory_queries = [
         Query(gated(f"soak_process_resident_memory_bytes{{{SERVICES}}}"), "RSS {{service}}"),
         Query(gated(f"soak_process_unique_memory_bytes{{{SERVICES}}}"), "USS {{service}}"),
@@ -251,7 +252,7 @@ def _process_panels() -> tuple[PanelSpec, ...]:
 
 
 def _restart_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
-    restarts = _rule(rules, "increase", "soak_process_restarts_total")
+    restarts = _rule(rules, "increase", "soak_process_restarts_total", "value")
     # Counts are whole: the first failing count of "<= 0" is 1 (a stat turns red from it).
     red_from = None
     if restarts is not None:
@@ -298,7 +299,7 @@ def _ratio_rule_query(rule: Any, selector: str, legend: str) -> Query:
 
 
 def _gc_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
-    efficiency = _rule(rules, "counter_ratio", "soak_gc_examined_objects_total")
+    efficiency = _rule(rules, "counter_ratio", "soak_gc_examined_objects_total", "denominator")
     queries = [
         Query(
             gated(
@@ -390,7 +391,7 @@ LOAD_SERVICE_NOTE = (
 
 
 def _load_panels(rules: RuleSet) -> tuple[PanelSpec, ...]:
-    errors = _rule(rules, "counter_ratio", "soak_load_requests_total")
+    errors = _rule(rules, "counter_ratio", "soak_load_requests_total", "denominator")
     load = SERVICE_IF_LABELLED
     error_queries = [
         Query(
@@ -511,9 +512,12 @@ def _summary_panels() -> tuple[PanelSpec, ...]:
 
 # -- the two dashboards -------------------------------------------------------------------------
 def _rules_note(rules: RuleSet) -> str:
-    source = Path(rules.source)
-    if source.resolve() == DEFAULT_RULES_PATH.resolve():
+    source = Path(rules.source).resolve()
+    packaged = {path.resolve(): name for name, path in rule_set_names().items()}
+    if source == DEFAULT_RULES_PATH.resolve():
         return " Thresholds and windows: the packaged soak rules."
+    if source in packaged:
+        return f" Thresholds and windows: the packaged {packaged[source]!r} rules."
     return f" Thresholds and windows: {source.name}."
 
 

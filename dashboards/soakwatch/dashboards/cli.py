@@ -1,7 +1,7 @@
 """``soak dashboards``: build the Grafana dashboards, push them into a folder, mark runs.
 
     soak dashboards build --output-dir DIR [--check] [--configmap FILE [--namespace NS]]
-                          [--rules FILE]
+                          [--rules FILE|NAME]
     soak dashboards push --grafana-url URL [--folder TITLE] [--folder-uid UID] [--dir DIR]
     soak dashboards annotate --grafana-url URL --run-id ID --start TIME [--end TIME]
 
@@ -72,8 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--namespace", help="namespace of the ConfigMap")
     build.add_argument(
         "--rules",
-        metavar="FILE",
-        help="soak rules whose thresholds and windows the panels draw (default: the packaged)",
+        metavar="FILE|NAME",
+        help="soak rules whose thresholds and windows the panels draw: a file, or a packaged "
+        "name (default, a preset such as quick, a pack such as node); default: default",
     )
     push = commands.add_parser("push", help="create or replace the dashboards in a folder")
     push.add_argument("--grafana-url", required=True, metavar="URL")
@@ -136,14 +137,14 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rules(path: str | None) -> RuleSet:
-    """The rule set of ``--rules`` (a ConfigError naming the file and key when it is wrong)."""
-    from soakwatch.rules import load_rules
+def _rules(ref: str | None) -> RuleSet:
+    """The rule set of ``--rules FILE|NAME`` (a packaged name: default, a preset, a pack); a
+    ConfigError naming the file and key, or the known names, when it is wrong."""
+    from soakwatch.rules import load_rules, resolve_rules
 
-    if path is None:
-        return load_rules()
-    if not Path(path).is_file():
-        raise UsageError(f"--rules {path}: no such file")
+    path = resolve_rules(ref)
+    if not path.is_file():
+        raise UsageError(f"--rules {ref}: no such file")
     return load_rules(path)
 
 
