@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from soakwatch.rules.alerting import absent_for_seconds, fast_lived_seconds
 from soakwatch.rules.model import Rule, load_rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,23 +42,27 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+STALE = float("nan")  # a staleness marker: the series vanished (a failed scrape writes them)
+
+
 def expanding_notation(values: Sequence[float | None]) -> str:
     """``values`` in promtool's notation, runs with a constant step as ``a+bxn`` (a, a+b, …,
     a+n·b), so a committed test file stays readable: a GC tooth is one term. ``None`` is a
-    minute without a sample (``_``)."""
+    minute without a sample (``_``), :data:`STALE` a staleness marker (``stale``)."""
     terms, i = [], 0
     while i < len(values):
         first = values[i]
-        if first is None:
-            terms.append("_")
+        if first is None or first != first:  # None or NaN (STALE)
+            terms.append("_" if first is None else "stale")
             i += 1
             continue
         j = i + 1
-        if j < len(values) and values[j] is not None:
+        if j < len(values) and values[j] is not None and values[j] == values[j]:
             step = values[j] - first  # type: ignore[operator]
             while (
                 j + 1 < len(values)
                 and values[j + 1] is not None
+                and values[j + 1] == values[j + 1]
                 and values[j + 1] - values[j] == step  # type: ignore[operator]
             ):
                 j += 1
@@ -296,6 +301,178 @@ def steady_process_never_restarts() -> tuple[list[dict[str, str]], list[Check]]:
     return (
         [series(START, API, constant(m, 0)), series(RESTARTS, API, constant(m, 0))],
         silent("SoakRestarts", 10, 30, 60),
+    )
+
+
+# SoakMemoryGrowthFast: the lowest slope of the troughs over one window (10m) during the last
+# half window, at least FAST_FACTOR x the threshold, once the process has lived warm-up + window
+# + range + hold (40 min with the packaged 15 min warm-up). The issue's bound: a leak at 10x the
+# threshold that starts after a warm-up settled within 15 minutes fires within 30 minutes.
+FAST_LIVED = _minutes(fast_lived_seconds(MEMORY))
+FAST_LABELS = {"service": "api", "severity": "critical", "soak_rule": "memory_growth"}
+TEN_TIMES = 10 * MEMORY.threshold_base  # bytes/hour
+WARM_UP_SETTLED = 15  # minute
+
+
+def warm_up_then(
+    minutes: int, *, leak_from: int | None, per_hour: float = TEN_TIMES
+) -> list[float]:
+    """+200 MB during the first 12 minutes (imports, caches), settled by minute 15, under a
+    30 MB GC sawtooth of 7 minutes; from ``leak_from`` on the troughs rise by ``per_hour``."""
+    out = []
+    for t in range(minutes + 1):
+        ramp = 200 * MB * min(t, 12) / 12
+        leak = per_hour * max(0, t - leak_from) / 60 if leak_from is not None else 0.0
+        out.append(100 * MB + ramp + leak + 30 * MB * (t % 7) / 6)
+    return out
+
+
+def fast_leak_at_ten_times_after_warm_up() -> tuple[list[dict[str, str]], list[Check]]:
+    leak_from = WARM_UP_SETTLED
+    m = leak_from + 60
+    assert leak_from + 30 - 2 >= FAST_LIVED, "the gate alone would miss the 30 minute bound"
+    return (
+        [
+            series(RSS, API, warm_up_then(m, leak_from=leak_from)),
+            series(START, API, constant(m, 0)),
+        ],
+        [
+            *silent("SoakMemoryGrowthFast", 10, 20, 30, FAST_LIVED - 1),
+            # Within 30 minutes of the leak's start, and on from there.
+            fires("SoakMemoryGrowthFast", leak_from + 28, **FAST_LABELS),
+            fires("SoakMemoryGrowthFast", leak_from + 30, **FAST_LABELS),
+            fires("SoakMemoryGrowthFast", m, **FAST_LABELS),
+            # The slow alert has not judged yet: that is why the fast one exists.
+            *silent("SoakMemoryGrowth", leak_from + 30, m),
+        ],
+    )
+
+
+def fast_leak_starting_late_in_the_run() -> tuple[list[dict[str, str]], list[Check]]:
+    leak_from = 80
+    m = leak_from + 45
+    return (
+        [
+            series(RSS, API, warm_up_then(m, leak_from=leak_from)),
+            series(START, API, constant(m, 0)),
+        ],
+        [
+            *silent("SoakMemoryGrowthFast", 45, 70, leak_from, leak_from + 10),
+            fires("SoakMemoryGrowthFast", leak_from + 28, **FAST_LABELS),
+        ],
+    )
+
+
+def fast_alert_silent_on_the_warm_up_ramp() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 180
+    return (
+        [series(RSS, API, warm_up_then(m, leak_from=None)), series(START, API, constant(m, 0))],
+        silent("SoakMemoryGrowthFast", 5, 12, 20, 30, FAST_LIVED, FAST_LIVED + 1, 60, 120, m),
+    )
+
+
+def irregular_healthy_sawtooth(minutes: int) -> list[float]:
+    """A healthy collector as it looks: teeth of 5 to 9 minutes and 20 to 40 MB, troughs that
+    land anywhere within 1.5 MB above the live set (seeded: the same file every time)."""
+    import random
+
+    rng = random.Random(15)
+    out: list[float] = []
+    while len(out) <= minutes:
+        period, amplitude = rng.randint(5, 9), rng.uniform(20, 40) * MB
+        trough = 300 * MB + rng.uniform(0, 1.5 * MB)
+        out.extend(trough + amplitude * k / (period - 1) for k in range(period))
+    return [round(v) for v in out[: minutes + 1]]
+
+
+def fast_alert_silent_on_a_healthy_sawtooth() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 240
+    return (
+        [series(RSS, API, irregular_healthy_sawtooth(m)), series(START, API, constant(m, 0))],
+        silent("SoakMemoryGrowthFast", *range(FAST_LIVED, m + 1, 5)),
+    )
+
+
+def fast_alert_silent_on_a_flat_series() -> tuple[list[dict[str, str]], list[Check]]:
+    m = 120
+    return (
+        [series(RSS, API, constant(m, 250 * MB)), series(START, API, constant(m, 0))],
+        silent("SoakMemoryGrowthFast", 30, FAST_LIVED + 1, 90, m),
+    )
+
+
+def fast_alert_silent_on_a_leak_at_twice_the_threshold() -> tuple[
+    list[dict[str, str]], list[Check]
+]:
+    # 4 MB/h: the slow alert's business (hours), not a page within the CI run.
+    m = 180
+    rss = warm_up_then(m, leak_from=WARM_UP_SETTLED, per_hour=2 * MEMORY.threshold_base)
+    return (
+        [series(RSS, API, rss), series(START, API, constant(m, 0))],
+        silent("SoakMemoryGrowthFast", FAST_LIVED + 1, 60, 120, m),
+    )
+
+
+# Absence: the exporter stops (its target is down, the series get staleness markers) or the
+# watched process is gone (the exporter is up, the series vanish), while a run is in progress.
+EXPORTER = {"job": "soak-exporter", "instance": "exporter:9464"}
+WATCHED = {**API, **EXPORTER}
+RUN = {"run_id": "r-15", "profile": "ci"}
+ABSENT_FOR = _minutes(absent_for_seconds(MEMORY))
+DOWN_LABELS = {**WATCHED, "run_id": "r-15", "severity": "critical", "soak_rule": "memory_growth"}
+
+
+def present_until(minutes: int, stop: int, value: float) -> list[float]:
+    return [value if t < stop else STALE if t == stop else None for t in range(minutes + 1)]  # type: ignore[misc]  # None: no sample
+
+
+def exporter_stops_during_a_run() -> tuple[list[dict[str, str]], list[Check]]:
+    stop, m = 30, 60
+    return (
+        [
+            series(RSS, WATCHED, present_until(m, stop, 300 * MB)),
+            series(START, WATCHED, present_until(m, stop, 0)),
+            series("up", EXPORTER, step(m, 1, 0, stop)),
+            series("soak_run_info", RUN, constant(m, 1)),
+        ],
+        [
+            *silent("SoakExporterDown", 10, stop - 1, stop + ABSENT_FOR - 1),
+            *silent("SoakMemoryGrowthAbsent", 10, stop - 1, stop + ABSENT_FOR - 1),
+            fires("SoakExporterDown", stop + ABSENT_FOR, **DOWN_LABELS),
+            fires("SoakMemoryGrowthAbsent", stop + ABSENT_FOR, **DOWN_LABELS),
+            fires("SoakExporterDown", m, **DOWN_LABELS),  # not resolved: no good news
+        ],
+    )
+
+
+def watched_process_gone_while_the_exporter_runs() -> tuple[list[dict[str, str]], list[Check]]:
+    stop, m = 30, 60
+    return (
+        [
+            series(RSS, WATCHED, present_until(m, stop, 300 * MB)),
+            series("up", EXPORTER, constant(m, 1)),
+            series("soak_run_info", RUN, constant(m, 1)),
+        ],
+        [
+            fires("SoakMemoryGrowthAbsent", stop + ABSENT_FOR + 1, **DOWN_LABELS),
+            *silent("SoakExporterDown", stop + ABSENT_FOR + 1, m),
+        ],
+    )
+
+
+def exporter_stops_after_the_run() -> tuple[list[dict[str, str]], list[Check]]:
+    # The run (soak_run_info) ended at minute 20; the exporter stopping at 30 is no finding.
+    stop, m = 30, 60
+    return (
+        [
+            series(RSS, WATCHED, present_until(m, stop, 300 * MB)),
+            series("up", EXPORTER, step(m, 1, 0, stop)),
+            series("soak_run_info", RUN, present_until(m, 20, 1)),
+        ],
+        [
+            *silent("SoakExporterDown", stop + ABSENT_FOR + 1, m),
+            *silent("SoakMemoryGrowthAbsent", stop + ABSENT_FOR + 1, m),
+        ],
     )
 
 
@@ -592,6 +769,15 @@ SCENARIOS: dict[str, Callable[[], tuple[list[dict[str, str]], list[Check]]]] = {
         slow_growth_below_the_threshold,
         memory_warm_up,
         leak_then_restart,
+        fast_leak_at_ten_times_after_warm_up,
+        fast_leak_starting_late_in_the_run,
+        fast_alert_silent_on_the_warm_up_ramp,
+        fast_alert_silent_on_a_healthy_sawtooth,
+        fast_alert_silent_on_a_flat_series,
+        fast_alert_silent_on_a_leak_at_twice_the_threshold,
+        exporter_stops_during_a_run,
+        watched_process_gone_while_the_exporter_runs,
+        exporter_stops_after_the_run,
         restart_seen_only_by_start_time,
         steady_process_never_restarts,
         gc_inefficient,

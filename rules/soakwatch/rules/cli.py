@@ -4,7 +4,8 @@
                           [--grafana-url URL] [--check]
 
 ``--check`` compares the output file with what would be generated and exits 1 when it is stale
-(for CI); without ``--output`` the rules go to stdout.
+(for CI); without ``--output`` the rules go to stdout. ``--output`` creates missing folders. The
+header names the spec the rules came from.
 """
 
 from __future__ import annotations
@@ -60,6 +61,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _source_name(rules_path: str | None, resolved: str) -> str:
+    """What the header names as the source: the packaged spec by its place in the repository,
+    a packaged set by name, a file by the path it was given as."""
+    from soakwatch.rules.alerting import PACKAGED_SOURCE
+    from soakwatch.rules.model import DEFAULT_RULES_PATH
+
+    if rules_path is None or Path(resolved).resolve() == DEFAULT_RULES_PATH.resolve():
+        return PACKAGED_SOURCE
+    if rules_path != resolved and "/" not in rules_path and "." not in rules_path:
+        return f"the packaged rule set {rules_path!r} ({Path(resolved).name})"
+    return rules_path
+
+
 def generate_text(
     rules_path: str | None,
     *,
@@ -68,19 +82,43 @@ def generate_text(
     name: str = "soakwatch",
     namespace: str | None = None,
 ) -> str:
-    """The generated file's text; what the CLI writes and the staleness tests compare."""
+    """The generated file's text; what the CLI writes and the staleness tests compare. Its
+    header names the spec it came from (``--rules``, else the packaged one)."""
     from soakwatch.rules.alerting import (
         DEFAULT_GRAFANA_URL,
         generate,
+        left_out,
         render_prometheus_rule,
         render_rule_file,
     )
     from soakwatch.rules.model import load_rules
 
-    groups = generate(load_rules(rules_path), grafana_url=grafana_url or DEFAULT_GRAFANA_URL)
+    rules = load_rules(rules_path)
+    groups = generate(rules, grafana_url=grafana_url or DEFAULT_GRAFANA_URL)
+    source = _source_name(rules_path, rules.source)
     if output_format == "kubernetes":
-        return render_prometheus_rule(groups, name=name, namespace=namespace)
-    return render_rule_file(groups)
+        return render_prometheus_rule(
+            groups, name=name, namespace=namespace, source=source, left_out=left_out(rules)
+        )
+    return render_rule_file(groups, source=source, left_out=left_out(rules))
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text``, creating missing folders (like ``soak dashboards build -o``); a folder
+    that cannot be made or a file that cannot be written is a usage error (exit 2). Not
+    soakwatch.files.write_atomic: its 0600 would keep a Prometheus running as another user
+    (the compose setup mounts this file) from reading the rules."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise UsageError(
+            f"cannot write {path}: {exc.filename or path.parent} is not a folder"
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise UsageError(f"cannot write {path}: {reason}{where}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -106,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         console.out(f"{args.output} is up to date")
         return 0
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        _write(Path(args.output), text)
         console.status(f"wrote {args.output}", final=True)
     else:
         console.out(text.rstrip("\n"))
