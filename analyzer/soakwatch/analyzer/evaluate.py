@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from soakwatch.analyzer.counters import counter_increase
-from soakwatch.analyzer.growth import GrowthEstimate, estimate_growth
+from soakwatch.analyzer.growth import MIN_CYCLES, GrowthEstimate, estimate_growth
 from soakwatch.analyzer.quantiles import WindowedHistogram, median_interval
 from soakwatch.analyzer.report import Evidence, Result, Status
 from soakwatch.analyzer.segments import restart_times
@@ -29,7 +29,14 @@ from soakwatch.analyzer.variation import coefficient_of_variation
 from soakwatch.durations import format_duration
 from soakwatch.rules.model import Rule
 
-__all__ = ["RoleData", "estimate_rule_growth", "evaluate_rule", "evaluate_sliding"]
+__all__ = [
+    "RoleData",
+    "estimate_rule_growth",
+    "evaluate_rule",
+    "evaluate_sliding",
+    "shortest_run_seconds",
+    "time_needed",
+]
 
 RoleData = Mapping[str, list[Series]]
 Subject = tuple[tuple[str, str], ...]
@@ -173,12 +180,20 @@ def _companion(target: Series, candidates: list[Series]) -> Series | None:
     return best
 
 
+def _counted(count: int, plural: str) -> str:
+    """``1 sample``, ``3 samples``: a count with its noun in the right number."""
+    if count == 1 and plural.endswith("s"):
+        return f"1 {plural[:-1]}"
+    return f"{count} {plural}"
+
+
 def _not_enough(rule: Rule, have_points: int, have_seconds: float, unit: str) -> str | None:
     if have_points >= rule.min_points and have_seconds >= rule.min_duration_seconds:
         return None
     return (
-        f"not enough data: {have_points} {unit} over {format_duration(max(have_seconds, 0))} "
-        f"after warm-up, needs {rule.min_points} over {format_duration(rule.min_duration_seconds)}"
+        f"not enough data: {_counted(have_points, unit)} over "
+        f"{format_duration(max(have_seconds, 0))} after warm-up, needs {rule.min_points} over "
+        f"{format_duration(rule.min_duration_seconds)}"
     )
 
 
@@ -187,8 +202,8 @@ def estimate_rule_growth(
     rule: Rule, t: FloatArray, v: FloatArray, *, restarts: FloatArray | None = None
 ) -> GrowthEstimate:
     """The growth estimate of a ``slope`` rule on one series, with the rule's window,
-    confidence and warm-up: the one estimate behind soak-analyze's verdict and the pytest
-    plugin's ``soak_monitor`` (which passes the memory rule with its own warm-up)."""
+    confidence, warm-up and ``min_points``: the one estimate behind soak-analyze's verdict and
+    the pytest plugin's ``soak_monitor`` (which passes the memory rule with its own warm-up)."""
     return estimate_growth(
         t,
         v,
@@ -198,7 +213,169 @@ def estimate_rule_growth(
         warmup_seconds=rule.warmup_seconds,
         warmup_auto=rule.warmup_auto,
         max_warmup_fraction=rule.max_warmup_fraction,
+        min_points=rule.min_points,
     )
+
+
+def shortest_run_seconds(rule: Rule) -> float:
+    """The shortest series (seconds, one process segment) on which ``rule`` can be conclusive at
+    all: its ``min_duration`` after the fixed warm-up, which is capped at
+    ``max_warmup_fraction`` of the segment. For a planned run shorter than this, every verdict
+    of the rule will be inconclusive; ``soak run`` warns at start."""
+    need = rule.min_duration_seconds
+    if rule.kind == "quantile_change":
+        need = max(need, 2.0 * rule.window_seconds)
+    warm = rule.warmup_seconds
+    if rule.kind != "slope" or not warm:
+        return need + warm
+    keep = 1.0 - rule.max_warmup_fraction
+    return max(need + warm, need / keep if keep > 0 else math.inf) if need else 0.0
+
+
+def time_needed(
+    rule: Rule, t: FloatArray, v: FloatArray, *, restarts: FloatArray | None = None
+) -> float | None:
+    """How many more seconds of samples the ``slope`` rule needs on this series to be
+    conclusive: 0 when it already passes or fails, None when it cannot be estimated (too little
+    data to see the noise, or a slope right at the threshold). ``t``/``v`` are the samples
+    (Unix seconds, values in the base unit: bytes), ``restarts`` the restart times if known.
+    The same figure as ``details["more_seconds_needed"]`` of the rule's result on these
+    samples (soak-analyze reports it; ``soak run`` shows it in its progress)."""
+    estimate = estimate_rule_growth(rule, t, v, restarts=restarts)
+    status, _ = _slope_verdict(rule, estimate)
+    return _more_seconds(rule, estimate, status)
+
+
+def _more_seconds(rule: Rule, estimate: GrowthEstimate, status: Status) -> float | None:
+    """``more_seconds_needed`` for a slope verdict of ``status`` (0 once conclusive)."""
+    if status in ("pass", "fail"):
+        return 0.0
+    short = max(rule.min_duration_seconds - estimate.covered_seconds, 0.0)
+    if estimate.fit is None or estimate.points < rule.min_points:
+        if estimate.mode == "troughs" or estimate.cycle is not None:
+            more = estimate.seconds_needed(rule.threshold_base)
+            return None if more is None else max(more, short)
+        if estimate.points >= 2 and estimate.judged_seconds > 0:
+            # points come at the rate seen so far
+            rate = estimate.points / estimate.judged_seconds
+            by_points = max(rule.min_points - estimate.points, 0) / rate
+            return max(short, by_points)
+        return short if short > 0 and estimate.points else None
+    more = estimate.seconds_needed(rule.threshold_base)
+    if more is None:
+        return None
+    return max(more, short)
+
+
+def _slope_verdict(rule: Rule, estimate: GrowthEstimate) -> tuple[Status, str]:
+    """Status and reason of a slope rule on its estimate (no notes on restarts and projection)."""
+    limit = rule.threshold_base
+    cycle = estimate.cycle
+    fit = estimate.fit
+    unit_t = f"{rule.threshold:g} {rule.unit}"
+    if estimate.covered_seconds < rule.min_duration_seconds:
+        return "inconclusive", (
+            f"not enough data: {_counted(estimate.points, 'window points')} (from "
+            f"{_counted(estimate.judged_samples, 'samples')}) over "
+            f"{format_duration(max(estimate.covered_seconds, 0.0))} after warm-up, needs "
+            f"{rule.min_points} over {format_duration(rule.min_duration_seconds)}"
+        )
+    if estimate.mode == "troughs" and cycle is not None:
+        period = format_duration(cycle.period_seconds)
+        within = _fmt(rule, cycle.within_slope_per_hour)
+        decide = (
+            f"the start-time series (restarts) or a run holding {MIN_CYCLES} cycles would decide"
+        )
+        if fit is None:
+            return "inconclusive", (
+                f"climbs {within} and fell back {_counted(cycle.drops, 'times')}: one cycle "
+                "seen, a bounded cycle or a leak reset by a restart; " + decide
+            )
+        slope, lower, upper = (
+            estimate.slope_per_hour,
+            estimate.lower_per_hour,
+            estimate.upper_per_hour,
+        )
+        troughs = (
+            f"troughs {_fmt(rule, slope)} ({rule.confidence:.0%} interval "
+            f"{_show(rule, lower):.3g}..{_show(rule, upper):.3g}) over "
+            f"{_counted(cycle.troughs, 'cycles')} of about {period}"
+        )
+        if lower > limit:
+            return "fail", f"{troughs}: the floor rises, lower bound above {unit_t}"
+        if cycle.enough and upper < limit:
+            return "pass", f"{troughs}: a sawtooth with a flat floor, upper bound below {unit_t}"
+        if cycle.enough:
+            return "inconclusive", f"{troughs} straddles {unit_t}: needs more cycles"
+        return "inconclusive", (
+            f"{troughs}; climbs {within} within each cycle and falls back: with only "
+            f"{_counted(cycle.troughs, 'cycles')} a bounded cycle or a leak reset by restarts; "
+            + decide
+        )
+    short = _not_enough(rule, estimate.points, estimate.covered_seconds, "window points")
+    if short or fit is None:
+        if estimate.points and estimate.points < rule.min_points:
+            short = (
+                f"not enough data: {_counted(estimate.points, 'window points')} (from "
+                f"{_counted(estimate.judged_samples, 'samples')}) over "
+                f"{format_duration(max(estimate.judged_seconds, 0.0))} after warm-up, needs "
+                f"{rule.min_points}"
+            )
+        return "inconclusive", short or "no slope"
+    slope, lower, upper = estimate.slope_per_hour, estimate.lower_per_hour, estimate.upper_per_hour
+    interval = (
+        f"{_fmt(rule, slope)} ({rule.confidence:.0%} interval {_show(rule, lower):.3g}"
+        f"..{_show(rule, upper):.3g}) over {format_duration(estimate.judged_seconds)} "
+        f"({_counted(estimate.points, 'window points')} from "
+        f"{_counted(estimate.judged_samples, 'samples')})"
+    )
+    if upper < limit:
+        status: Status = "pass"
+        reason = f"slope {interval}, upper bound below {unit_t}"
+    elif lower > limit:
+        status = "fail"
+        reason = f"slope {interval}, lower bound above {unit_t}"
+    else:
+        status = "inconclusive"
+        reason = f"slope {interval} straddles {unit_t}"
+    regimes = estimate.regimes
+    if len(regimes) > 1 and estimate.segments == 1:
+        judged = [r for r in regimes if r.judged]
+        if judged and len(judged) < len(regimes):
+            reason += (
+                f"; judged on the last regime of {len(regimes)} found, from "
+                f"{format_duration(judged[0].start - estimate.origin)} into the series"
+            )
+        earlier = [r for r in regimes if not r.judged and r.lower_per_hour > limit]
+        if earlier:
+            grew = earlier[-1]
+            reason += (
+                f"; an earlier regime grew {_fmt(rule, grew.slope_per_hour)} until "
+                f"{format_duration(grew.end - estimate.origin)} into the series and stopped "
+                "(reported, not judged)"
+            )
+        rising = [r for r in judged[1:] if r.lower_per_hour > limit]
+        if status == "pass" and rising:
+            status = "inconclusive"
+            reason += (
+                f"; but the last {format_duration(rising[-1].end - rising[-1].start)} rise "
+                f"{_fmt(rule, rising[-1].slope_per_hour)}, too short to judge on its own"
+            )
+    if status == "fail" and estimate.slowing is not None:
+        status = "inconclusive"
+        early, late = estimate.slowing
+        reason += (
+            f"; but the growth slows from {_fmt(rule, early)} to {_fmt(rule, late)} across it: "
+            "a warm-up still settling, or a leak coming to an end"
+        )
+    if estimate.step_times:
+        reason += f"; {_counted(len(estimate.step_times), 'level steps')} cut out"
+    if estimate.warmup_ends and estimate.segments == 1:
+        reason += (
+            f"; the first {format_duration(estimate.warmup_ends[0] - estimate.origin)} read as "
+            "warm-up (not judged)"
+        )
+    return status, reason
 
 
 def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Result:
@@ -211,55 +388,103 @@ def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Resul
     restarts = restart_times(companion("start_time"), companion("restarts"), companion("up"))
     t, v = value.t, value.v
     estimate = estimate_rule_growth(rule, t, v, restarts=restarts)
+    troughs = estimate.mode == "troughs"
     details: dict[str, Any] = {
         "slope": _show(rule, estimate.slope_per_hour),
         "lower": _show(rule, estimate.lower_per_hour),
         "upper": _show(rule, estimate.upper_per_hour),
         "confidence": rule.confidence,
-        "method": "blocked Theil-Sen, Sen interval",
+        "method": (
+            "least squares on the troughs (one level per segment)"
+            if troughs
+            else "blocked Theil-Sen, Sen interval widened by the residuals' long-run variance"
+        ),
+        "mode": estimate.mode,
         "aggregate": estimate.aggregate,
         "window_seconds": estimate.window_seconds,
         "points": estimate.points,
         "samples": int(t.size),
+        "judged_samples": estimate.judged_samples,
         "analysed_seconds": estimate.analysed_seconds,
+        "covered_seconds": estimate.covered_seconds,
+        "judged_start": estimate.judged_start,
+        "judged_seconds": estimate.judged_seconds,
+        "variance_factor": estimate.variance_factor,
+        "noise_sd": estimate.noise,
         "segments": estimate.segments,
         "restarts": [float(x) for x in restarts],
         "warmup_ends": estimate.warmup_ends,
+        "warmup_capped_seconds": estimate.warmup_capped,
         "steps": estimate.step_times,
+        "drops": estimate.drop_times,
         "segment_slopes": [
             None if s is None else _show(rule, s) for s in estimate.segment_slopes_per_hour
         ],
+        "segments_found": [
+            {
+                "start": r.start,
+                "end": r.end,
+                "slope_per_hour": _show(rule, r.slope_per_hour),
+                "lower": _show(rule, r.lower_per_hour),
+                "upper": _show(rule, r.upper_per_hour),
+                "points": r.points,
+                "judged": r.judged,
+            }
+            for r in estimate.regimes
+        ],
+        "cycle": None
+        if estimate.cycle is None
+        else {
+            "period_seconds": estimate.cycle.period_seconds,
+            "drops": estimate.cycle.drops,
+            "troughs": estimate.cycle.troughs,
+            "within_slope": _show(rule, estimate.cycle.within_slope_per_hour),
+            "enough": estimate.cycle.enough,
+            "min_cycles": MIN_CYCLES,
+        },
+        "detectable_slope": _finite_or_none(_show(rule, estimate.detectable_per_hour)),
+        "slowing": None
+        if estimate.slowing is None
+        else [_show(rule, estimate.slowing[0]), _show(rule, estimate.slowing[1])],
     }
     evidence = _slope_evidence(rule, value, estimate, restarts)
-    short = _not_enough(rule, estimate.points, estimate.analysed_seconds, "window points")
-    if short or estimate.fit is None:
-        return _result(rule, labels, "inconclusive", short or "no slope", None, details, evidence)
-    slope, lower, upper = estimate.slope_per_hour, estimate.lower_per_hour, estimate.upper_per_hour
-    interval = (
-        f"{_fmt(rule, slope)} ({rule.confidence:.0%} interval {_show(rule, lower):.3g}"
-        f"..{_show(rule, upper):.3g})"
-    )
-    projection = _projection(rule, estimate)
+    if t.size == 0:
+        details["more_seconds_needed"] = None
+        return _result(
+            rule, labels, "inconclusive", "no samples in the range", None, details, evidence
+        )
+    status, reason = _slope_verdict(rule, estimate)
+    more = _more_seconds(rule, estimate, status)
+    details["more_seconds_needed"] = more
+    if estimate.warmup_capped is not None:
+        reason += (
+            f"; the fixed warm-up of {format_duration(rule.warmup_seconds)} was capped at "
+            f"{format_duration(estimate.warmup_capped)} ({rule.max_warmup_fraction:.0%} of "
+            "a segment)"
+        )
+    if estimate.segments > 1:
+        reason += f"; {_counted(estimate.segments - 1, 'restarts')}, judged within segments"
+    if status == "inconclusive":
+        if more is not None and more > 0:
+            reason += f": needs about {format_duration(more)} more"
+        if estimate.fit is not None and math.isfinite(estimate.detectable_per_hour):
+            reason += f" (resolves {_fmt(rule, estimate.detectable_per_hour)} now)"
+    figure = estimate.slope_per_hour if estimate.fit is not None else None
+    if status == "inconclusive" and (estimate.fit is None or estimate.points < rule.min_points):
+        figure = None if not troughs or estimate.fit is None else figure
+    projection = _projection(rule, estimate) if estimate.fit is not None else None
     if projection:
         details.update(projection)
-    limit = rule.threshold_base
-    if upper < limit:
-        status: Status = "pass"
-        reason = f"slope {interval}, upper bound below {rule.threshold:g} {rule.unit}"
-    elif lower > limit:
-        status = "fail"
-        reason = f"slope {interval}, lower bound above {rule.threshold:g} {rule.unit}"
-    else:
-        status = "inconclusive"
-        reason = f"slope {interval} straddles {rule.threshold:g} {rule.unit}: needs more data"
-    if estimate.segments > 1:
-        reason += f"; {estimate.segments - 1} restart(s), judged within segments"
     if projection and status != "pass":
         reason += (
             f"; reaches the limit {projection['limit']:.4g} in about "
             f"{format_duration(projection['projected_seconds_to_limit'])} at this rate"
         )
-    return _result(rule, labels, status, reason, slope, details, evidence)
+    return _result(rule, labels, status, reason, figure, details, evidence)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _projection(rule: Rule, estimate: Any) -> dict[str, float] | None:
@@ -281,14 +506,35 @@ def _projection(rule: Rule, estimate: Any) -> dict[str, float] | None:
     }
 
 
-def _slope_evidence(rule: Rule, value: Series, estimate: Any, restarts: FloatArray) -> Evidence:
+def _slope_evidence(
+    rule: Rule, value: Series, estimate: GrowthEstimate, restarts: FloatArray
+) -> Evidence:
     evidence = Evidence(
         series=[(value.label_text() or value.name, value.t, value.v)],
         points=(estimate.points_t, estimate.points_y),
         y_label=value.name,
         marks=[("restart", float(x)) for x in restarts]
-        + [("step", float(x)) for x in estimate.step_times],
+        + [("step", float(x)) for x in estimate.step_times]
+        + [("regime", r.start) for r in estimate.regimes[1:]]
+        + ([("drop", x) for x in estimate.drop_times] if len(estimate.drop_times) <= 20 else []),
     )
+    # every regime found, with its own slope, beside the judged fit
+    for regime in estimate.regimes:
+        if regime.judged or not np.isfinite(regime.slope_per_hour):
+            continue
+        inside = (value.t >= regime.start) & (value.t <= regime.end)
+        if np.count_nonzero(inside) < 2:
+            continue
+        rt, rv = value.t[inside], value.v[inside]
+        level = float(np.median(rv - regime.slope_per_hour / 3600.0 * (rt - rt[0])))
+        ends = np.array([regime.start, regime.end])
+        evidence.lines.append(
+            (
+                f"earlier regime {_fmt(rule, regime.slope_per_hour)}",
+                ends,
+                level + regime.slope_per_hour / 3600.0 * (ends - rt[0]),
+            )
+        )
     fit = estimate.fit
     if fit is None:
         return evidence

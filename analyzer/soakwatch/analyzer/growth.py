@@ -1,41 +1,107 @@
-"""The memory-growth estimate: restart segments -> warm-up -> windows -> one robust slope.
+"""The memory-growth estimate: restart segments -> warm-up -> drops -> regimes -> one slope.
 
 1. The series is cut at restarts (:mod:`soakwatch.analyzer.segments`); each segment keeps its
    own level and only within-segment pairs enter the slope.
-2. Each segment skips the configured warm-up; with automatic detection a longer warm-up ramp is
-   cut too (:mod:`soakwatch.analyzer.warmup`).
-3. The samples are reduced to one point per window, either the window minimum (the floor after
-   each collection: a GC sawtooth then reads flat) or the window median (more efficient under
-   plain noise). When the series has a sawtooth, windows are widened to 1.5 times the median
-   interval between collections, so nearly every window holds a trough. Both reductions estimate the
-   same slope; the one with the smaller spread of successive differences is used.
-4. One level shift per segment is cut out (:func:`segments.level_shift`).
-5. Blocked Theil-Sen with Sen's interval over all pieces (:func:`slopes.theil_sen`).
+2. Each segment skips the configured warm-up, capped at ``max_warmup_fraction`` of the
+   segment (a fixed warm-up never eats a whole segment or window; the estimate says when it was
+   capped); with automatic detection a longer warm-up ramp is cut too
+   (:mod:`soakwatch.analyzer.warmup`).
+3. Sudden drops (:func:`segments.drops`) are looked for. When the series climbs back between
+   drops by at least half of what each drop gave back, it is a *cycle* (a GC or cache sawtooth
+   of any period, or a leak reset by restarts nobody reported): the estimate then follows the
+   troughs, the level just after each drop, and its slope is the slope of the troughs
+   (``mode="troughs"``). Drops after which the series stays flat are one-off falls: they only
+   cut the series into pieces with their own level, like restarts.
+4. Otherwise (``mode="trend"``) each piece is reduced to window medians placed at the mean time
+   of their samples; windows are as short as the data allows (at most :data:`POINT_BUDGET`
+   points in all, at most the rule's window), so short runs keep their samples. A single piece
+   is cut into straight regimes (:func:`segments.change_points`); the slope is judged on the
+   last *sustained* regime (:data:`SUSTAINED_SHARE` of the analysed time and ``min_points``
+   points) and whatever follows it. Several pieces are judged together, one level each (and one
+   level shift per piece, :func:`segments.level_shift`).
+5. Blocked Theil-Sen with Sen's interval, widened by the long-run variance factor of the
+   residuals (:func:`slopes.long_run_factor`): autocorrelation widens the interval instead of
+   coarse windows doing it.
+
+:meth:`GrowthEstimate.seconds_needed` says how much longer a run must go for the interval to
+clear a threshold; :attr:`GrowthEstimate.detectable_per_hour` the smallest growth this data could
+tell from zero.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
 
-from soakwatch.analyzer.segments import level_shift, split_at
-from soakwatch.analyzer.slopes import SlopeFit, theil_sen, window_aggregate
+from soakwatch.analyzer.segments import change_points, drops, level_shift, noise_sd, split_at
+from soakwatch.analyzer.slopes import (
+    SlopeFit,
+    line_fit,
+    long_run_factor,
+    theil_sen,
+    window_points,
+)
 from soakwatch.analyzer.warmup import warmup_end
 
-__all__ = ["GrowthEstimate", "estimate_growth"]
+__all__ = [
+    "MIN_CYCLES",
+    "POINT_BUDGET",
+    "SUSTAINED_SHARE",
+    "Cycle",
+    "GrowthEstimate",
+    "Regime",
+    "estimate_growth",
+    "sawtooth_period",
+]
 
 FloatArray = npt.NDArray[np.float64]
 HOUR = 3600.0
+POINT_BUDGET = 360  # window points over all pieces (Theil-Sen pairs grow with their square)
+SUSTAINED_SHARE = 0.2  # a regime judged on its own spans at least this share of the analysed time
+MIN_CYCLES = 10  # troughs a cycle needs before flat troughs pass
+SLOWING_Z = 2.33  # one-sided 1 %: a straight leak reads as slowing down once in a hundred
+TROUGH_SHARE = 0.1  # a trough is the median of the samples in this share of a period after a drop
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One straight piece of the trend: times (Unix seconds), slope and interval per hour,
+    its window points, and whether the verdict was taken on it."""
+
+    start: float
+    end: float
+    slope_per_hour: float
+    lower_per_hour: float
+    upper_per_hour: float
+    points: int
+    judged: bool
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """A series that falls back and climbs again: the median period between drops, how many
+    drops and troughs, and the slope within cycles (per hour)."""
+
+    period_seconds: float
+    drops: int
+    troughs: int
+    within_slope_per_hour: float
+
+    @property
+    def enough(self) -> bool:
+        return self.troughs >= MIN_CYCLES
 
 
 @dataclass(frozen=True)
 class GrowthEstimate:
     """Slope figures are per hour in the series' unit (bytes/hour for memory); ``fit`` is in
-    units per second with x relative to ``origin``. ``points_t``/``points_y`` are the window
-    points the slope was taken from and ``blocks`` their pieces."""
+    units per second with x relative to ``origin``. ``points_t``/``points_y`` are the points the
+    slope was taken from (window medians, or troughs) and ``blocks`` their pieces."""
 
     fit: SlopeFit | None
     origin: float
@@ -49,6 +115,20 @@ class GrowthEstimate:
     step_times: list[float]
     analysed_seconds: float
     segment_slopes_per_hour: list[float | None] = field(default_factory=list)
+    mode: str = "trend"
+    regimes: list[Regime] = field(default_factory=list)
+    judged_start: float | None = None
+    judged_seconds: float = 0.0
+    judged_samples: int = 0
+    variance_factor: float = 1.0
+    noise: float = 0.0
+    warmup_capped: float | None = None  # the fixed warm-up actually skipped, when capped
+    drop_times: list[float] = field(default_factory=list)
+    cycle: Cycle | None = None
+    covered_seconds: float = 0.0  # after the fixed warm-up, before any detected one
+    # (first half, second half) slopes per hour of the judged data when the growth slows down
+    # significantly (the intervals of the two halves do not overlap): a warm-up still settling
+    slowing: tuple[float, float] | None = None
 
     @property
     def slope_per_hour(self) -> float:
@@ -66,6 +146,41 @@ class GrowthEstimate:
     def points(self) -> int:
         return int(sum(b.stop - b.start for b in self.blocks))
 
+    @property
+    def detectable_per_hour(self) -> float:
+        """The smallest growth per hour this data tells from zero at the fit's confidence: the
+        half-width of the interval (NaN without a fit)."""
+        if self.fit is None:
+            return math.nan
+        return (self.fit.upper - self.fit.lower) / 2.0 * HOUR
+
+    def seconds_needed(self, threshold_per_hour: float) -> float | None:
+        """How many more seconds of the same data the interval needs to clear
+        ``threshold_per_hour`` (0 when it already does; None when it cannot be estimated: no
+        fit, or a slope right at the threshold).
+
+        The half-width of a slope's interval shrinks as T^(-3/2) with the judged time T at a
+        fixed sampling rate (sd / sqrt(n) / T with n ~ T), so at the observed slope b and
+        half-width h the interval clears the threshold L after T (h / |L - b|)^(2/3). A cycle
+        with too few troughs also needs the missing cycles."""
+        fit = self.fit
+        if fit is None:
+            if self.cycle is not None and not self.cycle.enough:
+                return (MIN_CYCLES - self.cycle.troughs) * self.cycle.period_seconds
+            return None
+        slope, lower, upper = (v * HOUR for v in (fit.slope, fit.lower, fit.upper))
+        more = 0.0
+        if self.cycle is not None and not self.cycle.enough and not lower > threshold_per_hour:
+            more = (MIN_CYCLES - self.cycle.troughs) * self.cycle.period_seconds
+        if upper < threshold_per_hour or lower > threshold_per_hour:
+            return more
+        half = (upper - lower) / 2.0
+        gap = abs(threshold_per_hour - slope)
+        if not (gap > 0 and half > 0 and self.judged_seconds > 0):
+            return None
+        needed = self.judged_seconds * ((half / gap) ** (2.0 / 3.0)) - self.judged_seconds
+        return float(max(needed, more, 0.0))
+
 
 def _robust_scale(values: FloatArray) -> float:
     if values.size == 0:
@@ -74,31 +189,47 @@ def _robust_scale(values: FloatArray) -> float:
 
 
 def sawtooth_period(t: FloatArray, y: FloatArray, pieces: list[slice]) -> float | None:
-    """The median interval between sudden drops (garbage collections), or None when the series
-    has fewer than three such drops or they do not recur along the series. A drop is a fall of
-    more than six robust standard deviations of the first differences."""
-    diffs = [np.diff(y[p]) for p in pieces if p.stop - p.start > 2]
-    if not diffs:
-        return None
-    scale = _robust_scale(np.concatenate(diffs))
-    floor = 1e-9 * max(float(np.max(np.abs(y))), 1.0)
-    drop_times: list[FloatArray] = []
-    intervals: list[FloatArray] = []
+    """The median interval between drops (:func:`segments.drops`) within ``pieces``, or None
+    with fewer than two drops in a piece."""
+    found = drops(y, pieces)
+    intervals = []
     for piece in pieces:
-        d = np.diff(y[piece])
-        at = t[piece][1:][d < -max(6.0 * scale, floor)]
-        drop_times.append(at)
-        if at.size > 1:
-            intervals.append(np.diff(at))
-    drops = sum(a.size for a in drop_times)
-    if drops < 3 or not intervals:
+        inside = [k for k in found if piece.start <= k < piece.stop]
+        if len(inside) > 1:
+            intervals.append(np.diff(t[inside]))
+    if not intervals:
         return None
-    period = float(np.median(np.concatenate(intervals)))
-    covered = sum(float(t[p][-1] - t[p][0]) for p in pieces if p.stop > p.start)
-    # a few noise-made "drops" far apart are not a sawtooth: a sawtooth's drops recur all along
-    if drops * period < 0.8 * covered:
-        return None
-    return period
+    return float(np.median(np.concatenate(intervals)))
+
+
+def _split(pieces: list[slice], cuts: list[int]) -> list[slice]:
+    out = []
+    for piece in pieces:
+        edges = [piece.start, *[k for k in cuts if piece.start < k < piece.stop], piece.stop]
+        out += [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
+    return out
+
+
+def _fit(
+    x: FloatArray, y: FloatArray, blocks: list[slice], confidence: float
+) -> tuple[SlopeFit | None, float]:
+    """Blocked Theil-Sen whose interval carries the residuals' long-run variance factor."""
+    try:
+        first = theil_sen(x, y, confidence=confidence, blocks=blocks)
+    except ValueError:
+        return None, 1.0
+    used = [b for b in blocks if x[b].size]
+    residuals = np.concatenate(
+        [y[b] - first.slope * x[b] - c for b, c in zip(used, first.intercepts, strict=True)]
+    )
+    edges, offset = [], 0
+    for b in used:
+        edges.append(slice(offset, offset + x[b].size))
+        offset += x[b].size
+    factor = long_run_factor(residuals, blocks=edges)
+    if factor <= 1.0:
+        return first, 1.0
+    return theil_sen(x, y, confidence=confidence, blocks=blocks, variance_factor=factor), factor
 
 
 def estimate_growth(
@@ -112,89 +243,381 @@ def estimate_growth(
     warmup_auto: bool = True,
     max_warmup_fraction: float = 0.5,
     min_windows: int = 12,
+    min_points: int = 8,
 ) -> GrowthEstimate:
-    """Estimate the steady growth of a (memory) series; see the module docstring."""
+    """Estimate the steady growth of a (memory) series; see the module docstring.
+
+    ``min_windows`` is kept for callers of the earlier signature (windows are now sized by
+    :data:`POINT_BUDGET`); ``min_points`` is the fewest points a regime needs to be judged on
+    its own."""
+    del min_windows
     t = np.asarray(t, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     finite = np.isfinite(y) & np.isfinite(t)
     t, y = t[finite], y[finite]
+    order = np.argsort(t, kind="stable")
+    t, y = t[order], y[order]
     origin = float(t[0]) if t.size else 0.0
     x = t - origin
     boundaries = np.asarray(restarts if restarts is not None else [], dtype=np.float64) - origin
-    segments = split_at(x, boundaries)
-    # fixed warm-up at the start of every segment
-    pieces = []
-    for seg in segments:
-        keep = np.flatnonzero(x[seg] >= x[seg][0] + warmup_seconds)
+    restart_segments = split_at(x, boundaries)
+    interval = float(np.median(np.diff(x))) if x.size > 1 else window_seconds
+    # fixed warm-up at the start of every segment, at most max_warmup_fraction of it
+    pieces: list[slice] = []
+    capped: float | None = None
+    for seg in restart_segments:
+        span = float(x[seg][-1] - x[seg][0])
+        skip = warmup_seconds
+        if skip > 0 and skip > max_warmup_fraction * span:
+            skip = max_warmup_fraction * span
+            capped = skip if capped is None else max(capped, skip)
+        keep = np.flatnonzero(x[seg] >= x[seg][0] + skip)
         if keep.size:
             pieces.append(slice(seg.start + int(keep[0]), seg.stop))
-    analysed = sum(float(x[p][-1] - x[p][0]) for p in pieces)
-    interval = float(np.median(np.diff(x))) if x.size > 1 else window_seconds
-    window = min(window_seconds, analysed / min_windows) if analysed > 0 else window_seconds
-    period = sawtooth_period(x, y, pieces)
-    if period is not None:
-        window = max(window, 1.5 * period)
-    window = max(window, 4.0 * interval)
+    sigma = noise_sd(y, pieces) if pieces else 0.0
+    step = interval if x.size > 1 else 0.0  # a sample stands for one interval
+    covered = sum(float(x[p][-1] - x[p][0]) + step for p in pieces)
 
-    best: GrowthEstimate | None = None
-    best_scale = math.inf
-    for how in ("min", "median"):
-        pts_t: list[FloatArray] = []
-        pts_y: list[FloatArray] = []
-        blocks: list[slice] = []
-        warm_ends: list[float] = []
-        steps: list[float] = []
-        used_seconds = 0.0
-        offset = 0
-        for piece in pieces:
-            wx, wy = window_aggregate(x[piece], y[piece], window, how)
-            start = 0
-            if warmup_auto:
-                start = warmup_end(wx, wy, max_fraction=max_warmup_fraction)
-                if start:
-                    warm_ends.append(float(wx[start] - window / 2.0) + origin)
-            wx, wy = wx[start:], wy[start:]
-            if wx.size == 0:
-                continue
-            used_seconds += float(wx[-1] - wx[0]) + window
-            cut = level_shift(wy)
-            if cut is not None:
-                steps.append(float(wx[cut] - window / 2.0) + origin)
-                blocks += [slice(offset, offset + cut), slice(offset + cut, offset + wx.size)]
-            else:
-                blocks.append(slice(offset, offset + wx.size))
+    def empty(**extra: object) -> GrowthEstimate:
+        return GrowthEstimate(
+            fit=None,
+            origin=origin,
+            aggregate="median",
+            window_seconds=window_seconds,
+            points_t=np.empty(0),
+            points_y=np.empty(0),
+            blocks=[],
+            segments=len(restart_segments),
+            warmup_ends=[],
+            step_times=[],
+            analysed_seconds=0.0,
+            noise=sigma,
+            warmup_capped=capped,
+            covered_seconds=covered,
+            **extra,  # type: ignore[arg-type]  # only the keyword fields of the dataclass
+        )
+
+    if not pieces:
+        return empty()
+
+    # -- drops: cycles (follow the troughs) or one-off falls (cut there) --------------------
+    found = drops(y, pieces)
+    drop_times = [float(t[k]) for k in found]
+    if found:
+        cycle_pieces = _split(pieces, found)
+        try:
+            within = line_fit(x, y, blocks=[p for p in cycle_pieces if p.stop - p.start > 1])
+        except ValueError:
+            within = None
+        depths = [float(np.median(y[max(k - 3, 0) : k]) - np.median(y[k : k + 3])) for k in found]
+        gaps = [
+            float(x[b] - x[a])
+            for p in pieces
+            for a, b in zip(
+                [k for k in found if p.start <= k < p.stop][:-1],
+                [k for k in found if p.start <= k < p.stop][1:],
+                strict=True,
+            )
+        ]
+        period = float(np.median(gaps)) if gaps else float(x[pieces[-1].stop - 1] - x[found[-1]])
+        if (
+            within is not None
+            and within.slope - 2.0 * within.stderr > 0
+            and within.slope * period >= 0.5 * float(np.median(depths))
+        ):
+            return _troughs(
+                x,
+                y,
+                t,
+                origin,
+                pieces,
+                found,
+                period,
+                within.slope,
+                interval,
+                sigma,
+                confidence,
+                restart_segments,
+                capped,
+            )
+        pieces = cycle_pieces
+
+    # -- window medians, as short as the point budget allows --------------------------------
+    analysed = sum(float(x[p][-1] - x[p][0]) for p in pieces)
+    overall = max(interval, min(window_seconds, analysed / POINT_BUDGET))
+    pts_t: list[FloatArray] = []
+    pts_y: list[FloatArray] = []
+    warm_ends: list[float] = []
+    used_windows: list[float] = []
+    for piece in pieces:
+        span = float(x[piece][-1] - x[piece][0])
+        window = max(interval, min(overall, span / 8.0)) if span > 0 else interval
+        wx, wy = window_points(x[piece], y[piece], window, "median")
+        start = 0
+        if warmup_auto:
+            start = warmup_end(wx, wy, max_fraction=max_warmup_fraction)
+            if start:
+                warm_ends.append(float(wx[start]) + origin)
+        wx, wy = wx[start:], wy[start:]
+        if wx.size:
             pts_t.append(wx)
             pts_y.append(wy)
-            offset += wx.size
-        all_t = np.concatenate(pts_t) if pts_t else np.empty(0)
-        all_y = np.concatenate(pts_y) if pts_y else np.empty(0)
-        diffs = [np.diff(all_y[b]) for b in blocks if b.stop - b.start > 1]
-        scale = _robust_scale(np.concatenate(diffs)) if diffs else math.inf
-        try:
-            fit: SlopeFit | None = theil_sen(all_t, all_y, confidence=confidence, blocks=blocks)
-        except ValueError:
-            fit = None
-        per_segment: list[float | None] = []
-        for b in blocks:
-            if b.stop - b.start >= 3:
-                per_segment.append(theil_sen(all_t[b], all_y[b]).slope * HOUR)
+            used_windows.append(window)
+    if not pts_t:
+        return empty(drop_times=drop_times)
+    window = float(np.median(used_windows))
+
+    regimes_bounds: list[tuple[int, int]] = []  # (start, stop) into the concatenated points
+    steps: list[float] = []
+    all_t = np.concatenate(pts_t)
+    all_y = np.concatenate(pts_y)
+    offsets = np.cumsum([0] + [a.size for a in pts_t])
+    judged: list[slice]
+    if len(pts_t) == 1:
+        cuts = change_points(all_t, all_y, min_size=max(min_points, all_t.size // 20))
+        edges = [0, *cuts, all_t.size]
+        regimes_bounds = list(itertools.pairwise(edges))
+        total = float(all_t[-1] - all_t[0]) if all_t.size > 1 else 0.0
+        last = 0
+        for index, (a, b) in enumerate(regimes_bounds):
+            span = float(all_t[b - 1] - all_t[a])
+            if span >= SUSTAINED_SHARE * total and b - a >= min_points:
+                last = index
+        judged = [slice(a, b) for a, b in regimes_bounds[last:]]
+        # a cut where the level jumps (not only the slope bends) is a step
+        for a, b in itertools.pairwise(edges):
+            if a == 0:
+                continue
+            left = slice(max(edges[edges.index(a) - 1], a - 8), a)
+            right = slice(a, min(b, a + 8))
+            jump = float(np.median(all_y[right]) - np.median(all_y[left]))
+            trend = float(np.median(np.diff(all_y))) * 8
+            if abs(jump - trend) > 6.0 * max(sigma, 1e-9):
+                steps.append(float(all_t[a]) + origin)
+    else:
+        judged = []
+        for i in range(len(pts_t)):
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            regimes_bounds.append((a, b))
+            cut = level_shift(all_y[a:b]) if b - a > 1 else None
+            if cut is not None:
+                steps.append(float(all_t[a + cut]) + origin)
+                judged += [slice(a, a + cut), slice(a + cut, b)]
             else:
-                per_segment.append(None)
-        estimate = GrowthEstimate(
-            fit=fit,
-            origin=origin,
-            aggregate=how,
-            window_seconds=window,
-            points_t=all_t + origin,
-            points_y=all_y,
-            blocks=blocks,
-            segments=len(segments),
-            warmup_ends=warm_ends,
-            step_times=steps,
-            analysed_seconds=used_seconds,
-            segment_slopes_per_hour=per_segment,
+                judged.append(slice(a, b))
+        last = 0
+    fit, factor = _fit(all_t, all_y, judged, confidence)
+    judged_from = judged[0].start
+    slowing = _slowing(all_t, all_y, judged, confidence) if fit is not None else None
+    regimes: list[Regime] = []
+    for index, (a, b) in enumerate(regimes_bounds):
+        part, _ = _fit(all_t[a:b], all_y[a:b], [slice(0, b - a)], confidence)
+        regimes.append(
+            Regime(
+                start=float(all_t[a]) + origin,
+                end=float(all_t[b - 1]) + origin,
+                slope_per_hour=part.slope * HOUR if part else math.nan,
+                lower_per_hour=part.lower * HOUR if part else math.nan,
+                upper_per_hour=part.upper * HOUR if part else math.nan,
+                points=b - a,
+                judged=index >= last or len(pts_t) > 1,
+            )
         )
-        if best is None or (fit is not None and (best.fit is None or scale < best_scale)):
-            best, best_scale = estimate, scale
-    assert best is not None
-    return best
+    per_block: list[float | None] = []
+    for blk in judged:
+        if blk.stop - blk.start >= 3:
+            per_block.append(theil_sen(all_t[blk], all_y[blk]).slope * HOUR)
+        else:
+            per_block.append(None)
+    start_x = float(all_t[judged_from]) - window / 2.0
+    judged_seconds = sum(
+        float(all_t[b][-1] - all_t[b][0]) + window for b in judged if b.stop > b.start
+    )
+    in_pieces = np.zeros(x.size, dtype=bool)
+    for p in pieces:
+        in_pieces[p] = True
+    judged_samples = int(np.count_nonzero(in_pieces & (x >= start_x)))
+    return GrowthEstimate(
+        fit=fit,
+        origin=origin,
+        aggregate="median",
+        window_seconds=window,
+        points_t=all_t[judged_from:] + origin,
+        points_y=all_y[judged_from:],
+        blocks=[slice(b.start - judged_from, b.stop - judged_from) for b in judged],
+        segments=len(restart_segments),
+        warmup_ends=warm_ends,
+        step_times=steps,
+        analysed_seconds=sum(float(a[-1] - a[0]) + window for a in pts_t),
+        segment_slopes_per_hour=per_block,
+        mode="trend",
+        regimes=regimes,
+        judged_start=float(all_t[judged_from]) + origin,
+        judged_seconds=judged_seconds,
+        judged_samples=judged_samples,
+        variance_factor=factor,
+        noise=sigma,
+        warmup_capped=capped,
+        drop_times=drop_times,
+        covered_seconds=covered,
+        slowing=slowing,
+    )
+
+
+def _slowing(
+    x: FloatArray, y: FloatArray, blocks: list[slice], confidence: float
+) -> tuple[float, float] | None:
+    """The slopes per hour at the start and at the end of the judged points when the growth
+    slows down significantly: the quadratic term of y = a_block + b x + c x^2 is negative by
+    more than :data:`SLOWING_Z` of its standard error (with the residuals' long-run variance
+    factor), and the slope at the start is positive. None otherwise."""
+    del confidence
+    used = [b for b in blocks if b.stop - b.start >= 8]
+    if not used:
+        return None
+    scale = max(float(x[used[-1].stop - 1] - x[used[0].start]), 1e-9)
+    columns, target, edges = [], [], []
+    offset = 0
+    for b in used:
+        u = (x[b] - x[used[0].start]) / scale
+        columns.append(np.c_[u - u.mean(), u * u - (u * u).mean()])
+        target.append(y[b] - y[b].mean())
+        edges.append(slice(offset, offset + u.size))
+        offset += u.size
+    design = np.concatenate(columns)
+    values = np.concatenate(target)
+    coefficients, *_ = np.linalg.lstsq(design, values, rcond=None)
+    residuals = values - design @ coefficients
+    dof = values.size - 2 - len(used)
+    if dof < 4:
+        return None
+    variance = float(np.dot(residuals, residuals)) / dof
+    factor = long_run_factor(residuals, blocks=edges)
+    try:
+        inverse = np.linalg.inv(design.T @ design)
+    except np.linalg.LinAlgError:
+        return None
+    se_c = math.sqrt(max(variance * factor * float(inverse[1, 1]), 0.0))
+    b_lin, c = float(coefficients[0]), float(coefficients[1])
+    start, end = b_lin / scale * HOUR, (b_lin + 2.0 * c) / scale * HOUR
+    if se_c > 0 and c < -SLOWING_Z * se_c and start > 0:
+        return start, end
+    return None
+
+
+def _troughs(
+    x: FloatArray,
+    y: FloatArray,
+    t: FloatArray,
+    origin: float,
+    pieces: list[slice],
+    found: list[int],
+    period: float,
+    within_slope: float,
+    interval: float,
+    sigma: float,
+    confidence: float,
+    restart_segments: list[slice],
+    capped: float | None,
+) -> GrowthEstimate:
+    """The estimate on the troughs: after each drop, the median of the samples in the first
+    :data:`TROUGH_SHARE` of a period (at least one sample), at the mean time of those samples;
+    one level per restart piece; least squares with the noise of such a median as the floor of
+    the residual sd (troughs of different cycles are independent)."""
+    span = min(max(TROUGH_SHARE * period, 4.0 * interval), 0.5 * period)
+    tt: list[float] = []
+    ty: list[float] = []
+    spread: list[float] = []
+    blocks: list[slice] = []
+    for piece in pieces:
+        inside = [k for k in found if piece.start <= k < piece.stop]
+        begin = len(tt)
+        for i, k in enumerate(inside):
+            stop = inside[i + 1] if i + 1 < len(inside) else piece.stop
+            near = np.arange(k, stop)
+            near = near[x[near] < x[k] + span]
+            if near.size == 0:
+                continue
+            # the level at the drop (midway between the last high and the first low sample),
+            # from the line through the samples after it: a steeper climb (a larger amplitude)
+            # does not lift the trough
+            at = 0.5 * (float(x[k - 1]) + float(x[k])) if k > piece.start else float(x[k])
+            nx, ny = x[near], y[near]
+            if near.size >= 3 and float(np.ptp(nx)) > 0:
+                _, intercept = np.polyfit(nx - at, ny, 1)
+                level = float(intercept)
+                centred = nx - at
+                lever = 1.0 / near.size + float(np.mean(centred)) ** 2 / float(
+                    np.sum((centred - centred.mean()) ** 2)
+                )
+                spread.append(math.sqrt(lever))
+            else:
+                level = float(np.median(ny))
+                spread.append(1.2533 / math.sqrt(near.size))
+            tt.append(at)
+            ty.append(level)
+        if len(tt) > begin:
+            blocks.append(slice(begin, len(tt)))
+    px, py = np.asarray(tt), np.asarray(ty)
+    floor = sigma * (float(np.median(spread)) if spread else 1.0)
+    fit: SlopeFit | None = None
+    try:
+        line = line_fit(px, py, blocks=blocks, variance_factor=1.0, min_sd=floor)
+    except ValueError:
+        line = None
+    if line is not None and line.stderr > 0:
+        z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+        fit = SlopeFit(
+            slope=line.slope,
+            lower=line.slope - z * line.stderr,
+            upper=line.slope + z * line.stderr,
+            intercepts=line.intercepts,
+            points=int(px.size),
+            pairs=0,
+            confidence=confidence,
+        )
+    covered = sum(float(x[p][-1] - x[p][0]) + interval for p in pieces)
+    first = float(px[0]) if px.size else 0.0
+    regimes = []
+    if fit is not None:
+        regimes.append(
+            Regime(
+                start=first + origin,
+                end=float(px[-1]) + origin,
+                slope_per_hour=fit.slope * HOUR,
+                lower_per_hour=fit.lower * HOUR,
+                upper_per_hour=fit.upper * HOUR,
+                points=int(px.size),
+                judged=True,
+            )
+        )
+    return GrowthEstimate(
+        fit=fit,
+        origin=origin,
+        aggregate="troughs",
+        window_seconds=span,
+        points_t=px + origin,
+        points_y=py,
+        blocks=blocks,
+        segments=len(restart_segments),
+        warmup_ends=[],
+        step_times=[],
+        analysed_seconds=covered,
+        segment_slopes_per_hour=[],
+        mode="troughs",
+        regimes=regimes,
+        judged_start=first + origin if px.size else None,
+        judged_seconds=covered,
+        judged_samples=int(sum(p.stop - p.start for p in pieces)),
+        variance_factor=1.0,
+        noise=sigma,
+        warmup_capped=capped,
+        drop_times=[float(t[k]) for k in found],
+        cycle=Cycle(
+            period_seconds=period,
+            drops=len(found),
+            troughs=int(px.size),
+            within_slope_per_hour=within_slope * HOUR,
+        ),
+        covered_seconds=covered,
+    )

@@ -70,7 +70,7 @@ def _plot(result: Result, evidence: Evidence) -> str:
             "o",
             ms=3,
             color="black",
-            label="window points",
+            label="judged points (window medians or troughs)",
         )
     for t, low, high in evidence.bands:
         axes.fill_between(when(t), low, high, color="tab:red", alpha=0.18, lw=0)

@@ -8,6 +8,13 @@
   one first (or lag-2) difference far outside the others whose new level persists; the slope is then
   taken within the two levels, never across the jump. Only the largest such step is cut, so a
   staircase leak (many steps) still shows its growth.
+- Drops (:func:`drops`): sudden falls far outside the sample-to-sample noise that land below the
+  level before them and stay there: a garbage collection, a cache flush, or a restart the
+  analyzer was not told about. Values counted in pages (RSS in 4 KiB steps) have a robust
+  scale of 0; a drop must then still be several quanta deep, so single-page moves are noise.
+- Change points (:func:`change_points`): binary segmentation of a series of points into
+  straight pieces, each with its own level and slope, a cut kept only when it explains far more
+  than the noise (autocorrelation included) could.
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "change_points",
     "counter_reset_times",
+    "drops",
     "level_shift",
+    "noise_sd",
     "restart_times",
     "split_at",
 ]
@@ -122,3 +132,137 @@ def level_shift(y: FloatArray, *, ratio: float = 6.0, min_run: int = 3) -> int |
     if float(np.max(steps)) < 0.25 * abs(float(statistic[best])):
         return None
     return k
+
+
+def quantum(values: FloatArray) -> float:
+    """The smallest non-zero step between successive values (a page, for RSS), 0 for none."""
+    d = np.abs(np.diff(np.asarray(values, dtype=np.float64)))
+    d = d[d > 0]
+    return float(np.min(d)) if d.size else 0.0
+
+
+def noise_sd(y: FloatArray, pieces: list[slice] | None = None) -> float:
+    """The sample-to-sample noise: 1.4826 x MAD of the first differences over sqrt 2, within
+    ``pieces``; at least the rounding noise of quantised values (quantum / sqrt 12)."""
+    y = np.asarray(y, dtype=np.float64)
+    if pieces is None:
+        pieces = [slice(0, y.size)]
+    diffs = [np.diff(y[p]) for p in pieces if y[p].size > 1]
+    if not diffs:
+        return 0.0
+    d = np.concatenate(diffs)
+    step = quantum(np.concatenate([y[p] for p in pieces]))
+    return float(max(_robust_scale(d) / np.sqrt(2.0), step / np.sqrt(12.0)))
+
+
+def drops(y: FloatArray, pieces: list[slice], *, ratio: float = 6.0) -> list[int]:
+    """Indices (into ``y``) of the first sample after each sudden drop within ``pieces``.
+
+    A drop is a fall of more than ``ratio`` robust standard deviations of the first differences
+    and more than 8 quanta of the values, that lands at least half as deep below the median of
+    the three samples before it and whose next three samples stay there: the fall back from a
+    single-sample spike, or a single low sample, is not a drop."""
+    y = np.asarray(y, dtype=np.float64)
+    diffs = [np.diff(y[p]) for p in pieces if y[p].size > 2]
+    if not diffs:
+        return []
+    d_all = np.concatenate(diffs)
+    scale = _robust_scale(d_all)
+    step = quantum(np.concatenate([y[p] for p in pieces]))
+    floor = 1e-9 * max(float(np.max(np.abs(y))), 1.0)
+    limit = max(ratio * scale, 8.0 * step, floor)
+    found: list[int] = []
+    for piece in pieces:
+        start, stop = piece.start, piece.stop
+        if stop - start < 3:
+            continue
+        d = np.diff(y[piece])
+        for k in np.flatnonzero(d < -limit) + start + 1:
+            before = y[max(k - 3, start) : k]
+            after = y[k : min(k + 3, stop)]
+            depth = float(np.median(before)) - float(np.median(after))
+            if depth < 0.5 * limit or float(np.median(before)) - y[k] < 0.5 * limit:
+                continue
+            if found and k - found[-1] <= 2:
+                continue  # one fall spread over two scrapes
+            found.append(int(k))
+    return found
+
+
+def _line_sse(
+    cx: FloatArray,
+    cy: FloatArray,
+    cxx: FloatArray,
+    cxy: FloatArray,
+    cyy: FloatArray,
+    a: npt.NDArray[np.int64] | int,
+    b: npt.NDArray[np.int64] | int,
+) -> FloatArray:
+    """SSE of the least-squares line through points a..b-1 from cumulative sums."""
+    n = np.asarray(b - a, dtype=np.float64)
+    sx, sy = cx[b] - cx[a], cy[b] - cy[a]
+    sxx = cxx[b] - cxx[a] - sx * sx / n
+    sxy = cxy[b] - cxy[a] - sx * sy / n
+    syy = cyy[b] - cyy[a] - sy * sy / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sse = syy - np.where(sxx > 0, sxy * sxy / np.where(sxx > 0, sxx, 1.0), 0.0)
+    return np.asarray(np.maximum(sse, 0.0), dtype=np.float64)
+
+
+def change_points(
+    x: FloatArray,
+    y: FloatArray,
+    *,
+    min_size: int = 8,
+    penalty: float = 4.0,
+    max_segments: int = 8,
+) -> list[int]:
+    """Indices where a new straight piece begins (sorted, without 0), by binary segmentation.
+
+    Each candidate range is split where two free lines (own level, own slope) leave the least
+    squared error; the split is kept when the reduction exceeds ``penalty`` x ln(n) x s^2 x f,
+    with s the robust residual sd of the two lines and f their long-run variance factor
+    (:func:`soakwatch.analyzer.slopes.long_run_factor`): under a single line the reduction is
+    about chi-square with 2 degrees of freedom in units of s^2 f, so noise, autocorrelated or
+    not, rarely passes. Pieces hold at least ``min_size`` points."""
+    from soakwatch.analyzer.slopes import long_run_factor
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n = x.size
+    if n < 2 * min_size:
+        return []
+    xc = (x - x.mean()) / max(float(np.ptp(x)), 1e-12)
+    yc = y - float(np.median(y))
+    zero = np.zeros(1)
+    cx = np.r_[zero, np.cumsum(xc)]
+    cy = np.r_[zero, np.cumsum(yc)]
+    cxx = np.r_[zero, np.cumsum(xc * xc)]
+    cxy = np.r_[zero, np.cumsum(xc * yc)]
+    cyy = np.r_[zero, np.cumsum(yc * yc)]
+    cuts: list[int] = []
+    pending = [(0, n)]
+    while pending and len(cuts) + 1 < max_segments:
+        a, b = pending.pop()
+        if b - a < 2 * min_size:
+            continue
+        ks = np.arange(a + min_size, b - min_size + 1, dtype=np.int64)
+        left = _line_sse(cx, cy, cxx, cxy, cyy, a, ks)
+        split: FloatArray = left + _line_sse(cx, cy, cxx, cxy, cyy, ks, b)
+        best = int(np.argmin(split))
+        k = int(ks[best])
+        whole = float(_line_sse(cx, cy, cxx, cxy, cyy, a, b))
+        residuals = []
+        for lo, hi in ((a, k), (k, b)):
+            px, py = xc[lo:hi], yc[lo:hi]
+            slope, intercept = np.polyfit(px, py, 1)
+            residuals.append(py - (slope * px + intercept))
+        r = np.concatenate(residuals)
+        s2 = _robust_scale(r) ** 2
+        s2 = max(s2, float(np.mean(r * r)) * 0.25)  # quantised values: MAD may be 0
+        f = long_run_factor(r, blocks=[slice(0, k - a), slice(k - a, b - a)])
+        floor = 1e-18 * max(float(np.max(np.abs(yc[a:b]))), 1.0) ** 2 * (b - a)
+        if whole - float(split[best]) > max(penalty * np.log(b - a) * s2 * f, floor):
+            cuts.append(k)
+            pending += [(a, k), (k, b)]
+    return sorted(cuts)
