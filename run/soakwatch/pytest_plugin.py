@@ -1,14 +1,18 @@
 """soakwatch's pytest plugin (entry point ``pytest11``: ``soakwatch``).
 
 - The ``soak`` marker, declared here so it works under ``--strict-markers`` with no ini of the
-  user's: ``@pytest.mark.soak(scenario=None, *, services=(), complete=False)``.
+  user's: ``@pytest.mark.soak(scenario=None, *, services=(), complete=False, duration=None,
+  max_growth=None, rules=None)``; its arguments are checked before the test runs.
 - Soak tests are skipped unless asked for: ``RUN_SOAK_TESTS=1``, ``--run-soak`` or an explicit
   ``--soak-profile``. Tests marked ``complete=True`` (the complete suite) also need
   ``RUN_COMPLETE_SOAK_TEST=1``. The skip reason says how to ask.
-- Options ``--soak-profile``, ``--soak-duration``, ``--soak-config`` and ini keys of the same
-  names (``soak_profile``, ``soak_duration``, ``soak_config``); the environment
-  (``SOAK_PROFILE``, ``SOAK_DURATION``, ``SOAK_CONFIG``) sits between the two. All resolved in
-  ``resolve_settings``.
+- Options ``--soak-profile``, ``--soak-duration``, ``--soak-config``, ``--soak-inconclusive``,
+  ``--soak-progress`` and ini keys of the same names (``soak_profile``, ...); the environment
+  (``SOAK_PROFILE``, ``SOAK_DURATION``, ...) sits between the two. All resolved once, at
+  configure, in ``resolve_settings``: a bad value is one usage error (exit 4), not an error in
+  every test.
+- A test using ``soak_monitor`` is judged after its body: a leak fails it, and so does an
+  inconclusive verdict unless ``--soak-inconclusive`` says skip or pass.
 - Fixtures: ``soak_config`` (the resolved profile), ``soak_services`` (availability of the
   services the test names), ``soak_monitor`` (in-process resource sampling), ``soak_run`` (a whole
   run against a target, returning its result and verdict).
@@ -16,12 +20,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
+import math
 import os
+import re
+import sys
+import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import pytest
 
@@ -31,20 +42,40 @@ from soakwatch.extras import MissingExtraError, require_extra
 from soakwatch.profiles import PROFILES, Profile, resolve_profile
 
 if TYPE_CHECKING:
+    from soakwatch.rules.model import Rule
     from soakwatch.run import RunResult
     from soakwatch.run.availability import Availability
     from soakwatch.run.config import RunConfig
     from soakwatch.sampling import SoakMonitor
 
-__all__ = ["MARKER_SIGNATURE", "PluginSettings", "SoakMarker", "resolve_settings"]
+__all__ = [
+    "DEFAULT_TEST_DURATION",
+    "MARKER_SIGNATURE",
+    "PluginSettings",
+    "SoakInconclusiveWarning",
+    "SoakMarker",
+    "inconclusive",
+    "resolve_settings",
+    "test_duration",
+]
 
-MARKER_SIGNATURE = "soak(scenario=None, *, services=(), complete=False)"
+MARKER_SIGNATURE = (
+    "soak(scenario=None, *, services=(), complete=False, duration=None, max_growth=None, "
+    "rules=None)"
+)
 MARKER_HELP = (
     f"{MARKER_SIGNATURE}: a soak test (skipped unless RUN_SOAK_TESTS=1, --run-soak or "
     "--soak-profile is given). services: names from the soak config whose availability the test "
     "needs (required down: error; optional down: skip). complete=True: part of the complete "
-    "suite, which also needs RUN_COMPLETE_SOAK_TEST=1."
+    "suite, which also needs RUN_COMPLETE_SOAK_TEST=1. duration: how long "
+    "soak_monitor.iterations() runs the body (default 10m; --soak-duration wins). max_growth: "
+    "the memory threshold of soak_monitor, e.g. '2 MB/h' (default: the rules'). rules: a rules "
+    "file (relative to the rootdir) whose memory_growth rule soak_monitor judges."
 )
+DEFAULT_TEST_DURATION = 600.0  # the marker's duration when nothing says otherwise: 10m
+DEFAULT_PROGRESS = 10.0  # seconds between progress lines with -s or -v
+Inconclusive = Literal["fail", "skip", "pass"]
+_POLICIES: dict[str, Inconclusive] = {"fail": "fail", "skip": "skip", "pass": "pass"}
 HOW_TO_RUN = (
     "soak test: set RUN_SOAK_TESTS=1 or pass --soak-profile PROFILE (or --run-soak) to run it"
 )
@@ -62,19 +93,35 @@ class PluginSettings:
     profile_name: str
     duration_seconds: float | None
     config_path: Path | None
+    # where duration_seconds came from: "--soak-duration", "SOAK_DURATION", "ini soak_duration"
+    duration_from: str = ""
+    inconclusive: Inconclusive = "fail"
+    progress_seconds: float = DEFAULT_PROGRESS
 
 
 @dataclass(frozen=True)
 class SoakMarker:
-    """The arguments of one ``@pytest.mark.soak``, checked."""
+    """The arguments of one ``@pytest.mark.soak``, checked. ``duration_seconds``,
+    ``max_growth_mb_per_hour`` and ``rules`` are None when the marker does not give them."""
 
     scenario: str | None
     services: tuple[str, ...]
     complete: bool
+    duration_seconds: float | None = None
+    max_growth_mb_per_hour: float | None = None
+    rules: Path | None = None
+
+
+class SoakInconclusiveWarning(pytest.PytestWarning):
+    """A soak test's verdict was inconclusive and ``--soak-inconclusive=pass`` let it pass."""
 
 
 settings_key = pytest.StashKey[PluginSettings]()
+profile_key = pytest.StashKey[Profile]()
 run_config_key = pytest.StashKey["RunConfig | None"]()
+marker_key = pytest.StashKey[SoakMarker]()
+monitor_key = pytest.StashKey["SoakMonitor"]()
+rules_cache_key = pytest.StashKey[dict[Path, "Rule"]]()
 
 
 # -- options and settings ------------------------------------------------------------------------
@@ -99,9 +146,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="FILE",
         help="soak config (the file of 'soak run --config') naming the target and its services",
     )
+    group.addoption(
+        "--soak-inconclusive",
+        metavar="fail|skip|pass",
+        help="what an inconclusive verdict does to a soak test (default: fail)",
+    )
+    group.addoption(
+        "--soak-progress",
+        metavar="INTERVAL",
+        help=f"a progress line this often with -s or -v (default {DEFAULT_PROGRESS:g}s; 0: none)",
+    )
     parser.addini("soak_profile", "default soak profile (ci, staging, production, demo)")
     parser.addini("soak_duration", "default override of the profile's duration")
     parser.addini("soak_config", "soak config file, relative to the rootdir")
+    parser.addini("soak_inconclusive", "fail (default), skip or pass an inconclusive soak test")
+    parser.addini("soak_progress", "seconds between progress lines with -s or -v (0: none)")
 
 
 def _flag(name: str, raw: str) -> bool:
@@ -155,6 +214,24 @@ def resolve_settings(
         config_path = Path(config_text)
         if config_from.startswith("ini") and not config_path.is_absolute():
             config_path = _rootdir(config) / config_path
+    inconclusive_text, inconclusive_from = pick(
+        "soak_inconclusive", "SOAK_INCONCLUSIVE", "soak_inconclusive"
+    )
+    inconclusive: Inconclusive = "fail"
+    if inconclusive_text is not None:
+        try:
+            inconclusive = _POLICIES[inconclusive_text.strip().lower()]
+        except KeyError:
+            raise pytest.UsageError(
+                f"{inconclusive_from}: expected fail, skip or pass, got {inconclusive_text!r}"
+            ) from None
+    progress_text, progress_from = pick("soak_progress", "SOAK_PROGRESS", "soak_progress")
+    progress_seconds = DEFAULT_PROGRESS
+    if progress_text is not None:
+        try:
+            progress_seconds = parse_duration(progress_text)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{progress_from}: {exc}") from None
     enabled = bool(config.getoption("run_soak")) or config.getoption("soak_profile") is not None
     if not enabled:
         enabled = _flag("RUN_SOAK_TESTS", env.get("RUN_SOAK_TESTS", ""))
@@ -165,7 +242,25 @@ def resolve_settings(
         profile_name=profile_name or "ci",
         duration_seconds=duration_seconds,
         config_path=config_path,
+        duration_from=duration_from,
+        inconclusive=inconclusive,
+        progress_seconds=progress_seconds,
     )
+
+
+def resolve_profile_settings(
+    settings: PluginSettings, environ: Mapping[str, str] | None = None
+) -> Profile:
+    """The profile of ``settings`` with its environment overrides (``SOAK_TEST_DURATION_HOURS``,
+    ...) and ``--soak-duration`` applied. A bad override is a ``pytest.UsageError`` naming the
+    variable."""
+    try:
+        profile = resolve_profile(settings.profile_name, environ)
+    except SoakwatchError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if settings.duration_seconds is not None:
+        profile = dataclasses.replace(profile, duration_seconds=settings.duration_seconds)
+    return profile
 
 
 def _rootdir(config: pytest.Config) -> Path:
@@ -173,8 +268,30 @@ def _rootdir(config: pytest.Config) -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Every setting is checked here, once: a bad one stops the session as one usage error."""
     config.addinivalue_line("markers", MARKER_HELP)
-    config.stash[settings_key] = resolve_settings(config)
+    settings = resolve_settings(config)
+    config.stash[settings_key] = settings
+    config.stash[profile_key] = resolve_profile_settings(settings)
+    config.stash[rules_cache_key] = {}
+    if settings.enabled and settings.config_path is not None:
+        _run_config(config)  # a bad soak config: one usage error before any test
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The bundled suite judges a target named by the soak config: without one it is a usage
+    error, not eight failures."""
+    if _settings(session.config).config_path is not None or not session.items:
+        return
+    spec = importlib.util.find_spec("soakwatch.suite")
+    if spec is None or spec.origin is None:
+        return
+    suite = Path(spec.origin).resolve()
+    if any(Path(item.path).resolve() == suite for item in session.items):
+        raise pytest.UsageError(
+            "the soak suite (soakwatch.suite) needs a target: "
+            "--soak-config soak.yaml (or SOAK_CONFIG, or ini soak_config)"
+        )
 
 
 def _settings(config: pytest.Config) -> PluginSettings:
@@ -182,7 +299,15 @@ def _settings(config: pytest.Config) -> PluginSettings:
 
 
 # -- the marker ----------------------------------------------------------------------------------
-def _parse_marker(scenario: Any = None, *, services: Any = (), complete: Any = False) -> SoakMarker:
+def _parse_marker(
+    scenario: Any = None,
+    *,
+    services: Any = (),
+    complete: Any = False,
+    duration: Any = None,
+    max_growth: Any = None,
+    rules: Any = None,
+) -> SoakMarker:
     if scenario is not None and not isinstance(scenario, str):
         raise TypeError(f"scenario must be a string, got {scenario!r}")
     if isinstance(services, str):
@@ -191,19 +316,134 @@ def _parse_marker(scenario: Any = None, *, services: Any = (), complete: Any = F
         raise TypeError(f"services must be a list of service names, got {services!r}")
     if not isinstance(complete, bool):
         raise TypeError(f"complete must be True or False, got {complete!r}")
-    return SoakMarker(scenario, tuple(services), complete)
+    duration_seconds = None
+    if duration is not None:
+        try:
+            duration_seconds = parse_duration(duration)
+        except ValueError:
+            duration_seconds = -1.0
+        if not duration_seconds > 0:
+            raise TypeError(
+                f"duration must be a duration greater than 0 such as '10m' or '30s', "
+                f"got {duration!r}"
+            )
+    growth = None if max_growth is None else _growth_mb_per_hour(max_growth)
+    if rules is not None and not isinstance(rules, (str, os.PathLike)):
+        raise TypeError(f"rules must be the path of a rules file, got {rules!r}")
+    return SoakMarker(
+        scenario,
+        tuple(services),
+        complete,
+        duration_seconds,
+        growth,
+        None if rules is None else Path(rules),
+    )
+
+
+_GROWTH = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]+/h)\s*\Z")
+
+
+def _growth_mb_per_hour(value: Any) -> float:
+    """MB/h from "2 MB/h", "512 KiB/h", ... (the slope units of the rules) or a number of MB/h."""
+    from soakwatch.rules.model import UNITS
+
+    units = [unit for unit, (base, _) in UNITS.items() if base == "bytes/hour"]
+    mb = float("nan")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        mb = float(value)
+    elif isinstance(value, str):
+        found = _GROWTH.match(value)
+        if found and found.group(2) in UNITS and UNITS[found.group(2)][0] == "bytes/hour":
+            mb = float(found.group(1)) * UNITS[found.group(2)][1] / 1e6
+    if not (math.isfinite(mb) and mb > 0):
+        raise TypeError(
+            f"max_growth must be a memory growth greater than 0 such as '2 MB/h' "
+            f"(units: {', '.join(units)}; a bare number is MB/h), got {value!r}"
+        )
+    return mb
+
+
+def _bad_marker(reason: str) -> NoReturn:
+    pytest.fail(f"bad @pytest.mark.{MARKER_SIGNATURE}: {reason}", pytrace=False)
 
 
 def soak_marker(item: pytest.Item) -> SoakMarker | None:
-    """The checked arguments of the item's closest ``soak`` marker (None when unmarked)."""
+    """The checked arguments of the item's closest ``soak`` marker (None when unmarked); a
+    ``rules`` path is made absolute (relative to the rootdir) and its memory rule read."""
     marker = item.get_closest_marker("soak")
     if marker is None:
         return None
+    if marker_key in item.stash:
+        return item.stash[marker_key]
     try:
-        return _parse_marker(*marker.args, **marker.kwargs)
+        parsed = _parse_marker(*marker.args, **marker.kwargs)
     except TypeError as exc:
-        reason = str(exc).replace("_parse_marker()", "soak()")
-        pytest.fail(f"bad @pytest.mark.{MARKER_SIGNATURE}: {reason}", pytrace=False)
+        _bad_marker(str(exc).replace("_parse_marker()", "soak()"))
+    if parsed.rules is not None:
+        path = parsed.rules if parsed.rules.is_absolute() else _rootdir(item.config) / parsed.rules
+        parsed = dataclasses.replace(parsed, rules=path)
+        try:
+            _marker_rule(item.config, path)
+        except SoakwatchError as exc:
+            _bad_marker(f"rules: {exc}")
+    item.stash[marker_key] = parsed
+    return parsed
+
+
+def _marker_rule(config: pytest.Config, path: Path | None) -> Rule:
+    """The memory rule soak_monitor judges: ``memory_growth`` of the marker's rules file (or the
+    shipped one), read once per file and session. Raises ConfigError."""
+    from soakwatch.sampling import memory_rule
+
+    key = path if path is not None else Path("")
+    cache = config.stash.setdefault(rules_cache_key, {})
+    if key not in cache:
+        if path is not None and not path.is_file():
+            from soakwatch.errors import ConfigError
+
+            raise ConfigError(f"no such rules file: {path}")
+        cache[key] = memory_rule(0.0, path)
+    return cache[key]
+
+
+def _overridden_duration(settings: PluginSettings) -> float | None:
+    """The duration of ``--soak-duration`` or ``SOAK_DURATION`` (which beat a marker's), not of
+    the ini file (which a marker beats)."""
+    if settings.duration_from.startswith("ini"):
+        return None
+    return settings.duration_seconds
+
+
+def test_duration(settings: PluginSettings, marker: SoakMarker | None) -> float:
+    """How long a soak test's body runs (``soak_monitor.iterations()``): ``--soak-duration`` or
+    ``SOAK_DURATION``, else the marker's ``duration=``, else ini ``soak_duration``, else 10m."""
+    overridden = _overridden_duration(settings)
+    if overridden is not None:
+        return overridden
+    if marker is not None and marker.duration_seconds is not None:
+        return marker.duration_seconds
+    if settings.duration_seconds is not None:
+        return settings.duration_seconds
+    return DEFAULT_TEST_DURATION
+
+
+test_duration.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test to collect
+
+
+def inconclusive(config: pytest.Config, message: str) -> None:
+    """Apply ``--soak-inconclusive`` to an inconclusive verdict described by ``message`` (which
+    says "inconclusive" and why): fail the test (the default), skip it, or let it pass with a
+    ``SoakInconclusiveWarning``."""
+    policy = _settings(config).inconclusive
+    if policy == "fail":
+        pytest.fail(
+            f"{message}\n(an inconclusive soak test fails: run it longer, or pass "
+            "--soak-inconclusive=skip|pass)",
+            pytrace=False,
+        )
+    if policy == "skip":
+        pytest.skip(message)
+    warnings.warn(SoakInconclusiveWarning(message), stacklevel=2)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -218,19 +458,60 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(HOW_TO_RUN_COMPLETE)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """After a body that passed: judge the memory of a test that used ``soak_monitor`` and did
+    not ask for the verdict itself. A leak fails the test; an inconclusive verdict goes by
+    ``--soak-inconclusive`` (fail by default)."""
+    result = yield
+    monitor = item.stash.get(monitor_key, None)
+    if monitor is not None and not monitor.verdict_seen:
+        verdict = monitor.judge()
+        if verdict.status == "fail":
+            pytest.fail(f"soak_monitor: {verdict.summary}", pytrace=False)
+        if verdict.status == "inconclusive":
+            inconclusive(item.config, f"soak_monitor: inconclusive: {verdict.summary}")
+    return result
+
+
+def _progress_writer(config: pytest.Config, label: str) -> Callable[[str], None] | None:
+    """A function writing ``label: text`` lines to the terminal while a test runs, when the
+    user watches (``-s`` or ``-v``) and progress is not off; None otherwise."""
+    seconds = _settings(config).progress_seconds
+    watching = config.get_verbosity() > 0 or config.getoption("capture") == "no"
+    if not seconds > 0 or not watching:
+        return None
+    first = True
+
+    def write(text: str) -> None:
+        nonlocal first
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        suspended = (
+            capture.global_and_fixture_disabled()
+            if capture is not None
+            else contextlib.nullcontext()
+        )
+        with suspended:
+            if reporter is None:
+                sys.stderr.write(f"{label}: {text}\n")
+                return
+            if first:  # the reporter's line holds the test's name: start a new one
+                reporter.write("\n")
+                first = False
+            reporter.write_line(f"{label}: {text}")
+
+    return write
+
+
 # -- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def soak_config(pytestconfig: pytest.Config) -> Profile:
     """The resolved soak profile: ``--soak-profile`` with environment overrides and
     ``--soak-duration`` applied."""
-    settings = _settings(pytestconfig)
-    try:
-        profile = resolve_profile(settings.profile_name)
-    except SoakwatchError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    if settings.duration_seconds is not None:
-        profile = dataclasses.replace(profile, duration_seconds=settings.duration_seconds)
-    return profile
+    if profile_key not in pytestconfig.stash:  # the plugin configured late (pytest -p ...)
+        pytestconfig.stash[profile_key] = resolve_profile_settings(_settings(pytestconfig))
+    return pytestconfig.stash[profile_key]
 
 
 def _run_config(config: pytest.Config) -> RunConfig | None:
@@ -275,22 +556,38 @@ def soak_services(request: pytest.FixtureRequest) -> dict[str, Availability]:
 
 
 @pytest.fixture
-def soak_monitor(soak_config: Profile) -> Iterator[SoakMonitor]:
+def soak_monitor(request: pytest.FixtureRequest, soak_config: Profile) -> Iterator[SoakMonitor]:
     """Samples this process's RSS, threads, fds and GC in a background thread for the whole
-    test. Call ``soak_monitor.verdict()`` to stop and get the memory verdict; it is also judged
-    at teardown, which errors when the memory rule fails."""
-    from soakwatch.sampling import SoakMonitor
+    test. ``for _ in soak_monitor.iterations(): ...`` runs the body for the test's duration
+    (marker ``duration=``, ``--soak-duration``; 10m by default) with progress lines under -s or
+    -v. After the body, the memory is judged (marker ``max_growth=`` / ``rules=``) unless the test
+    called ``soak_monitor.verdict()`` itself: a leak fails the test, an inconclusive verdict too
+    (``--soak-inconclusive``). Without the analyzer extra this is an error before the body."""
+    from soakwatch.sampling import SoakMonitor, monitor_interval
 
-    interval = min(soak_config.sampling_interval_seconds, 1.0)
+    item = request.node if isinstance(request.node, pytest.Item) else None
+    marker = soak_marker(item) if item is not None else None
+    settings = _settings(request.config)
+    duration = test_duration(settings, marker)
     try:
-        monitor = SoakMonitor(interval_seconds=interval).start()
+        require_extra("analyzer")
+        rule = _marker_rule(request.config, marker.rules if marker else None)
     except MissingExtraError as exc:
         pytest.fail(f"soak_monitor: {exc}", pytrace=False)
+    except SoakwatchError as exc:
+        pytest.fail(f"soak_monitor: rules: {exc}", pytrace=False)
+    monitor = SoakMonitor(
+        interval_seconds=monitor_interval(soak_config.sampling_interval_seconds, duration),
+        threshold_mb_per_hour=marker.max_growth_mb_per_hour if marker else None,
+        duration_seconds=duration,
+        rule=rule,
+        progress=_progress_writer(request.config, f"soak {request.node.name}"),
+        progress_every=settings.progress_seconds,
+    ).start()
+    if item is not None:
+        item.stash[monitor_key] = monitor
     yield monitor
-    judged_by_test = monitor.verdict_seen
-    verdict = monitor.verdict()
-    if verdict.status == "fail" and not judged_by_test:
-        pytest.fail(f"soak_monitor: {verdict.summary}", pytrace=False)
+    monitor.stop()
 
 
 @pytest.fixture
@@ -308,6 +605,20 @@ def soak_run(
     from soakwatch.run import RunRequest, execute
     from soakwatch.run.config import RunConfig, load_run_config, parse_run_config
 
+    marker = soak_marker(request.node) if isinstance(request.node, pytest.Item) else None
+    write = _progress_writer(request.config, f"soak_run {request.node.name}")
+    every = _settings(request.config).progress_seconds
+    last_line = [-math.inf]
+
+    def progress(text: str, final: bool) -> None:
+        # the run's status line comes every scrape: show one every --soak-progress seconds
+        if write is None:
+            return
+        now = time.monotonic()
+        if final or now - last_line[0] >= every:
+            last_line[0] = now
+            write(text)
+
     def run(
         config: str | os.PathLike[str] | Mapping[str, Any] | RunConfig | None = None,
         *,
@@ -324,13 +635,21 @@ def soak_run(
             run_config = parse_run_config(config, source="soak_run(config=...)")
         else:
             run_config = load_run_config(config)
-        # duration= wins, then --soak-duration, then the config file's, then the profile's
+        # duration= wins, then --soak-duration or SOAK_DURATION, then the marker's duration=,
+        # then ini soak_duration, then the config file's, then the profile's
+        settings = _settings(request.config)
         if duration is not None:
             seconds = parse_duration(duration)
-        elif _settings(request.config).duration_seconds is None and run_config.duration_seconds:
+        elif (overridden := _overridden_duration(settings)) is not None:
+            seconds = overridden
+        elif marker is not None and marker.duration_seconds is not None:
+            seconds = marker.duration_seconds
+        elif settings.duration_seconds is None and run_config.duration_seconds:
             seconds = run_config.duration_seconds
         else:
             seconds = soak_config.duration_seconds
+        if marker is not None and marker.rules is not None:
+            run_config = dataclasses.replace(run_config, rules_path=marker.rules)
         out = tmp_path_factory.mktemp("soak-run")
         try:
             return execute(
@@ -339,6 +658,7 @@ def soak_run(
                     profile=dataclasses.replace(soak_config, duration_seconds=seconds),
                     out_dir=out,
                     only_scenarios=tuple(scenarios) if scenarios is not None else None,
+                    progress=progress,
                 )
             )
         except SoakwatchError as exc:

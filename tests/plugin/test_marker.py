@@ -21,7 +21,10 @@ def test_the_markers_listing_shows_the_soak_marker_with_its_full_signature(
 ) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(
-        ["@pytest.mark.soak(scenario=None, *, services=(), complete=False): a soak test*"]
+        [
+            "@pytest.mark.soak(scenario=None, *, services=(), complete=False, duration=None, "
+            "max_growth=None, rules=None): a soak test*"
+        ]
     )
 
 
@@ -93,6 +96,18 @@ def test_the_complete_suite_also_needs_run_complete_soak_test(
         ("complete='yes'", "complete must be True or False, got 'yes'"),
         ("timeout=3", "soak() got an unexpected keyword argument 'timeout'"),
         ("'a', 'b'", "soak() takes from 0 to 1 positional arguments but 2 were given"),
+        ("duration='soon'", "duration must be a duration greater than 0 such as '10m'*got 'soon'"),
+        ("duration=0", "duration must be a duration greater than 0*got 0"),
+        (
+            "max_growth='lots'",
+            "max_growth must be a memory growth greater than 0 such as '2 MB/h'"
+            " (units: MB/h, MiB/h, KB/h, KiB/h, bytes/h; a bare number is MB/h), got 'lots'",
+        ),
+        ("max_growth='2 MB'", "max_growth must be a memory growth*got '2 MB'"),
+        ("max_growth=-1", "max_growth must be a memory growth greater than 0*got -1"),
+        ("rules=3", "rules must be the path of a rules file, got 3"),
+        ("rules='missing.yaml'", "rules: no such rules file: */missing.yaml"),
+        ("rules='quick'", "rules: no such rules file: */quick"),
     ],
 )
 def test_bad_marker_arguments_are_an_error_that_names_the_marker_and_the_problem(
