@@ -47,6 +47,29 @@ rules:
 """
 
 
+def slow_server() -> str:
+    """A stand-in HTTP server that answers every request with a 503 after 3 s."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Slow(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            time.sleep(3.0)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
 def config_file(tmp_path: Path, **changes: Any) -> Path:
     """check-ok.yaml (nothing is contacted by --check) with ``changes``; ``rules=None`` for
     the packaged rules."""
@@ -108,15 +131,22 @@ def test_the_time_still_needed_is_the_longest_rule_past_the_elapsed_time() -> No
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("local_prometheus", [False, True], ids=["run-dir", "local-prometheus"])
+@pytest.mark.parametrize(
+    ("local_prometheus", "slow_grafana"),
+    [(False, False), (True, False), (False, True)],
+    ids=["run-dir", "local-prometheus", "slow-grafana"],
+)
 def test_a_real_run_of_twelve_seconds_meets_a_twelve_second_minimum_and_says_so(
     tmp_path: Path,
     sample_service_factory: Any,
     capsys: pytest.CaptureFixture[str],
     local_prometheus: bool,
+    slow_grafana: bool,
 ) -> None:
-    """The load driver starts before the recording (and before a local Prometheus, which
-    takes seconds to start): a load that ends on time must not end the recording short."""
+    """The load driver starts before the recording (and before a local Prometheus, or the
+    Grafana annotation of the start): a load that ends on time must not end the recording
+    short. "slow-grafana" puts 3 s between the two with a stand-in that answers the start
+    annotation after 3 s (a real Grafana is not slow on demand)."""
     service = sample_service_factory()
     rules = tmp_path / "rules.yaml"
     rules.write_text(TWELVE_SECONDS)
@@ -142,6 +172,8 @@ def test_a_real_run_of_twelve_seconds_meets_a_twelve_second_minimum_and_says_so(
     path.write_text(yaml.safe_dump(config))
     run_dir = tmp_path / "run"
     extra = ["--local-prometheus"] if local_prometheus else []
+    if slow_grafana:
+        extra += ["--grafana-url", slow_server()]
     main(["--config", str(path), "--out", str(run_dir), *extra])
     err = capsys.readouterr().err
     # at the start: the one rule the run cannot decide
