@@ -180,6 +180,11 @@ def test_list_rules_names_every_rule_of_the_spec(capsys: pytest.CaptureFixture[s
         "error_ratio",
         "restarts",
         "probe_failures",
+        "fd_growth",
+        "handle_growth",
+        "thread_growth",
+        "cpu_per_request",
+        "throughput",
     ]
 
 

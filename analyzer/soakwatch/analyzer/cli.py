@@ -248,9 +248,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.memory_limit:
         ruleset = _with_memory_limit(ruleset, args.memory_limit)
     if args.list_rules:
-        console.out(f"rules in force from {ruleset.source}")
-        for base in ruleset.bases:
-            console.out(f"  extending {base}")
+        # where they come from on stderr: stdout is one rule per line (and its indented text)
+        extending = f", extending {' then '.join(ruleset.bases)}" if ruleset.bases else ""
+        console.error(f"{PROG}: rules from {ruleset.source}{extending}")
         for rule in ruleset.rules.values():
             console.out(
                 f"{rule.name:<22} {rule.kind:<16} pass when {rule.comparison} "
@@ -262,7 +262,7 @@ def _run(args: argparse.Namespace) -> int:
             metrics = ", ".join(f"{role}: {sel.promql()}" for role, sel in rule.metrics.items())
             console.out(f"{'':<22} {metrics}")
         if ruleset.disabled:
-            console.out(f"disabled: {', '.join(ruleset.disabled)}")
+            console.error(f"{PROG}: disabled: {', '.join(ruleset.disabled)}")
         return 0
     require_extra("analyzer")  # numpy and matplotlib: before any fetch
     if not args.prometheus and not args.run_dir:
