@@ -131,3 +131,95 @@ def test_workers_of_a_killed_parent_stop_instead_of_sending_on_as_orphans(load_a
         process.wait()
     _, alive = psutil.wait_procs(workers, timeout=15)
     assert alive == []
+
+
+def test_thresholds_under_workers_are_judged_once_on_the_merged_figures(
+    load_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from soakwatch.exitcodes import EXIT_THRESHOLD
+    from soakwatch.load.cli import main
+
+    before = load_app.stats()["hits"].get("ok", 0)
+    out = tmp_path / "summary.json"
+    argv = [
+        "--http", f"{load_app.url}/ok", "--rate", "40/s", "--duration", "2s", "--workers", "2",
+        "--quiet", "--summary", str(out),
+        # each worker alone sends 20/s: only the sum of both holds the first and breaks the second
+        "--threshold", "rate>30", "--threshold", "rate>=60", "--threshold", "error_ratio<=0",
+    ]  # fmt: skip
+    assert main(argv) == EXIT_THRESHOLD
+    summary = json.loads(out.read_text())
+    results = {r["threshold"]: r for r in summary["thresholds"]}
+    assert [r["status"] for r in summary["thresholds"]] == ["ok", "breached", "ok", "ok"]
+    assert 30 < results["rate>30"]["value"] < 45  # 80 sent over the 2 s the schedules ran
+    part = summary["scenarios"]["http"]
+    assert part["sent"] == part["outcomes"]["ok"] == 80
+    assert load_app.stats()["hits"]["ok"] - before == 80  # counted by the service
+    err = capsys.readouterr().err
+    assert "soak load: threshold http: rate>=60: rate=" in err and " breached" in err
+
+
+def test_abort_on_fail_under_workers_stops_every_worker_on_the_merged_figures(
+    load_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from soakwatch.exitcodes import EXIT_THRESHOLD
+    from soakwatch.load.cli import main
+
+    out = tmp_path / "summary.json"
+    argv = [
+        "--http", f"{load_app.url}/error", "--rate", "20/s", "--duration", "60s",
+        "--workers", "2", "--quiet", "--summary", str(out),
+        "--threshold", "error_ratio<0.5", "--abort-on-fail", "--abort-grace", "1s",
+    ]  # fmt: skip
+    started = time.monotonic()
+    assert main(argv) == EXIT_THRESHOLD
+    assert time.monotonic() - started < 20  # long before the 60 s
+    summary = json.loads(out.read_text())
+    assert summary["status"] == "stopped"
+    assert summary["stop_reason"].startswith("threshold http: error_ratio<0.5: error_ratio=1")
+    assert summary["scenarios"]["http"]["outcomes"]["http_5xx"] >= 10
+
+
+PID_FLOW = """
+import os
+
+
+async def flow(client):
+    await client.get("/ok", name="ok")
+    async with client.step(f"pid {os.getpid()}"):  # one step name per worker process
+        await client.get("/missing", check=False)
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_python_scenario_under_workers_sums_its_steps_over_them(
+    load_app: Any, tmp_path: Path
+) -> None:
+    from prometheus_client import generate_latest
+
+    (tmp_path / "soak_pid_flows.py").write_text(PID_FLOW)
+    path = tmp_path / "load.yaml"
+    path.write_text(
+        f"""duration: 2s
+scenarios:
+  - {{kind: python, name: flow, function: "soak_pid_flows:flow", base_url: "{load_app.url}",
+     rate: 20/s}}
+"""
+    )
+    before = load_app.stats()["hits"]
+    driver = Driver(load_config(str(path), environ={}), workers=2)
+    summary = await driver.run()
+    after = load_app.stats()["hits"]
+    part = summary["scenarios"]["flow"]
+    assert part["completed"] == part["outcomes"]["ok"] == 40
+    steps = part["steps"]
+    assert steps["ok"]["completed"] == steps["ok"]["outcomes"]["ok"] == 40
+    assert after["ok"] - before.get("ok", 0) == 40  # counted by the service
+    by_pid = {name: step for name, step in steps.items() if name.startswith("pid ")}
+    assert len(by_pid) == 2  # both workers ran the flow
+    assert sum(s["outcomes"]["ok"] for s in by_pid.values()) == 40
+    assert after["missing"] - before.get("missing", 0) == 40
+    assert all(s["latency_seconds"]["count"] == s["completed"] for s in by_pid.values())
+    metrics = generate_latest(driver.registry).decode()
+    line = 'soak_load_step_requests_total{outcome="ok",scenario="flow",shard="0/1",step="ok"}'
+    assert f"{line} 40.0" in metrics  # one /metrics, summed over the workers

@@ -51,7 +51,6 @@ __all__ = ["main"]
 PROG = "soak load"
 STDOUT = "-"  # --summary -: the summary JSON on stdout
 ENV_PREFIX = "SOAK_LOAD_"
-ABORT_CHECK_SECONDS = 0.5
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -105,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         metavar="N",
         help="processes sharing the schedule like --shard i/N, one summary and /metrics "
-        "(default: the cores; 1 with python scenarios)",
+        "(default: the cores)",
     )
     add("--quiet", action="store_true", help="no live status line")
     add("-v", "--verbose", action="store_true", help="log details to stderr")
@@ -279,8 +278,10 @@ def _main(argv: list[str]) -> int:
     if to_stdout:  # printed at the end instead: no file named "-", no half documents
         config = dataclasses.replace(config, summary_path=None)
     status = None if args.quiet else lambda line: console.status(line)
-    workers = _workers(args.workers, config)
-    driver = _driver_class()(config, status=status, warn=_warn, workers=workers)
+    workers = _workers(args.workers)
+    from soakwatch.load.driver import Driver
+
+    driver = Driver(config, status=status, warn=_warn, workers=workers)
     try:
         summary = run_loop(_run(driver))
     except SoakwatchError:
@@ -328,13 +329,11 @@ def _judge(summary: Mapping[str, Any], config: LoadConfig) -> int:
     return EXIT_THRESHOLD
 
 
-def _workers(text: str | None, config: LoadConfig) -> int:
-    from soakwatch.load.config import PythonScenario
+def _workers(text: str | None) -> int:
     from soakwatch.load.workers import default_workers
 
-    if text is None:  # Python flows' step figures do not merge across processes yet
-        python = any(isinstance(s, PythonScenario) for s in config.scenarios)
-        return 1 if python else default_workers()
+    if text is None:
+        return default_workers()
     try:
         count = int(text)
     except ValueError:
@@ -342,74 +341,6 @@ def _workers(text: str | None, config: LoadConfig) -> int:
     if count < 1:
         raise UsageError(f"--workers: a whole number of processes, at least 1, not {text!r}")
     return count
-
-
-def _driver_class() -> type[Driver]:
-    """The Driver with what issue 14 adds around it (Python scenarios, thresholds): kept here,
-    beside the CLI, until driver.py does it itself."""
-    from soakwatch.load import driver as driver_module
-    from soakwatch.load.config import PythonScenario
-    from soakwatch.load.python import PythonLoad, StepCollector
-    from soakwatch.load.stats import ScenarioStats
-    from soakwatch.load.thresholds import breached, describe, evaluate
-
-    # The driver's table of scenario kind -> (extra, module); Python flows speak aiohttp.
-    driver_module._EXTRA_OF_KIND.setdefault("python", ("http", "aiohttp"))
-
-    class ThresholdDriver(driver_module.Driver):
-        def __init__(self, config: LoadConfig, **kwargs: Any) -> None:
-            super().__init__(config, **kwargs)
-            self.python_loads: dict[str, PythonLoad] = {}
-            if any(isinstance(s, PythonScenario) for s in config.scenarios):
-                loads = self.python_loads.values
-                self.registry.register(StepCollector(loads, shard=config.shard))
-
-        def _make(self, scenario: Any, stats: ScenarioStats, *rest: Any) -> Any:
-            if isinstance(scenario, PythonScenario):
-                load = PythonLoad(scenario, stats, self.config.buckets)
-                self.python_loads[scenario.name] = load
-                return load
-            return super()._make(scenario, stats, *rest)
-
-        def _summary(
-            self, elapsed: float, error: str | None, status: str | None = None
-        ) -> dict[str, Any]:
-            summary = super()._summary(elapsed, error, status)
-            for name, load in self.python_loads.items():
-                summary["scenarios"][name]["steps"] = load.step_summaries()
-            summary["thresholds"] = evaluate(self.config.thresholds, summary)
-            return summary
-
-        async def run(self) -> dict[str, Any]:
-            watch = None
-            if any(t.abort_on_fail for t in self.config.thresholds):
-                watch = asyncio.get_running_loop().create_task(self._watch())
-            try:
-                return await super().run()
-            finally:
-                if watch is not None:
-                    watch.cancel()
-                    await asyncio.gather(watch, return_exceptions=True)
-
-        async def _watch(self) -> None:
-            """Judge the abort_on_fail thresholds twice a second, each once its grace is
-            over; the first breach stops the run (summary written, exit 99)."""
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            watched = [t for t in self.config.thresholds if t.abort_on_fail]
-            while True:
-                await asyncio.sleep(ABORT_CHECK_SECONDS)
-                elapsed = loop.time() - started
-                due = [t for t in watched if elapsed >= t.abort_grace_seconds]
-                if not due:
-                    continue
-                live = driver_module.Driver._summary(self, elapsed, None, status="running")
-                broken = breached(evaluate(due, live, implicit=False))
-                if broken:
-                    self.stop(f"threshold {describe(broken[0])}")
-                    return
-
-    return ThresholdDriver
 
 
 def _warn(message: str) -> None:

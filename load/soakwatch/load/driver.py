@@ -27,6 +27,7 @@ from soakwatch.load.config import (
     DatabaseScenario,
     HttpScenario,
     LoadConfig,
+    PythonScenario,
     RateScenario,
     SessionScenario,
     WebSocketScenario,
@@ -57,6 +58,7 @@ _LOGGED_ERRORS_PER_SCENARIO = 5
 # it dropped operations: the latencies it reports then say more about it than the service.
 LAG_WARN_SECONDS = 0.010
 _BOTTLENECK_CHECK_SECONDS = 5.0
+ABORT_CHECK_SECONDS = 0.5  # how often the abort_on_fail thresholds are judged during the run
 now = time.monotonic  # every instant of the run (due, sent, done); loop.time() may be coarse
 
 
@@ -76,6 +78,7 @@ _EXTRA_OF_KIND: dict[str, tuple[str, str]] = {
     "redis": ("redis", "redis"),
     "postgres": ("postgres", "psycopg"),
     "clickhouse": ("clickhouse", "aiohttp"),
+    "python": ("http", "aiohttp"),  # a Python flow's client is aiohttp's
 }
 
 
@@ -119,11 +122,20 @@ class Driver:
                 rate = scenario.rate_per_second / shard_count
             self.stats.append(ScenarioStats(scenario.name, scenario.kind, config.buckets, rate))
         self.timings = [Timings(config.buckets) for _ in config.scenarios]
+        # Python scenarios: step name -> its counters, per scenario (merged from the workers'
+        # the way self.stats is).
+        self.steps: dict[str, dict[str, ScenarioStats]] = {
+            s.name: {} for s in config.scenarios if isinstance(s, PythonScenario)
+        }
         self.registry = registry if registry is not None else CollectorRegistry()
         self.collector = LoadCollector(
             lambda: self.stats, shard=config.shard, registry=None, timings=lambda: self.timings
         )
         self.registry.register(self.collector)
+        if self.steps:
+            from soakwatch.load.python import StepCollector
+
+            self.registry.register(StepCollector(lambda: self.steps, shard=config.shard))
         self._running = False
         if config.run_id is not None:
             RunInfoCollector(
@@ -147,6 +159,7 @@ class Driver:
         self._active_end: float | None = None
         self._bottleneck_warned = False
         self._worker_set: WorkerSet | None = None
+        self._workers_active: float | None = None  # the longest active time of the workers
 
     # -- control -----------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
@@ -175,6 +188,9 @@ class Driver:
         closers: list[Callable[[], Awaitable[None]]] = []
         error: str | None = None
         metrics_runner = None
+        watch = None
+        if any(t.abort_on_fail for t in self.config.thresholds):
+            watch = asyncio.get_running_loop().create_task(self._watch_thresholds())
         self._running = True
         try:
             if self.workers > 1:
@@ -207,6 +223,9 @@ class Driver:
             # closes below, so a Prometheus scraping it marks every series stale.
             self._running = False
             self._active_end = self._active_end or now()
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             for close in closers:
                 with contextlib.suppress(Exception):
                     await close()
@@ -254,6 +273,10 @@ class Driver:
             from soakwatch.load.database import DATABASES
 
             return DATABASES[scenario.kind](scenario, stats)
+        if isinstance(scenario, PythonScenario):
+            from soakwatch.load.python import PythonLoad
+
+            return PythonLoad(scenario, stats, self.config.buckets, self.steps[scenario.name])
         raise TypeError(f"unknown scenario {scenario!r}")  # pragma: no cover
 
     async def _drive(
@@ -331,7 +354,9 @@ class Driver:
         def update() -> None:
             latest = [s for s in workers.latest if s is not None]
             if latest:
-                merge_snapshots(latest, self.stats, self.timings)
+                merge_snapshots(latest, self.stats, self.timings, self.steps)
+                # Rates over the time the schedules ran, not the workers' start and end too.
+                self._workers_active = max(float(s.get("active_seconds", 0.0)) for s in latest)
 
         try:
             await workers.start()
@@ -471,6 +496,27 @@ class Driver:
                 for warning in warnings:
                     self._warn(f"{warning} (so far)")
 
+    async def _watch_thresholds(self) -> None:
+        """Judge the abort_on_fail thresholds every ABORT_CHECK_SECONDS, each once its grace is
+        over, on this process's figures (with workers: the merged ones); the first breach stops
+        the run (summary written, exit 99)."""
+        from soakwatch.load.thresholds import breached, describe, evaluate
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        watched = [t for t in self.config.thresholds if t.abort_on_fail]
+        while True:
+            await asyncio.sleep(ABORT_CHECK_SECONDS)
+            elapsed = loop.time() - started
+            due = [t for t in watched if elapsed >= t.abort_grace_seconds]
+            if not due:
+                continue
+            live = self._summary(elapsed, None, status="running", judge=False)
+            broken = breached(evaluate(due, live, implicit=False))
+            if broken:
+                self.stop(f"threshold {describe(broken[0])}")
+                return
+
     async def _write_summary_periodically(self, start: float) -> None:
         assert self.config.summary_path
         while True:
@@ -481,15 +527,23 @@ class Driver:
             self._note_summary_write(await asyncio.to_thread(try_write_summary, path, summary))
             await asyncio.sleep(self.config.summary_interval_seconds)
 
-    def _summary(
-        self, elapsed: float, error: str | None, status: str | None = None
-    ) -> dict[str, Any]:
+    def active_seconds(self) -> float:
+        """How long the schedule has run (so far, or from its start to its end); with workers,
+        the longest of theirs."""
+        if self._workers_active is not None:
+            return self._workers_active
         end = self._active_end if self._active_end is not None else now()
-        active = max(end - self._start_time, 0.0) if self._start_time else 0.0
+        return max(end - self._start_time, 0.0) if self._start_time else 0.0
+
+    def _summary(
+        self, elapsed: float, error: str | None, status: str | None = None, *, judge: bool = True
+    ) -> dict[str, Any]:
+        """The summary document; ``judge``: with the thresholds' results (``thresholds``)."""
+        active = self.active_seconds()
         if status is None:
             status = "error" if error else ("stopped" if self._stop_reason else "completed")
         stages = self.config.stages
-        return build_summary(
+        summary = build_summary(
             self.stats,
             timings=self.timings,
             lag_warn_seconds=LAG_WARN_SECONDS,
@@ -509,6 +563,16 @@ class Driver:
                 "ramp_down_seconds": stages.ramp_down_seconds,
             },
         )
+        if self.steps:
+            from soakwatch.load.python import step_summaries
+
+            for name, steps in self.steps.items():
+                summary["scenarios"][name]["steps"] = step_summaries(steps)
+        if judge:
+            from soakwatch.load.thresholds import evaluate
+
+            summary["thresholds"] = evaluate(self.config.thresholds, summary)
+        return summary
 
     async def _serve_metrics(self, host: str, port: int) -> Any:
         from aiohttp import web

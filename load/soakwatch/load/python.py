@@ -60,8 +60,11 @@ __all__ = [
     "Client",
     "PythonLoad",
     "Reply",
+    "StepCollector",
     "StepFailed",
+    "new_step",
     "resolve_function",
+    "step_summaries",
 ]
 
 log = logging.getLogger(__name__)
@@ -271,14 +274,19 @@ class PythonLoad:
     ScenarioStats per step name (at most MAX_STEPS, then OTHER_STEP)."""
 
     def __init__(
-        self, scenario: PythonScenario, stats: ScenarioStats, buckets: tuple[float, ...]
+        self,
+        scenario: PythonScenario,
+        stats: ScenarioStats,
+        buckets: tuple[float, ...],
+        steps: dict[str, ScenarioStats] | None = None,
     ) -> None:
         import aiohttp
 
         self.scenario = scenario
         self._stats = stats
         self._buckets = buckets
-        self.steps: dict[str, ScenarioStats] = {}
+        # The driver's, when it passes them: it reports and merges them (workers) itself.
+        self.steps: dict[str, ScenarioStats] = steps if steps is not None else {}
         self._flow = resolve_function(scenario.function, scenario.search_path)
         self._connector = aiohttp.TCPConnector(
             limit=scenario.max_in_flight, limit_per_host=0, ttl_dns_cache=300
@@ -299,7 +307,7 @@ class PythonLoad:
                     )  # fmt: skip
                 name = OTHER_STEP
             if name not in steps:
-                steps[name] = ScenarioStats(name, "python_step", self._buckets)
+                steps[name] = new_step(name, self._buckets)
         stats = steps[name]
         stats.scheduled += 1
         stats.started += 1
@@ -335,7 +343,17 @@ class PythonLoad:
     # -- reporting ---------------------------------------------------------------------------
     def step_summaries(self) -> dict[str, dict[str, Any]]:
         """The ``steps`` part of the scenario's summary."""
-        return {name: _step_summary(stats) for name, stats in self.steps.items()}
+        return step_summaries(self.steps)
+
+
+def new_step(name: str, buckets: tuple[float, ...]) -> ScenarioStats:
+    """The counters of one step."""
+    return ScenarioStats(name, "python_step", buckets)
+
+
+def step_summaries(steps: Mapping[str, ScenarioStats]) -> dict[str, dict[str, Any]]:
+    """The ``steps`` part of a Python scenario's summary."""
+    return {name: _step_summary(stats) for name, stats in steps.items()}
 
 
 def _step_summary(stats: ScenarioStats) -> dict[str, Any]:
@@ -354,9 +372,12 @@ class StepCollector(Collector):
     ``soak_load_step_duration_seconds{scenario,step,shard}`` of the Python scenarios."""
 
     def __init__(
-        self, loads: Callable[[], Iterable[PythonLoad]], *, shard: tuple[int, int]
+        self,
+        steps: Callable[[], Mapping[str, Mapping[str, ScenarioStats]]],
+        *,
+        shard: tuple[int, int],
     ) -> None:
-        self._loads = loads
+        self._steps = steps  # scenario name -> step name -> its counters
         self._shard = f"{shard[0]}/{shard[1]}"
 
     def collect(self) -> Iterable[Metric]:
@@ -372,9 +393,8 @@ class StepCollector(Collector):
             "Time of each step of the Python scenarios, from its start to its end",
             labels=["scenario", "step", "shard"],
         )
-        for load in self._loads():
-            scenario = load.scenario.name
-            for name, stats in list(load.steps.items()):
+        for scenario, steps in list(self._steps().items()):
+            for name, stats in list(steps.items()):
                 for outcome in OUTCOMES:
                     requests.add_metric(
                         [scenario, name, outcome, self._shard], stats.outcomes[outcome]

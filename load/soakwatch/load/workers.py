@@ -5,8 +5,10 @@ soakwatch.load.workers``), each a ``Driver`` of one slice of the schedule: worke
 run that is shard ``i/M`` runs shard ``i + M*j`` of ``M*N`` (the ``--shard`` rule: the N
 slices are exactly shard ``i/M``'s events, interleaved). Each child writes a snapshot of its
 counters and histograms as one JSON line on stdout every ``SNAPSHOT_SECONDS`` and a last one at
-its end; the parent adds the latest snapshots of all children into its own counters, which its
-/metrics, status line, summary and bottleneck warnings read as they read a single process's.
+its end (a Python scenario's snapshot holds its steps' counters too); the parent adds the latest
+snapshots of all children into its own counters, which its /metrics, status line, summary,
+bottleneck warnings and thresholds (at the end, and ``abort_on_fail`` during the run) read as they
+read a single process's. The children judge no thresholds: a slice's figures are not the run's.
 A stop (SIGINT/SIGTERM, ``driver.stop``) is passed to every child as SIGTERM: each ends
 gracefully and reports its last counters.
 """
@@ -22,14 +24,17 @@ import os
 import pickle
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from soakwatch.errors import SoakwatchError
 from soakwatch.load.config import LoadConfig
 from soakwatch.load.histogram import BucketedHistogram, LatencyHistogram, Timings
 from soakwatch.load.stats import ScenarioStats
+
+if TYPE_CHECKING:
+    from soakwatch.load.driver import Driver
 
 __all__ = ["default_workers", "merge_snapshots", "run_loop", "snapshot", "worker_config"]
 
@@ -76,21 +81,51 @@ def worker_config(config: LoadConfig, index: int, workers: int) -> LoadConfig:
         summary_path=None,
         metrics_listen=None,
         run_id=None,
+        thresholds=(),  # judged by the parent, on the merged figures
     )
 
 
-def snapshot(stats: Sequence[ScenarioStats], timings: Sequence[Timings]) -> dict[str, Any]:
-    """The counters and histograms of a worker, as JSON."""
+def _counts(item: ScenarioStats) -> dict[str, Any]:
+    return {
+        **{name: getattr(item, name) for name in _COUNTERS},
+        "outcomes": {k: v for k, v in item.outcomes.items() if v},
+        "histogram": item.histogram.to_dict(),
+        "bucket_counts": list(item.bucket_counts),
+    }
+
+
+def _merge_counts(item: ScenarioStats, parts: Sequence[Mapping[str, Any]]) -> None:
+    """Set ``item``'s counters and latency histogram to the sums of ``parts``."""
+    for name in _COUNTERS:
+        setattr(item, name, sum(int(p[name]) for p in parts))
+    for outcome in item.outcomes:
+        item.outcomes[outcome] = sum(int(p["outcomes"].get(outcome, 0)) for p in parts)
+    item.histogram = LatencyHistogram.merged(
+        LatencyHistogram.from_dict(p["histogram"]) for p in parts
+    )
+    counts = [p["bucket_counts"] for p in parts]
+    item.bucket_counts = [sum(column) for column in zip(*counts, strict=True)]
+
+
+def snapshot(
+    stats: Sequence[ScenarioStats],
+    timings: Sequence[Timings],
+    steps: Mapping[str, Mapping[str, ScenarioStats]] | None = None,
+) -> dict[str, Any]:
+    """The counters and histograms of a worker (with its Python scenarios' ``steps``), as JSON."""
+    steps = steps or {}
     return {
         "scenarios": [
             {
-                **{name: getattr(item, name) for name in _COUNTERS},
+                **_counts(item),
                 "skipped": item.skipped_reason,
-                "outcomes": dict(item.outcomes),
-                "histogram": item.histogram.to_dict(),
-                "bucket_counts": list(item.bucket_counts),
                 "lag": timing.lag.to_dict(),
                 "service": timing.service.to_dict(),
+                **(
+                    {"steps": {n: _counts(s) for n, s in list(steps[item.name].items())}}
+                    if item.name in steps
+                    else {}
+                ),
             }
             for item, timing in zip(stats, timings, strict=True)
         ]
@@ -101,26 +136,47 @@ def merge_snapshots(
     snapshots: Sequence[dict[str, Any]],
     stats: Sequence[ScenarioStats],
     timings: Sequence[Timings],
+    steps: Mapping[str, dict[str, ScenarioStats]] | None = None,
 ) -> None:
-    """Set ``stats`` and ``timings`` to the sums of the workers' latest ``snapshots``."""
+    """Set ``stats``, ``timings`` and ``steps`` to the sums of the workers' latest
+    ``snapshots``."""
     for position, (item, timing) in enumerate(zip(stats, timings, strict=True)):
         parts = [s["scenarios"][position] for s in snapshots]
-        for name in _COUNTERS:
-            setattr(item, name, sum(int(p[name]) for p in parts))
+        _merge_counts(item, parts)
         item.skipped_reason = next((p["skipped"] for p in parts if p["skipped"]), None)
-        for outcome in item.outcomes:
-            item.outcomes[outcome] = sum(int(p["outcomes"].get(outcome, 0)) for p in parts)
-        item.histogram = LatencyHistogram.merged(
-            LatencyHistogram.from_dict(p["histogram"]) for p in parts
-        )
-        counts = [p["bucket_counts"] for p in parts]
-        item.bucket_counts = [sum(column) for column in zip(*counts, strict=True)]
+        if steps is not None and item.name in steps:
+            _merge_steps(steps[item.name], [p.get("steps", {}) for p in parts], item.buckets)
         lag = BucketedHistogram(timing.lag.bounds)
         service = BucketedHistogram(timing.service.bounds)
         for part in parts:
             lag.merge(BucketedHistogram.from_dict(lag.bounds, part["lag"]))
             service.merge(BucketedHistogram.from_dict(service.bounds, part["service"]))
         timing.lag, timing.service = lag, service
+
+
+def _merge_steps(
+    steps: dict[str, ScenarioStats],
+    parts: Sequence[Mapping[str, Mapping[str, Any]]],
+    buckets: tuple[float, ...],
+) -> None:
+    """``steps`` set to the sums of the workers' step counters, in the order the steps were
+    first seen (each worker keeps at most MAX_STEPS names; beyond that here too, the rest add
+    up under OTHER_STEP)."""
+    from soakwatch.load.python import MAX_STEPS, OTHER_STEP, new_step
+
+    by_name: dict[str, list[Mapping[str, Any]]] = {}
+    for part in parts:
+        for name, counts in part.items():
+            if name not in by_name and len(by_name) >= MAX_STEPS:
+                name = OTHER_STEP
+            by_name.setdefault(name, []).append(counts)
+    merged: dict[str, ScenarioStats] = {}
+    for name, of_workers in by_name.items():
+        step = new_step(name, buckets)
+        _merge_counts(step, of_workers)
+        merged[name] = step
+    steps.clear()
+    steps.update(merged)
 
 
 class WorkerSet:
@@ -206,6 +262,13 @@ def _stop_early(signum: int, _: Any) -> None:
     _early_stop.append(signal.Signals(signum).name)
 
 
+def _snapshot_of(driver: Driver) -> dict[str, Any]:
+    return {
+        **snapshot(driver.stats, driver.timings, driver.steps),
+        "active_seconds": driver.active_seconds(),
+    }
+
+
 async def _child(config: LoadConfig) -> int:
     from soakwatch.load.driver import Driver
 
@@ -228,7 +291,7 @@ async def _child(config: LoadConfig) -> int:
                 driver.stop("parent gone")
                 return
             try:
-                emit(snapshot(driver.stats, driver.timings))
+                emit(_snapshot_of(driver))
             except BrokenPipeError:
                 driver.stop("parent gone")
                 return
@@ -244,7 +307,7 @@ async def _child(config: LoadConfig) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
     with contextlib.suppress(BrokenPipeError):
-        emit({**snapshot(driver.stats, driver.timings), "final": True})
+        emit({**_snapshot_of(driver), "final": True})
     return 0
 
 
