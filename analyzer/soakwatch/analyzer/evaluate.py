@@ -361,7 +361,14 @@ def _slope_verdict(rule: Rule, estimate: GrowthEstimate) -> tuple[Status, str]:
                 f"; but the last {format_duration(rising[-1].end - rising[-1].start)} rise "
                 f"{_fmt(rule, rising[-1].slope_per_hour)}, too short to judge on its own"
             )
-    if status == "fail" and estimate.slowing is not None:
+    if status == "fail" and estimate.settling is not None and estimate.settling[1] <= limit:
+        status = "inconclusive"
+        left, low, high = estimate.settling
+        reason += (
+            f"; but it levels off like a warm-up still settling: the growth left once it has "
+            f"settled is {_fmt(rule, left)} ({_show(rule, low):.3g}..{_show(rule, high):.3g})"
+        )
+    if status == "fail" and estimate.slowing is not None and estimate.slowing[1] <= limit:
         status = "inconclusive"
         early, late = estimate.slowing
         reason += (
@@ -443,6 +450,9 @@ def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Resul
             "min_cycles": MIN_CYCLES,
         },
         "detectable_slope": _finite_or_none(_show(rule, estimate.detectable_per_hour)),
+        "settling": None
+        if estimate.settling is None
+        else [_show(rule, v) for v in estimate.settling],
         "slowing": None
         if estimate.slowing is None
         else [_show(rule, estimate.slowing[0]), _show(rule, estimate.slowing[1])],

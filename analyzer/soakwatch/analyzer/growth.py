@@ -65,6 +65,7 @@ POINT_BUDGET = 360  # window points over all pieces (Theil-Sen pairs grow with t
 SUSTAINED_SHARE = 0.2  # a regime judged on its own spans at least this share of the analysed time
 MIN_CYCLES = 10  # troughs a cycle needs before flat troughs pass
 SLOWING_Z = 2.33  # one-sided 1 %: a straight leak reads as slowing down once in a hundred
+SETTLING_Z = 3.0  # a settling term this many standard errors deep marks a warm-up tail
 TROUGH_SHARE = 0.1  # a trough is the median of the samples in this share of a period after a drop
 
 
@@ -129,6 +130,9 @@ class GrowthEstimate:
     # (first half, second half) slopes per hour of the judged data when the growth slows down
     # significantly (the intervals of the two halves do not overlap): a warm-up still settling
     slowing: tuple[float, float] | None = None
+    # (slope, lower, upper) per hour of the straight part of y = a + s x - b exp(-x / tau)
+    # when the settling term is significant: the growth left once the warm-up is over
+    settling: tuple[float, float, float] | None = None
 
     @property
     def slope_per_hour(self) -> float:
@@ -353,6 +357,7 @@ def estimate_growth(
         span = float(x[piece][-1] - x[piece][0])
         window = max(interval, min(overall, span / 8.0)) if span > 0 else interval
         wx, wy = window_points(x[piece], y[piece], window, "median")
+        uncut = (wx, wy)
         start = 0
         if warmup_auto:
             start = warmup_end(wx, wy, max_fraction=max_warmup_fraction)
@@ -377,7 +382,7 @@ def estimate_growth(
         cuts = change_points(all_t, all_y, min_size=max(min_points, all_t.size // 20))
         edges = [0, *cuts, all_t.size]
         regimes_bounds = list(itertools.pairwise(edges))
-        total = float(all_t[-1] - all_t[0]) if all_t.size > 1 else 0.0
+        total = covered  # the share is of all the data after the fixed warm-up
         last = 0
         for index, (a, b) in enumerate(regimes_bounds):
             span = float(all_t[b - 1] - all_t[a])
@@ -408,7 +413,14 @@ def estimate_growth(
         last = 0
     fit, factor = _fit(all_t, all_y, judged, confidence)
     judged_from = judged[0].start
-    slowing = _slowing(all_t, all_y, judged, confidence) if fit is not None else None
+    slowing = (
+        _slowing(all_t, all_y, judged, confidence) if fit is not None and len(pts_t) == 1 else None
+    )
+    settling = (
+        _settling(uncut[0], uncut[1], confidence, window)
+        if fit is not None and len(pts_t) == 1
+        else None
+    )
     regimes: list[Regime] = []
     for index, (a, b) in enumerate(regimes_bounds):
         part, _ = _fit(all_t[a:b], all_y[a:b], [slice(0, b - a)], confidence)
@@ -461,6 +473,7 @@ def estimate_growth(
         drop_times=drop_times,
         covered_seconds=covered,
         slowing=slowing,
+        settling=settling,
     )
 
 
@@ -503,6 +516,47 @@ def _slowing(
     if se_c > 0 and c < -SLOWING_Z * se_c and start > 0:
         return start, end
     return None
+
+
+def _settling(
+    x: FloatArray, y: FloatArray, confidence: float, window: float
+) -> tuple[float, float, float] | None:
+    """A warm-up still settling: least squares of y = a + s x + b exp(-(x - x0) / tau) over a
+    grid of tau (2 windows .. half the span); when b is negative (a rise levelling off) by more
+    than :data:`SETTLING_Z` standard errors, the slope s with its interval (long-run variance
+    factor applied), per hour. None when no such term is significant."""
+    if x.size < 24:
+        return None
+    u = x - x[0]
+    span = float(u[-1])
+    if not span > 8 * window:
+        return None
+    best: tuple[float, FloatArray, FloatArray] | None = None
+    for tau in np.geomspace(2 * window, span / 2, 16):
+        design: FloatArray = np.c_[np.ones(u.size), u / span, np.exp(-u / tau)]
+        solution = np.linalg.lstsq(design, y, rcond=None)
+        coefficients: FloatArray = np.asarray(solution[0], dtype=np.float64)
+        residuals = y - design @ coefficients
+        sse = float(np.dot(residuals, residuals))
+        if best is None or sse < best[0]:
+            best = (sse, design, coefficients)
+    assert best is not None
+    sse, design, coefficients = best
+    dof = u.size - 4
+    residuals = y - design @ coefficients
+    factor = long_run_factor(residuals)
+    try:
+        inverse = np.linalg.inv(design.T @ design)
+    except np.linalg.LinAlgError:
+        return None
+    variance = sse / dof * factor
+    se_b = math.sqrt(max(variance * float(inverse[2, 2]), 0.0))
+    if not (se_b > 0 and float(coefficients[2]) < -SETTLING_Z * se_b):
+        return None
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    slope = float(coefficients[1]) / span * HOUR
+    half = z * math.sqrt(max(variance * float(inverse[1, 1]), 0.0)) / span * HOUR
+    return slope, slope - half, slope + half
 
 
 def _troughs(
