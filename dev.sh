@@ -8,7 +8,8 @@ cd "$(dirname "$0")"
 
 # python3-venv: a fresh Debian image has neither Python's venv nor ensurepip.
 APT_PACKAGES=(python3 python3-venv prometheus prometheus-alertmanager redis-server postgresql
-              clickhouse-server victoria-metrics prometheus-process-exporter wrk chromium)
+              clickhouse-server victoria-metrics prometheus-process-exporter wrk chromium
+              golang-go)
 # Programs the tests need, as program:package; the package is installed only when no such
 # program is on PATH (a machine may bring its own kubectl from another repository).
 APT_PROGRAMS=(kubectl:kubernetes-client)
