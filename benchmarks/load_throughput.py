@@ -20,9 +20,11 @@ after a warm-up: requests per CPU-second = server-counted requests / tree CPU se
    Locust at the same rate is shown beside it (its closed model hides the stall).
 3. The driver's own lag at 30 % of its saturation rate (``--workers 1``): lag p99 (due -> sent)
    from its summary. Target: under 2 ms.
-Exits 1 when a target is missed (each is printed with PASS/FAIL), 2 when a tool is missing.
-Locust is taken from ``--locust PATH``, ``$SOAK_BENCH_LOCUST`` or PATH (``pip install
-locust``). Results go to ``benchmarks/results/load_throughput.json``.
+Exits 1 when a target is missed (each is printed with PASS/FAIL), 2 when a tool is missing (one
+line naming each: cc, locust, wrk). Locust is taken from ``--locust PATH``,
+``$SOAK_BENCH_LOCUST``, beside this Python or PATH (``pip install -e '.[test,bench]'``); wrk and
+cc from PATH (``apt-get install wrk gcc``). Results go to
+``benchmarks/results/load_throughput.json``.
 """
 
 from __future__ import annotations
@@ -101,12 +103,27 @@ class CServer:
         self.stop()
 
 
+def compiler() -> str | None:
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def missing_tools(locust: str | None) -> list[str]:
+    """What this benchmark needs and cannot find, each with how to get it."""
+    missing = []
+    if compiler() is None:
+        missing.append("cc (a C compiler, for its server: apt-get install gcc)")
+    if locust is None:
+        missing.append("locust (the peer: pip install -e '.[bench]', or --locust PATH)")
+    if shutil.which("wrk") is None:
+        missing.append("wrk (the ceiling: apt-get install wrk)")
+    return missing
+
+
 def build_server(workdir: Path) -> Path:
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise SystemExit("load_throughput: needs a C compiler (cc) for its server")
+    cc = compiler()
+    assert cc is not None  # missing_tools() said so before
     binary = workdir / "server"
-    subprocess.run([compiler, "-O2", "-o", str(binary), str(SERVER_C)], check=True)
+    subprocess.run([cc, "-O2", "-o", str(binary), str(SERVER_C)], check=True)
     return binary
 
 
@@ -343,9 +360,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     window = args.seconds or (30.0 if args.full else 8.0)
     locust = locust_binary(args.locust)
-    if locust is None:
-        print("load_throughput: Locust not found (pip install locust; --locust PATH)")
+    missing = missing_tools(locust)
+    if missing:
+        print(f"load_throughput: missing {'; '.join(missing)}", file=sys.stderr)
         return 2
+    assert locust is not None
     results: dict[str, Any] = {
         "machine": machine(),
         "window_seconds": window,
