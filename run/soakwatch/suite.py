@@ -6,7 +6,10 @@
 Each test is one ``soak run`` (through the ``soak_run`` fixture) with the load scenarios of the
 config that exercise it, judged by the rules that concern it. A test whose scenarios are absent
 from the config, or all left out because an optional service is down, is skipped with the
-reason; a required service down is an error listing each (see docs/pytest.md).
+reason; a required service down is an error listing each (see docs/pytest.md). A rule that
+fails fails its test; one that is only inconclusive does too, unless ``--soak-inconclusive``
+says skip or pass. Without ``--soak-config`` the suite is one usage error (the plugin's
+``pytest_collection_finish``).
 """
 
 from __future__ import annotations
@@ -82,20 +85,41 @@ def _failures(report: Report | None, rules: Iterable[str]) -> list[str]:
     ]
 
 
-def _assert_rules(result: RunResult, *rules: str) -> None:
+def _assert_rules(request: pytest.FixtureRequest, result: RunResult, *rules: str) -> None:
     report = _report(result)
     assert report is not None, f"no verdict: see {result.run_dir}/logs/analyze.log"
     judged = [r for r in report.results if r.rule in rules]
     assert judged, f"no result for {', '.join(rules)} in {result.run_dir}/verdict.json"
     problems = _failures(report, rules)
-    assert not problems, f"{result.run_dir}:\n  " + "\n  ".join(problems)
+    _judge(
+        request, result, problems, all_inconclusive=all(": inconclusive (" in p for p in problems)
+    )
+
+
+def _judge(
+    request: pytest.FixtureRequest,
+    result: RunResult,
+    problems: list[str],
+    *,
+    all_inconclusive: bool,
+) -> None:
+    """A failed rule fails the test; inconclusive ones alone go by --soak-inconclusive."""
+    if not problems:
+        return
+    text = f"{result.run_dir}:\n  " + "\n  ".join(problems)
+    if all_inconclusive:
+        from soakwatch.pytest_plugin import inconclusive
+
+        inconclusive(request.config, f"inconclusive: {text}")
+        return
+    pytest.fail(text, pytrace=False)
 
 
 @pytest.mark.soak("memory_leak_detection")
 def test_memory_leak_detection(request: pytest.FixtureRequest, soak_run: Any) -> None:
     """No service's memory grows beyond the threshold under the HTTP load."""
     result = _soak(request, soak_run, (*HTTP, "sessions"), "HTTP")
-    _assert_rules(result, "memory_growth")
+    _assert_rules(request, result, "memory_growth")
 
 
 @pytest.mark.soak("websocket_connections_with_authentication")
@@ -104,35 +128,35 @@ def test_websocket_connections_with_authentication(
 ) -> None:
     """Held WebSocket connections (authenticated where configured): no errors, no growth."""
     result = _soak(request, soak_run, ("websocket",), "WebSocket")
-    _assert_rules(result, "error_ratio", "memory_growth")
+    _assert_rules(request, result, "error_ratio", "memory_growth")
 
 
 @pytest.mark.soak("session_churn")
 def test_session_churn(request: pytest.FixtureRequest, soak_run: Any) -> None:
     """Sessions created, used and deleted at the profile's rate leave nothing behind."""
     result = _soak(request, soak_run, ("sessions",), "session churn")
-    _assert_rules(result, "memory_growth", "error_ratio")
+    _assert_rules(request, result, "memory_growth", "error_ratio")
 
 
 @pytest.mark.soak("database_operations")
 def test_database_operations(request: pytest.FixtureRequest, soak_run: Any) -> None:
     """Direct database operations at the profile's rate succeed throughout."""
     result = _soak(request, soak_run, DATABASES, "database")
-    _assert_rules(result, "error_ratio")
+    _assert_rules(request, result, "error_ratio")
 
 
 @pytest.mark.soak("connection_pool_stability")
 def test_connection_pool_stability(request: pytest.FixtureRequest, soak_run: Any) -> None:
     """Connection pools keep a steady size under the whole load."""
     result = _soak(request, soak_run, ALL_KINDS, "load")
-    _assert_rules(result, "pool_variation")
+    _assert_rules(request, result, "pool_variation")
 
 
 @pytest.mark.soak("latency_degradation")
 def test_latency_degradation(request: pytest.FixtureRequest, soak_run: Any) -> None:
     """p95 latency at the end of the run is close to the first window's."""
     result = _soak(request, soak_run, HTTP, "HTTP")
-    _assert_rules(result, "latency_degradation")
+    _assert_rules(request, result, "latency_degradation")
 
 
 @pytest.mark.soak("gc_efficiency")
@@ -142,7 +166,7 @@ def test_gc_efficiency(request: pytest.FixtureRequest, soak_run: Any) -> None:
     result = _soak(request, soak_run, ALL_KINDS, "load")
     if result.verdict_of("gc_efficiency") in (None, "not_applicable"):
         pytest.skip("no GC series: the target publishes no in-process GC metrics")
-    _assert_rules(result, "gc_efficiency")
+    _assert_rules(request, result, "gc_efficiency")
 
 
 @pytest.mark.soak("complete", complete=True)
@@ -151,6 +175,9 @@ def test_complete_suite(request: pytest.FixtureRequest, soak_run: Any) -> None:
     result = _soak(request, soak_run, ALL_KINDS, "load")
     report = _report(result)
     every_rule = [r.rule for r in report.results] if report else []
+    if result.status == "inconclusive":
+        _judge(request, result, _failures(report, every_rule), all_inconclusive=True)
+        return
     assert result.status == "pass", f"{result.status}: {result.run_dir}\n  " + "\n  ".join(
         _failures(report, every_rule)
     )
