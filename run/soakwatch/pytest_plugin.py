@@ -329,7 +329,7 @@ def _parse_marker(
             )
     growth = None if max_growth is None else _growth_mb_per_hour(max_growth)
     if rules is not None and not isinstance(rules, (str, os.PathLike)):
-        raise TypeError(f"rules must be the path of a rules file, got {rules!r}")
+        raise TypeError(f"rules must be a rules file or a packaged name, got {rules!r}")
     return SoakMarker(
         scenario,
         tuple(services),
@@ -380,9 +380,12 @@ def soak_marker(item: pytest.Item) -> SoakMarker | None:
     except TypeError as exc:
         _bad_marker(str(exc).replace("_parse_marker()", "soak()"))
     if parsed.rules is not None:
-        path = parsed.rules if parsed.rules.is_absolute() else _rootdir(item.config) / parsed.rules
-        parsed = dataclasses.replace(parsed, rules=path)
+        from soakwatch.rules.model import resolve_rules
+
         try:
+            # a packaged name (a preset such as "quick", a pack such as "node") or a path
+            path = resolve_rules(str(parsed.rules), base_dir=_rootdir(item.config))
+            parsed = dataclasses.replace(parsed, rules=path)
             _marker_rule(item.config, path)
         except SoakwatchError as exc:
             _bad_marker(f"rules: {exc}")

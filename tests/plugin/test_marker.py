@@ -105,9 +105,9 @@ def test_the_complete_suite_also_needs_run_complete_soak_test(
         ),
         ("max_growth='2 MB'", "max_growth must be a memory growth*got '2 MB'"),
         ("max_growth=-1", "max_growth must be a memory growth greater than 0*got -1"),
-        ("rules=3", "rules must be the path of a rules file, got 3"),
+        ("rules=3", "rules must be a rules file or a packaged name, got 3"),
         ("rules='missing.yaml'", "rules: no such rules file: */missing.yaml"),
-        ("rules='quick'", "rules: no such rules file: */quick"),
+        ("rules='quik'", "rules: unknown rules name 'quik'; known: default; presets: *quick*"),
     ],
 )
 def test_bad_marker_arguments_are_an_error_that_names_the_marker_and_the_problem(

@@ -196,6 +196,22 @@ def test_the_markers_rules_file_gives_the_threshold(pytester: pytest.Pytester) -
     pytester.runpytest("--run-soak").assert_outcomes(passed=1)
 
 
+def test_the_marker_takes_a_preset_by_name(pytester: pytest.Pytester) -> None:
+    """``rules="quick"``: the packaged preset's memory rule (20 MB/h), not the default 2 MB/h."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.soak("preset", duration="1s", rules="quick")
+        def test_preset(soak_monitor):
+            for _ in soak_monitor.iterations():
+                pass
+            assert soak_monitor.verdict().threshold_mb_per_hour == 20
+        """
+    )
+    pytester.runpytest("--run-soak").assert_outcomes(passed=1)
+
+
 def test_a_rules_file_without_a_memory_rule_is_a_marker_error(pytester: pytest.Pytester) -> None:
     spec = yaml.safe_load(DEFAULT_RULES_PATH.read_text())
     del spec["rules"]["memory_growth"]
