@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from soakwatch.rules.alerting import absent_for_seconds, fast_lived_seconds
+from soakwatch.rules.alerting import absent_for_seconds, alert_name, fast_lived_seconds
 from soakwatch.rules.model import Rule, load_rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -761,6 +761,87 @@ def probe_fails_from_minute_30() -> tuple[list[dict[str, str]], list[Check]]:
     )
 
 
+# The other slope rules (open fds, handles, threads: counts per hour) are built like memory:
+# each gets a leak (slow and fast alert fire) and a steady count (both silent).
+def _count_slope_scenarios() -> dict[str, Callable[[], tuple[list[dict[str, str]], list[Check]]]]:
+    out: dict[str, Callable[[], tuple[list[dict[str, str]], list[Check]]]] = {}
+    for rule in load_rules().rules.values():
+        if rule.kind != "slope" or rule.name == "memory_growth":
+            continue
+        value = _metric_name(rule)
+        lived = _minutes(rule.warmup_seconds + rule.alert.range_seconds + rule.window_seconds)
+        slow_fires = lived + _minutes(rule.alert.for_seconds)
+        fast_lived = _minutes(fast_lived_seconds(rule))
+        name = alert_name(rule.name)
+        labels = {"service": "api", "soak_rule": rule.name}
+
+        def leak(
+            rule: Rule = rule, value: str = value, slow_fires: int = slow_fires,
+            fast_lived: int = fast_lived, name: str = name, labels: dict[str, str] = labels,
+        ) -> tuple[list[dict[str, str]], list[Check]]:  # fmt: skip
+            m = slow_fires + 10
+            per_minute = 10 * rule.threshold_base / 60  # 10x the threshold
+            counts = [50 + round(per_minute * t, 3) for t in range(m + 1)]
+            return (
+                [series(value, API, counts), series(START, API, constant(m, 0))],
+                [
+                    *silent(name + "Fast", fast_lived - 1),
+                    fires(name + "Fast", fast_lived + 2, **labels, severity="critical"),
+                    *silent(name, slow_fires - 5),
+                    fires(name, slow_fires + 5, **labels, severity=rule.alert.severity),
+                ],
+            )
+
+        def steady(
+            value: str = value, slow_fires: int = slow_fires, fast_lived: int = fast_lived,
+            name: str = name,
+        ) -> tuple[list[dict[str, str]], list[Check]]:  # fmt: skip
+            m = slow_fires + 10
+            return (
+                [series(value, API, constant(m, 50)), series(START, API, constant(m, 0))],
+                [*silent(name + "Fast", fast_lived + 2, m), *silent(name, slow_fires + 5, m)],
+            )
+
+        out[f"{rule.name}_leaking_at_ten_times"] = leak
+        out[f"{rule.name}_steady"] = steady
+    return out
+
+
+def _metric_name(rule: Rule) -> str:
+    selector = rule.metric("value")
+    assert selector is not None and not selector.matchers, rule.name
+    return selector.metric
+
+
+# throughput: ok / scheduled >= 95 % over the range after the warm-up.
+def _throughput_scenarios() -> dict[str, Callable[[], tuple[list[dict[str, str]], list[Check]]]]:
+    rules = load_rules().rules
+    if "throughput" not in rules:
+        return {}
+    rule = rules["throughput"]
+    gate, earliest = gate_and_for(rule)
+    labels = {"scenario": "hello", "severity": rule.alert.severity, "soak_rule": "throughput"}
+
+    def run(ok_per_minute: float) -> list[dict[str, str]]:
+        m = earliest + 20
+        ok = counter(m, lambda t: ok_per_minute)
+        return [
+            series(REQUESTS, {"scenario": "hello", "outcome": "ok"}, ok),
+            series("soak_load_scheduled_total", {"scenario": "hello"}, counter(m, lambda t: 100)),
+        ]
+
+    def falling_behind() -> tuple[list[dict[str, str]], list[Check]]:
+        return (
+            run(90),
+            [*silent("SoakThroughput", gate - 5), fires("SoakThroughput", earliest + 5, **labels)],
+        )
+
+    def keeping_up() -> tuple[list[dict[str, str]], list[Check]]:
+        return (run(100), silent("SoakThroughput", gate + 5, earliest + 5, earliest + 20))
+
+    return {"throughput_falling_behind": falling_behind, "throughput_keeping_up": keeping_up}
+
+
 SCENARIOS: dict[str, Callable[[], tuple[list[dict[str, str]], list[Check]]]] = {
     f.__name__: f
     for f in (
@@ -796,6 +877,8 @@ SCENARIOS: dict[str, Callable[[], tuple[list[dict[str, str]], list[Check]]]] = {
         probe_fails_from_minute_30,
     )
 }
+SCENARIOS.update(_count_slope_scenarios())
+SCENARIOS.update(_throughput_scenarios())
 
 
 def latch_group() -> dict[str, Any]:
