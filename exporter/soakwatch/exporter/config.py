@@ -12,6 +12,7 @@ A config file (``soak-exporter --config FILE``)::
           - {name: postgres, port: 5432, host: 127.0.0.1}
         probes:
           - {name: health, kind: http, target: 'http://127.0.0.1:8000/health'}
+        pprof: http://127.0.0.1:6060   # a Go service's net/http/pprof: its allocation sites
 
 Environment variables ``SOAK_EXPORTER_LISTEN`` and ``SOAK_EXPORTER_SCAN_INTERVAL`` override the
 file; command-line flags override both. Every error names the file (or variable) and the key.
@@ -181,6 +182,8 @@ class ServiceConfig:
     match: MatchSpec
     pools: tuple[PoolSpec, ...] = ()
     probes: tuple[Any, ...] = ()
+    #: a Go service's heap profile (``pprof: URL``), a ``soakwatch.exporter.pprof.PprofSpec``
+    pprof: Any = None
 
     @classmethod
     def from_section(cls, section: Section) -> ServiceConfig:
@@ -193,8 +196,13 @@ class ServiceConfig:
         probe_sections = list(section.sections("probes"))
         probes = _parse_probes(probe_sections, section)
         _check_unique([p.name for p in probes], section, "probes", "probe")
+        pprof = None
+        if section.raw("pprof", None) is not None:
+            from soakwatch.exporter.pprof import PprofSpec
+
+            pprof = PprofSpec.from_value(section, "pprof")
         section.finish()
-        return cls(name=name, match=match, pools=pools, probes=probes)
+        return cls(name=name, match=match, pools=pools, probes=probes, pprof=pprof)
 
 
 def _parse_probes(items: Sequence[Section], parent: Section) -> tuple[Any, ...]:

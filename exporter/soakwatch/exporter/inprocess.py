@@ -35,6 +35,7 @@ from prometheus_client import ProcessCollector as ClientProcessCollector
 from prometheus_client.core import REGISTRY, CollectorRegistry
 
 from soakwatch.errors import SoakwatchError
+from soakwatch.exporter.attribution import AllocationSampler, AttributionConfig
 from soakwatch.exporter.gc_collector import GcCollector
 from soakwatch.exporter.pool_adapters import InProcessPoolCollector
 from soakwatch.exporter.server import start_metrics_http_server
@@ -70,6 +71,11 @@ class InProcessExporter:
         self.port: int | None = httpd.server_address[1] if httpd is not None else None
 
     @property
+    def sampler(self) -> AllocationSampler | None:
+        """The allocation-site sampler (``attribution=``), else None."""
+        return next((c for c in self._collectors if isinstance(c, AllocationSampler)), None)
+
+    @property
     def url(self) -> str | None:
         """``http://host:port/metrics``, or None when not serving."""
         if self.host is None:
@@ -88,6 +94,8 @@ class InProcessExporter:
             self._thread = None
         self._gc_collector.close()
         for collector in self._collectors:
+            if isinstance(collector, AllocationSampler):
+                collector.stop()
             with contextlib.suppress(KeyError):
                 self.registry.unregister(collector)
         self._collectors = []
@@ -113,6 +121,7 @@ def start_in_process(
     *,
     process_metrics: bool = True,
     workers: int | None = None,
+    attribution: bool | AttributionConfig = False,
 ) -> InProcessExporter:
     """Publish this process's soak metrics under ``service`` and serve ``/metrics``.
 
@@ -121,6 +130,10 @@ def start_in_process(
     ``pool_adapters``). ``process_metrics`` adds ``soak_process_*`` for this PID. ``workers=N``
     (one exporter per pre-fork worker, see the module): serve on the first free port of
     ``port`` .. ``port + N - 1`` and label every soakwatch series ``worker="K"``, K the offset.
+    ``attribution=True`` (or an ``AttributionConfig``) also samples allocation sites with
+    tracemalloc in short windows and serves the top ones as ``soak_allocation_site_bytes``
+    (see ``soakwatch.exporter.attribution``); where tracemalloc cannot run it logs a warning
+    and serves ``soak_allocation_attribution_up 0`` instead of failing.
     Raises SoakwatchError when this registry already has a soakwatch in-process exporter or
     ``workers`` comes without a fixed port, TypeError for a pool object no adapter knows,
     OSError when the port (every one of the N) cannot be bound."""
@@ -158,6 +171,11 @@ def start_in_process(
             collectors.append(
                 ProcessCollector({service: os.getpid}, registry=registry, worker=worker)
             )
+        if attribution:
+            config = attribution if isinstance(attribution, AttributionConfig) else None
+            sampler = AllocationSampler(service, config, registry=registry, worker=worker)
+            collectors.append(sampler)
+            sampler.start()
         if port is not None and httpd is None:
             httpd, thread = start_metrics_http_server(registry, host, port)
     except BaseException:
@@ -168,6 +186,8 @@ def start_in_process(
             if isinstance(collector, GcCollector):
                 collector.close()
             else:
+                if isinstance(collector, AllocationSampler):
+                    collector.stop()
                 registry.unregister(collector)
         raise
     return InProcessExporter(

@@ -127,6 +127,15 @@ def _probe_runners(config: ExporterConfig) -> list[Any]:
     return [ProbeRunner(s.name, s.probes, registry=None) for s in services]
 
 
+def _pprof_collector(config: ExporterConfig, registry: CollectorRegistry) -> Any:
+    targets = {s.name: s.pprof for s in config.services if s.pprof is not None}
+    if not targets:
+        return None
+    from soakwatch.exporter.pprof import PprofCollector  # only when a Go target is configured
+
+    return PprofCollector(targets, registry=registry)
+
+
 class SidecarExporter:
     """Everything ``soak-exporter`` runs, built from a validated config. ``start()`` binds the
     port and starts the threads; ``stop()`` stops them."""
@@ -152,6 +161,7 @@ class SidecarExporter:
         self.probe_runners = _probe_runners(config)
         if self.probe_runners:
             self.registry.register(MergedCollector(self.probe_runners))
+        self.pprof_collector = _pprof_collector(config, self.registry)
         self.server: MetricsServer | None = None
         self._stopping = threading.Event()
         self._scanner = threading.Thread(target=self._scan, name="soak-exporter-scan", daemon=True)
@@ -164,6 +174,8 @@ class SidecarExporter:
         self._scanner.start()
         for runner in self.probe_runners:
             runner.start()
+        if self.pprof_collector is not None:
+            self.pprof_collector.start()
         return self.server
 
     def _scan(self) -> None:
@@ -181,6 +193,8 @@ class SidecarExporter:
         self._stopping.set()
         for runner in self.probe_runners:
             runner.stop()
+        if self.pprof_collector is not None:
+            self.pprof_collector.stop()
         if self.server is not None:
             self.server.close()
             self.server = None
