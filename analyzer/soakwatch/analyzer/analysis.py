@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from soakwatch.analyzer.attribution import attach_allocation_sites
 from soakwatch.analyzer.baseline import baseline_results
 from soakwatch.analyzer.evaluate import evaluate_rule, evaluate_sliding
 from soakwatch.analyzer.report import Report, Result
@@ -165,6 +166,7 @@ def analyze(
             _note_sampling(_note_non_finite(r, set_aside[name]), primary)
             for r in evaluate_rule(rule, fetched[name], start, end, known_services)
         ]
+        judged = attach_allocation_sites(rule, judged, source, start, end, extra)
         results += judged
         window = sliding_window_seconds or rule.sliding_window_seconds
         if window:
