@@ -68,6 +68,8 @@ class Settings:
     ws_token_secret: str | None = None
     leak_bytes_per_second: float = 0.0
     metrics_port: int | None = None
+    # seconds between allocation-site sampling windows (--attribution); None: no attribution
+    attribution_interval: float | None = None
 
 
 def parse_settings(argv: Sequence[str], environ: dict[str, str] | None = None) -> Settings:
@@ -104,7 +106,19 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str] | None = None) -
         default=default("metrics_port", None),
         help="serve soakwatch's in-process metrics (GC, pools) on this port (0: any free port)",
     )
+    parser.add_argument(
+        "--attribution",
+        nargs="?",
+        type=float,
+        const=60.0,
+        default=default("attribution", None),
+        metavar="SECONDS",
+        help="with --metrics-port: sample allocation sites (tracemalloc) in a 2 s window every "
+        "SECONDS (default 60)",
+    )
     args = parser.parse_args(list(argv))
+    if args.attribution is not None and not float(args.attribution) > 2:
+        parser.error("--attribution needs more than 2 seconds between windows")
     if args.leak_bytes_per_second < 0:
         parser.error("--leak-bytes-per-second must be >= 0")
     if not 0 <= args.port <= 65535:
@@ -118,6 +132,7 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str] | None = None) -
         ws_token_secret=args.ws_token_secret,
         leak_bytes_per_second=args.leak_bytes_per_second,
         metrics_port=None if args.metrics_port is None else int(args.metrics_port),
+        attribution_interval=None if args.attribution is None else float(args.attribution),
     )
 
 
@@ -377,6 +392,7 @@ class SampleService:
         """soakwatch's in-process exporter (GC and pool metrics), when asked for and installed."""
         if self.settings.metrics_port is None:
             return None
+        from soakwatch.exporter.attribution import AttributionConfig
         from soakwatch.exporter.inprocess import start_in_process
 
         pools = {}
@@ -390,6 +406,12 @@ class SampleService:
             host=self.settings.host,
             pools=pools,
             process_metrics=False,  # the sidecar exporter watches the process from outside
+            attribution=False
+            if self.settings.attribution_interval is None
+            else AttributionConfig(
+                interval_seconds=self.settings.attribution_interval,
+                root=os.path.dirname(os.path.abspath(__file__)),
+            ),
         )
         self.metrics_url = f"http://{self.settings.host}:{exporter.port}/metrics"
         return exporter
