@@ -133,7 +133,10 @@ def _windowed(
 def _ratio_window(grid: np.ndarray) -> float:
     span = float(grid[-1] - grid[0]) if grid.size > 1 else 0.0
     step = float(np.median(np.diff(grid))) if grid.size > 1 else 0.0
-    return min(max(span * RATIO_WINDOW_SHARE, 3 * step), RATIO_WINDOW_MAX_SECONDS)
+    window = min(max(span * RATIO_WINDOW_SHARE, 3 * step), RATIO_WINDOW_MAX_SECONDS)
+    if window >= 120:  # whole minutes read better ("10m", not "9m58s")
+        window = max(60.0 * round(window / 60), 3 * step)
+    return window
 
 
 def _draw_ratio(
@@ -331,7 +334,8 @@ def _figure(result: Result, evidence: Evidence, start: float, end: float) -> Any
         for label, t, v in evidence.series:
             t, v = _thin(np.asarray(t), np.asarray(v))
             if t.size:
-                axes.plot(when(t), v * scale, lw=0.7, alpha=0.6, label=label[:60] or None)
+                width, alpha = (1.2, 0.9) if latency else (0.7, 0.6)
+                axes.plot(when(t), v * scale, lw=width, alpha=alpha, label=label[:60] or None)
     if latency:
         levels = _draw_quantile_levels(result, evidence, axes, when)
     if evidence.points is not None and evidence.points[0].size:

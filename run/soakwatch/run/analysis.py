@@ -182,15 +182,18 @@ def _html_with_skipped(text: str, skipped: Mapping[str, str]) -> str:
     return text.replace("</body>", note + "</body>", 1)
 
 
-def render_reports(report: Report, skipped: Mapping[str, str]) -> dict[str, str]:
-    """The text of each report file (by format) from one report."""
+def render_reports(
+    report: Report, skipped: Mapping[str, str], run_dir: Path | None = None
+) -> dict[str, str]:
+    """The text of each report file (by format) from one report; the HTML report also shows
+    the load summary and the config that ``run_dir`` holds."""
     from soakwatch.analyzer.formats import render_json, render_junit
     from soakwatch.analyzer.html import render_html
 
     return {
         "json": render_json(report) + "\n",
         "junit": _junit_with_skipped(render_junit(report), skipped) + "\n",
-        "html": _html_with_skipped(render_html(report), skipped),
+        "html": _html_with_skipped(render_html(report, run_dir=run_dir), skipped),
     }
 
 
@@ -235,7 +238,7 @@ def analyze_run(
         _log_line(run_dir, f"analysis failed:\n{traceback.format_exc()}")
         return Analysis("error")
     reports = {}
-    for fmt, text in render_reports(report, skipped or {}).items():
+    for fmt, text in render_reports(report, skipped or {}, run_dir).items():
         path = run_dir / REPORTS[fmt]
         if fmt == "json":
             text = _json_with_notes(text, notes or {})
