@@ -221,8 +221,34 @@ def test_zero_passes_and_not_applicable_results_fold_into_one_line_each(
     assert "<td>restarts</td>" not in page and "restarts &mdash;" not in page
     assert "scenario=quiet</td>" not in page
     rows = page.count("<tr class=")
-    shown = len(report.results) - len(zero) - len(not_applicable)
-    assert rows - _load_rows(page) == shown
+    shown = {
+        (r.rule, r.status, r.reason) if r.figure is None else (index,)
+        for index, r in enumerate(report.results)
+        if r.status != "not_applicable" and not (r.status == "pass" and r.figure == 0)
+    }
+    assert rows - _load_rows(page) == len(shown)
+
+
+def test_results_that_say_the_same_thing_share_one_row() -> None:
+    def short(scenario: str, figure: float | None = None) -> Result:
+        return Result(
+            rule="latency_degradation",
+            kind="quantile_change",
+            subject={"scenario": scenario},
+            status="inconclusive",
+            figure=figure,
+            unit="percent",
+            threshold=25.0,
+            comparison="<",
+            reason="not enough data: 10s after warm-up",
+        )
+
+    results = [short("a"), short("b"), short("c"), short("d", 3.0)]
+    report = Report(0.0, 40.0, "test", "rules.yaml", 1, results, 0.0)
+    page = render_html(report)
+    assert page.count('<tr class="inconclusive">') == 2
+    assert "<td>3 subjects: scenario=a, scenario=b, scenario=c</td>" in page
+    assert "<td>scenario=d</td>" in page
 
 
 def _load_rows(page: str) -> int:

@@ -451,6 +451,32 @@ def _folded(not_applicable: Sequence[Result], trivial: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+def _section(result: Result, anchor: str, start: float, end: float) -> str:
+    """The finding's section with its plot; "" when there is nothing to show beyond its row
+    (no evidence, or an inconclusive ratio without a figure that cannot be plotted)."""
+    e = html.escape
+    if result.evidence is None:
+        return ""
+    image = _plot(result, result.evidence, start, end)
+    if image is None:
+        if result.status == "inconclusive" and result.figure is None:
+            return ""
+        picture = (
+            '<p class="note">No plot: the evidence does not hold every series of the '
+            "ratio, and the raw counters are not the ratio judged.</p>"
+        )
+    else:
+        width, height = (round(x * PLOT_DPI) for x in PLOT_INCHES)
+        picture = (
+            f'<img alt="{e(result.rule)} {e(result.subject_text)}" width="{width}" '
+            f'height="{height}" src="data:image/png;base64,{image}">'
+        )
+    return (
+        f'<section id="{anchor}"><h3>{e(result.rule)} &mdash; {e(result.subject_text)}: '
+        f"{e(result.status)}</h3><p>{e(result.reason)}</p>{picture}</section>"
+    )
+
+
 def render_html(report: Report, *, run_dir: Path | str | None = None) -> str:
     """The report as one HTML page. ``run_dir`` (default: the directory the report was read
     from, if any) adds the load summary and the run's configuration when it holds them."""
@@ -463,35 +489,34 @@ def render_html(report: Report, *, run_dir: Path | str | None = None) -> str:
     sections = []
     not_applicable = [r for r in report.results if r.status == "not_applicable"]
     trivial = [r for r in report.results if is_trivial(r)]
+    # results that say the same thing (same rule, status and reason, no figure: "not enough
+    # data ...") share one row
+    groups: dict[tuple[object, ...], list[tuple[int, Result]]] = {}
     for index, r in enumerate(report.results):
         if r.status == "not_applicable" or is_trivial(r):
             continue
-        anchor = f"finding-{index}"
+        key: tuple[object, ...] = (r.rule, r.status, r.reason) if r.figure is None else (index,)
+        groups.setdefault(key, []).append((index, r))
+    for members in groups.values():
+        anchors = []
+        for index, r in members:
+            section = _section(r, f"finding-{index}", report.start, report.end)
+            if section:
+                anchors.append(f"finding-{index}")
+                sections.append(section)
+        r = members[0][1]
         link = e(r.status)
-        if r.evidence is not None:
-            link = f'<a href="#{anchor}">{link}</a>'
+        if anchors:
+            link = f'<a href="#{anchors[0]}">{link}</a>'
+        subjects = e(r.subject_text)
+        if len(members) > 1:
+            subjects = f"{len(members)} subjects: " + e(
+                ", ".join(m.subject_text for _, m in members)
+            )
         rows.append(
-            f'<tr class="{e(r.status)}"><td>{e(r.rule)}</td><td>{e(r.subject_text)}</td>'
+            f'<tr class="{e(r.status)}"><td>{e(r.rule)}</td><td>{subjects}</td>'
             f"<td>{link}</td><td>{e(format_figure(r))}</td>"
             f"<td>{e(r.comparison)} {r.threshold:g} {e(r.unit)}</td><td>{e(r.reason)}</td></tr>"
-        )
-        if r.evidence is None:
-            continue
-        image = _plot(r, r.evidence, report.start, report.end)
-        if image is None:
-            picture = (
-                '<p class="note">No plot: the evidence does not hold every series of the '
-                "ratio, and the raw counters are not the ratio judged.</p>"
-            )
-        else:
-            width, height = (round(x * PLOT_DPI) for x in PLOT_INCHES)
-            picture = (
-                f'<img alt="{e(r.rule)} {e(r.subject_text)}" width="{width}" '
-                f'height="{height}" src="data:image/png;base64,{image}">'
-            )
-        sections.append(
-            f'<section id="{anchor}"><h3>{e(r.rule)} &mdash; {e(r.subject_text)}: '
-            f"{e(r.status)}</h3><p>{e(r.reason)}</p>{picture}</section>"
         )
     load = load_section(files.load_summary) if files.load_summary is not None else ""
     config = config_section(files.config) if files.config is not None else ""
