@@ -92,3 +92,51 @@ async def test_dropped_operations_are_named_as_the_driver_being_the_bottleneck(
     assert dropped > 0
     (message,) = summary["bottleneck"]
     assert f"it dropped {dropped} of 20 due operations" in message
+
+
+def test_the_fast_path_waits_for_sub_millisecond_gaps_without_spinning(load_app: Any) -> None:
+    """Operations 0.5 ms apart, on uvloop (as soak load runs): a timer shorter than the loop's
+    millisecond is never armed (uvloop rounds it to 0 and fires it at once, again and again: a
+    busy loop that cost 95 % of a core at 5,500/s). The pacer's timer fires at most about once
+    per millisecond of the run, however short the gaps."""
+    import uvloop
+
+    from soakwatch.load.config import HttpScenario
+    from soakwatch.load.fasthttp import FastHttpLoad
+    from soakwatch.load.schedule import Schedule
+    from soakwatch.load.stats import ScenarioStats
+
+    fires = 0
+
+    class Counted(FastHttpLoad):
+        def _on_timer(self) -> None:
+            nonlocal fires
+            fires += 1
+            super()._on_timer()
+
+    config = http_config(scenario("tight", f"{load_app.url}/ok", "2000/s"), duration="1s")
+    http = config.scenarios[0]
+    assert isinstance(http, HttpScenario)
+    stats = ScenarioStats("tight", "http", config.buckets)
+    lags: list[float] = []
+
+    async def run() -> float:
+        load = Counted(
+            http,
+            stats,
+            Schedule(2000.0, config.stages, config.shard),
+            record=lambda outcome, due, sent, done: stats.record(outcome, done - due),
+            record_lag=lags.append,
+            on_error=lambda exc: None,
+        )
+        started = time.monotonic()
+        await load.run(time.monotonic() + 0.05)
+        took = time.monotonic() - started
+        await load.wait_idle(5.0)
+        await load.close()
+        return took
+
+    took = uvloop.run(run())
+    assert stats.started == len(lags) == 2000
+    assert stats.outcomes["ok"] == 2000
+    assert fires <= took * 1000 * 1.2 + 10, (fires, took)  # spinning: tens of thousands

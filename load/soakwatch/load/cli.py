@@ -283,7 +283,7 @@ def _main(argv: list[str]) -> int:
 
     driver = Driver(config, status=status, warn=_warn, workers=workers)
     try:
-        summary = run_loop(_run(driver))
+        summary = run_loop(_run(driver), config)
     except SoakwatchError:
         if driver.summary is not None and driver.summary_error is not None:
             console.error(json.dumps(driver.summary, indent=2))  # the error says why, below it

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from soakwatch.load.websocket import WebSocketLoad
     from soakwatch.load.workers import WorkerSet
 
-__all__ = ["Driver", "require_extras", "run_load"]
+__all__ = ["Driver", "preload", "require_extras", "run_load"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,34 @@ def require_extras(config: LoadConfig) -> None:
         needed.append(("http", "aiohttp"))
     for extra, module in dict.fromkeys(needed):
         require_extra(extra, module)
+
+
+# What the scenarios of each kind import when the run makes them (driver._make and below).
+_MODULES_OF_KIND: dict[str, tuple[str, ...]] = {
+    "http": ("soakwatch.load.fasthttp", "soakwatch.load.http"),
+    "websocket": ("soakwatch.load.websocket",),
+    "sessions": ("soakwatch.load.sessions",),
+    "redis": ("soakwatch.load.database", "redis.asyncio", "redis.exceptions"),
+    "postgres": ("soakwatch.load.database", "psycopg"),
+    "clickhouse": ("soakwatch.load.database", "soakwatch.load.http"),
+    "python": ("soakwatch.load.python", "aiohttp"),
+}
+
+
+def preload(config: LoadConfig) -> None:
+    """Import now what the run of ``config`` will import (each client library, the /metrics
+    server): a process that freezes its objects out of the garbage collector before the run
+    (``soakwatch.load.workers.run_loop``) then freezes them too."""
+    import importlib
+
+    names = ["soakwatch.load.summary", "soakwatch.load.thresholds", "soakwatch.load.workers"]
+    for scenario in config.scenarios:
+        names += _MODULES_OF_KIND.get(scenario.kind, ())
+    if config.metrics_listen is not None:
+        names += ["aiohttp.web", "prometheus_client.exposition"]
+    for name in dict.fromkeys(names):
+        with contextlib.suppress(ImportError):  # an optional fast path (httptools) may be absent
+            importlib.import_module(name)
 
 
 def _utc_now() -> str:

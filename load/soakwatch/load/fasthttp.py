@@ -50,6 +50,11 @@ _EARLY_SECONDS = 0.0005  # an operation due this soon is sent now (a timer costs
 _OVERRUN_SECONDS = 1.0  # how far past its end a saturated schedule may still send
 _FOLLOW = 301, 302, 303, 307, 308
 _NO_LATENCY = frozenset({DROPPED, CONNECT_ERROR, CUT_SHORT})
+# The shortest timer: event loops keep time in whole milliseconds, and uvloop rounds a shorter
+# delay to 0, so a timer for 0.3 ms fires at once, again and again: a busy loop (a core spent on
+# waiting, and under contention the preemption that comes with it). An operation due sooner
+# than this after the last send waits one tick; lag = sent - due shows the cost (< 1 ms).
+_TIMER_TICK = 0.001
 
 
 def fast_path_supported(scenario: HttpScenario) -> bool:
@@ -275,7 +280,8 @@ class FastHttpLoad:
             self._timer.cancel()
             self._timer = None
         if when is not None and self._loop is not None:
-            self._timer = self._loop.call_later(max(when - now(), 0.0), self._on_timer)
+            delay = max(when - now(), _TIMER_TICK)
+            self._timer = self._loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -378,6 +384,10 @@ class FastHttpLoad:
         self._record(outcome, due, sent if outcome not in _NO_LATENCY else 0.0, done)
         if self._blocked:
             self._freed(done)
+        elif self._next_due <= done + _EARLY_SECONDS:
+            # Due while this reply was read: send it now, from this callback, not from the
+            # timer at the next turn of the loop (after every other reply read in this one).
+            self._arm()
         if self._idle_waiter is not None and not self._busy and not self._fallbacks:
             self._wake_idle()
 
