@@ -4,13 +4,15 @@ what a reader would get: no console error and no uncaught exception, every plot 
 (``complete`` and a natural width), the load summary and the run's config on the page, and a
 full-page PNG screenshot (kept in the test's tmp folder, ``report.png``).
 
-The run directories are real: a short ``soak run --demo`` (slow), and the recorded run in
-``tests/run/data`` rendered by ``soak-analyze --run-dir ... --format html``."""
+The run directories are real: a short ``soak run --demo``, and a recorded run (written with the
+recorder, as tests/analyzer/test_html_report.py builds it) rendered by ``soak-analyze --run-dir
+DIR --format html``. Both take more than 5 s: slow."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -173,23 +175,51 @@ def _assert_readable(page: PageReport, screenshot: Path) -> None:
     assert "Run configuration" in " ".join(page.headings), page.headings
 
 
-def _soak_analyze(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "soakwatch.analyzer", *args],
+def _recording_builders() -> Any:
+    """tests/analyzer/test_html_report.py, for its recorded run (error ratio, latency, memory)."""
+    path = Path(__file__).parents[1] / "analyzer" / "test_html_report.py"
+    spec = importlib.util.spec_from_file_location("soak_html_report_recording", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_soak_analyze_run_dir_html_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """A recorded 2 h run (an error ratio that rises, latency that grows) with its load summary
+    and config, rendered by the real ``soak-analyze --run-dir DIR --format html``."""
+    servers.require_binary("chromium", "chromium")
+    builders = _recording_builders()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    builders._write_recording(run_dir)
+    summary = builders._load_summary()
+    (run_dir / "load-summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    (run_dir / "config.json").write_text(json.dumps(builders.CONFIG), encoding="utf-8")
+    report = tmp_path / "report.html"
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "soak-analyze"),
+            "--run-dir",
+            str(run_dir),
+            "--format",
+            "html",
+            "--output",
+            str(report),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
     )
-
-
-RECORDED = Path(__file__).parent / "data"
-
-
-def _recorded_run_dir() -> Path | None:
-    for candidate in sorted(RECORDED.glob("*/samples.om")):
-        if (candidate.parent / "load-summary.json").exists():
-            return candidate.parent
-    return None
+    assert done.returncode == 1, done.stderr  # the error ratio and the latency fail
+    page = open_in_chromium(report)
+    _assert_readable(page, tmp_path / "report.png")
+    alts = {image["alt"] for image in page.images}
+    assert "error_ratio scenario=api" in alts and "latency_degradation scenario=api" in alts
+    for name in summary["scenarios"]:
+        assert name in page.text
+    assert "hunter2" not in page.text and "tok-123456" not in page.text
 
 
 @pytest.mark.slow
@@ -218,3 +248,27 @@ def test_the_demo_report_renders_in_headless_chromium_with_its_load_summary(
     assert "p99" in page.text
     assert "not applicable" in page.text or "zero" in page.text
     shutil.copy(report, tmp_path / "demo-report.html")
+
+
+@pytest.mark.slow
+def test_the_browser_check_sees_a_broken_image_an_exception_and_a_console_error(
+    tmp_path: Path,
+) -> None:
+    """The check itself, on a page made to fail it: what it reports is what Chromium saw."""
+    page_file = tmp_path / "broken.html"
+    page_file.write_text(
+        "<!DOCTYPE html><html><body><h1>x</h1>"
+        '<img alt="broken" src="data:image/png;base64,AAAA">'
+        '<script>console.error("from the page"); throw new Error("boom");</script>'
+        "</body></html>",
+        encoding="utf-8",
+    )
+    page = open_in_chromium(page_file)
+    assert any("boom" in error for error in page.errors), page.errors
+    assert any("from the page" in error for error in page.errors), page.errors
+    assert (
+        page.images == [{"alt": "broken", "complete": True, "width": 0, "height": 0}]
+        or not page.images[0]["width"]
+    )
+    with pytest.raises(AssertionError):
+        _assert_readable(page, tmp_path / "broken.png")
