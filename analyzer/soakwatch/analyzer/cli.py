@@ -185,13 +185,19 @@ def _time_range(source: object, span: float | None, end_at: float | None) -> tup
     return end - span, end
 
 
-def _render(report: Report, fmt: str, baselines: list[dict[str, Any]] | None) -> str:
+def _render(
+    report: Report,
+    fmt: str,
+    baselines: list[dict[str, Any]] | None,
+    run_dir: str | None = None,
+) -> str:
     from soakwatch.analyzer import formats
 
     if fmt == "html":
         from soakwatch.analyzer.html import render_html
 
-        return render_html(report)
+        # the run directory's load summary and config go into the report
+        return render_html(report, run_dir=Path(run_dir) if run_dir else None)
     if baselines is not None:
         from soakwatch.analyzer.compare import compare_reports, render_comparison
 
@@ -305,7 +311,7 @@ def _run(args: argparse.Namespace) -> int:
             time.sleep(min(watch, max(deadline - time.monotonic(), 0.0)))
         except KeyboardInterrupt:
             break
-    text = _render(report, args.format, baselines)
+    text = _render(report, args.format, baselines, args.run_dir)
     if args.output:
         try:
             Path(args.output).write_text(text + ("" if text.endswith("\n") else "\n"), "utf-8")
