@@ -59,7 +59,8 @@ class Series:
         first, last = minutes
         for offset in range(first * 60, last * 60 + 1, STEP):
             figure = value(offset) if callable(value) else value
-            self.lines.append(f"{name}{_labels(labels)} {figure:.6g} {self.start + offset}")
+            # full precision: start times are ~1.8e9, which 6 digits would round together
+            self.lines.append(f"{name}{_labels(labels)} {figure:.17g} {self.start + offset}")
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n# EOF\n"
