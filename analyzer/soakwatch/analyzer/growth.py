@@ -66,7 +66,7 @@ SUSTAINED_SHARE = 0.2  # a regime judged on its own spans at least this share of
 MIN_CYCLES = 10  # troughs a cycle needs before flat troughs pass
 SLOWING_Z = 2.33  # one-sided 1 %: a straight leak reads as slowing down once in a hundred
 SETTLING_Z = 3.0  # a settling term this many standard errors deep marks a warm-up tail
-TROUGH_SHARE = 0.1  # a trough is the median of the samples in this share of a period after a drop
+TROUGH_SHARE = 0.1  # a trough is read from the samples in this share of a period after a drop
 
 
 @dataclass(frozen=True)
@@ -206,6 +206,34 @@ def sawtooth_period(t: FloatArray, y: FloatArray, pieces: list[slice]) -> float 
     return float(np.median(np.concatenate(intervals)))
 
 
+def _climb(x: FloatArray, y: FloatArray, pieces: list[slice]) -> float | None:
+    """The typical slope (per second) within the pieces between drops, when they climb: the
+    median of the pieces' own least-squares slopes, if at least three quarters of them are
+    positive by two standard errors. A piece holding a drop
+    that was not seen has a slope near 0; the median is not moved by a few of them."""
+    slopes: list[float] = []
+    rising = 0
+    single = None
+    for p in pieces:
+        if p.stop - p.start < 3 or not float(np.ptp(x[p])) > 0:
+            continue
+        try:
+            fit = line_fit(x[p], y[p], variance_factor=None)
+        except ValueError:
+            continue
+        slopes.append(fit.slope)
+        rising += int(fit.slope - 2.0 * fit.stderr > 0)
+        single = fit
+    if not slopes:
+        return None
+    if len(slopes) == 1:
+        assert single is not None
+        return single.slope if single.slope - 2.0 * single.stderr > 0 else None
+    if rising < 0.75 * len(slopes):
+        return None
+    return float(np.median(np.asarray(slopes)))
+
+
 def _split(pieces: list[slice], cuts: list[int]) -> list[slice]:
     out = []
     for piece in pieces:
@@ -307,12 +335,10 @@ def estimate_growth(
     # -- drops: cycles (follow the troughs) or one-off falls (cut there) --------------------
     found = drops(y, pieces)
     drop_times = [float(t[k]) for k in found]
+    split_by_drops = False
     if found:
         cycle_pieces = _split(pieces, found)
-        try:
-            within = line_fit(x, y, blocks=[p for p in cycle_pieces if p.stop - p.start > 1])
-        except ValueError:
-            within = None
+        climbing = _climb(x, y, cycle_pieces)
         depths = [float(np.median(y[max(k - 3, 0) : k]) - np.median(y[k : k + 3])) for k in found]
         gaps = [
             float(x[b] - x[a])
@@ -324,11 +350,7 @@ def estimate_growth(
             )
         ]
         period = float(np.median(gaps)) if gaps else float(x[pieces[-1].stop - 1] - x[found[-1]])
-        if (
-            within is not None
-            and within.slope - 2.0 * within.stderr > 0
-            and within.slope * period >= 0.5 * float(np.median(depths))
-        ):
+        if climbing is not None and climbing * period >= 0.5 * float(np.median(depths)):
             return _troughs(
                 x,
                 y,
@@ -337,14 +359,16 @@ def estimate_growth(
                 pieces,
                 found,
                 period,
-                within.slope,
+                climbing,
                 interval,
                 sigma,
                 confidence,
                 restart_segments,
                 capped,
             )
+        # falls the series does not climb back from: pieces with their own level
         pieces = cycle_pieces
+        split_by_drops = True
 
     # -- window medians, as short as the point budget allows --------------------------------
     analysed = sum(float(x[p][-1] - x[p][0]) for p in pieces)
@@ -404,7 +428,9 @@ def estimate_growth(
         for i in range(len(pts_t)):
             a, b = int(offsets[i]), int(offsets[i + 1])
             regimes_bounds.append((a, b))
-            cut = level_shift(all_y[a:b]) if b - a > 1 else None
+            # one level shift per restart segment; pieces cut at drops keep theirs whole (a
+            # shift there is more likely an unseen drop of a noisy cycle than a step)
+            cut = level_shift(all_y[a:b]) if b - a > 1 and not split_by_drops else None
             if cut is not None:
                 steps.append(float(all_t[a + cut]) + origin)
                 judged += [slice(a, a + cut), slice(a + cut, b)]
