@@ -21,8 +21,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from prometheus_client.core import REGISTRY, CollectorRegistry, GaugeMetricFamily, Metric
-
+from soakwatch.exporter.exposition import REGISTRY, GaugeMetricFamily, Metric
+from soakwatch.exporter.exposition import Registry as CollectorRegistry
 from soakwatch.exporter.pools import pool_connections_family
 
 __all__ = ["InProcessPoolCollector", "PoolReading", "adapt_pool"]

@@ -17,10 +17,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psutil
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from soakwatch.exporter.config import PoolSpec
+from soakwatch.exporter.exposition import REGISTRY, Collector, GaugeMetricFamily, Metric
+from soakwatch.exporter.exposition import Registry as CollectorRegistry
 from soakwatch.exporter.matching import ProcessTracker
 
 __all__ = ["PoolCollector", "count_pool_connections", "normalize_address"]

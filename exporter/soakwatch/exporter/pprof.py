@@ -41,10 +41,11 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector, CollectorRegistry
 
 from soakwatch.configfile import Section
 from soakwatch.exporter.attribution import DEFAULT_TOP, KEEP_FACTOR, site_families
+from soakwatch.exporter.exposition import Collector
+from soakwatch.exporter.exposition import Registry as CollectorRegistry
 
 __all__ = [
     "DEFAULT_PPROF_INTERVAL_SECONDS",

@@ -33,10 +33,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from soakwatch.exporter.config import DEFAULT_DETAIL_INTERVAL_SECONDS
+from soakwatch.exporter.exposition import (
+    REGISTRY,
+    Collector,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from soakwatch.exporter.exposition import Registry as CollectorRegistry
 from soakwatch.exporter.matching import (
     CallableMatcher,
     Member,

@@ -9,18 +9,24 @@ import logging
 import socket
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import make_wsgi_app
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector, CollectorRegistry
-
+# Not prometheus-client: importing it costs ~11 MB of RSS (http.server, urllib, ssl); the
+# sidecar serves its registry with soakwatch.exporter.exposition (docs/metrics.md).
 from soakwatch.exporter.config import ExporterConfig, ListenAddress
+from soakwatch.exporter.exposition import (
+    Collectable,
+    Collector,
+    CollectorRegistry,
+    Metric,
+    start_http_server,
+)
 from soakwatch.exporter.matching import ProcessTracker, matcher_for, scan_round
 from soakwatch.exporter.pools import PoolCollector
 from soakwatch.exporter.process import ProcessCollector
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 __all__ = [
     "LISTEN_BACKLOG",
@@ -39,28 +45,31 @@ log = logging.getLogger(__name__)
 LISTEN_BACKLOG = max(128, socket.SOMAXCONN)
 
 
-class _MetricsHTTPServer(ThreadingMixIn, WSGIServer):
-    """A thread per request, as prometheus-client's server, with a real listen backlog."""
-
-    daemon_threads = True  # a scrape in progress never holds up stop()
-    request_queue_size = LISTEN_BACKLOG
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """No access log line on stderr per scrape."""
-
-
 def start_metrics_http_server(
-    registry: CollectorRegistry, host: str, port: int
+    registry: Any, host: str, port: int
 ) -> tuple[WSGIServer, threading.Thread]:
-    """Serve ``registry`` on ``host:port`` (IPv4 or IPv6 by the address) from a daemon thread,
-    with a listen backlog of ``LISTEN_BACKLOG``. Raises OSError if it cannot bind."""
+    """Serve a prometheus-client ``registry`` with prometheus-client's WSGI app (OpenMetrics
+    and gzip negotiation) on ``host:port`` (IPv4 or IPv6 by the address) from a daemon thread,
+    with a listen backlog of ``LISTEN_BACKLOG``: the in-process mode's server, which has
+    prometheus-client loaded anyway. Raises OSError if it cannot bind."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    class _QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """No access log line on stderr per scrape."""
+
     family, _, _, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
 
-    class Server(_MetricsHTTPServer):
+    class Server(ThreadingMixIn, WSGIServer):
+        """A thread per request, as prometheus-client's server, with a real listen backlog."""
+
+        daemon_threads = True  # a scrape in progress never holds up stop()
+        request_queue_size = LISTEN_BACKLOG
         address_family = family
 
     app = make_wsgi_app(registry)
@@ -90,9 +99,11 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def serve_metrics(registry: CollectorRegistry, listen: ListenAddress) -> MetricsServer:
-    """Serve ``registry`` on ``listen`` in a daemon thread. Raises OSError if it cannot bind."""
-    httpd, thread = start_metrics_http_server(registry, listen.host, listen.port)
+def serve_metrics(registry: Collectable, listen: ListenAddress) -> MetricsServer:
+    """Serve ``registry`` (this exporter's or a prometheus-client one) as text format 0.0.4 on
+    ``listen`` in a daemon thread, with a listen backlog of ``LISTEN_BACKLOG``, without
+    prometheus-client (soakwatch.exporter.exposition). Raises OSError if it cannot bind."""
+    httpd, thread = start_http_server(registry, listen.host, listen.port, LISTEN_BACKLOG)
     return MetricsServer(httpd, thread)
 
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import REGISTRY, CollectorRegistry, GaugeMetricFamily, Metric
-
+from soakwatch.exporter.exposition import REGISTRY, GaugeMetricFamily, Metric
+from soakwatch.exporter.exposition import Registry as CollectorRegistry
 from soakwatch.exporter.probes.kinds import KINDS
 from soakwatch.exporter.probes.spec import ProbeSpec
 
