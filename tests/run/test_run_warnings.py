@@ -101,6 +101,17 @@ def test_check_warns_rule_by_rule_when_a_run_of_ten_minutes_cannot_decide(
         "it can only be inconclusive",
         "soak run: latency_degradation needs at least 1h30m after a 10m warm-up; this run is "
         "10m: it can only be inconclusive",
+        # the drift rules beyond memory (issue 12)
+        "soak run: fd_growth needs at least 1h20m after a 10m warm-up; this run is 10m: "
+        "it can only be inconclusive",
+        "soak run: handle_growth needs at least 1h20m after a 10m warm-up; this run is 10m: "
+        "it can only be inconclusive",
+        "soak run: thread_growth needs at least 1h20m after a 10m warm-up; this run is 10m: "
+        "it can only be inconclusive",
+        "soak run: cpu_per_request needs at least 1h after a 15m warm-up; this run is 10m: "
+        "it can only be inconclusive",
+        "soak run: throughput needs at least 30m after a 5m warm-up; this run is 10m: "
+        "it can only be inconclusive",
     ]
     # the ci profile's 2 hours are enough for every packaged rule
     assert main(["--check", "--config", str(config), "--profile", "ci", "--duration", "2h"]) == 0
