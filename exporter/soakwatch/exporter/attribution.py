@@ -3,7 +3,7 @@
 ``start_in_process(..., attribution=True)`` runs an :class:`AllocationSampler`. Tracing every
 allocation all the time costs several times the CPU of an allocation-heavy loop, so the sampler
 traces in short *windows* spread over the run (``window_seconds`` every ``interval_seconds``,
-by default 2 s a minute) and looks at what the window's allocations left alive:
+by default 1 s a minute) and looks at what the window's allocations left alive:
 
 - at the middle and at the end of each window it takes a snapshot, which holds only the blocks
   allocated since the window opened and still alive (``tracemalloc.stop()`` forgets the rest);
@@ -65,9 +65,9 @@ log = logging.getLogger(__name__)
 
 SITE_METRIC = "soak_allocation_site_bytes"
 UP_METRIC = "soak_allocation_attribution_up"
-DEFAULT_FRAMES = 8
+DEFAULT_FRAMES = 3
 DEFAULT_TOP = 10
-DEFAULT_WINDOW_SECONDS = 2.0
+DEFAULT_WINDOW_SECONDS = 1.0
 DEFAULT_INTERVAL_SECONDS = 60.0
 # sites remembered beyond the served top N, so one that climbs slowly is not forgotten
 KEEP_FACTOR = 4
@@ -177,6 +177,19 @@ def function_at(filename: str, lineno: int) -> str:
         if first <= lineno <= last and first > best[1]:
             best = (name, first)
     return best[0]
+
+
+def _stacks(snapshot: Any) -> Iterator[tuple[tuple[tuple[str, int], ...], int]]:
+    """(frames innermost first as (file, line), size) of every block of a snapshot. CPython
+    keeps them as plain tuples in ``traces._traces``: read those (tens of thousands per window,
+    and a ``Trace`` object each costs ten times more); otherwise the public objects."""
+    raw = getattr(snapshot.traces, "_traces", None)
+    if isinstance(raw, list) and (not raw or (isinstance(raw[0], tuple) and len(raw[0]) >= 3)):
+        for entry in raw:
+            yield entry[2], entry[1]
+        return
+    for trace in snapshot.traces:
+        yield tuple((f.filename, f.lineno) for f in reversed(trace.traceback)), trace.size
 
 
 def site_families(
@@ -299,14 +312,18 @@ class AllocationSampler(Collector):
         try:
             if self._stopping.wait(half):
                 return
-            middle = self._by_site(tm.take_snapshot())
+            # the snapshots are taken while tracing and read after it stopped: reading them
+            # while tracing would trace the reading, and slow the service down with it
+            first = tm.take_snapshot()
             opened_half = time.monotonic()
             if self._stopping.wait(half):
                 return
-            end = self._by_site(tm.take_snapshot())
+            second = tm.take_snapshot()
             closed = time.monotonic()
         finally:
             tm.stop()
+        middle, end = self._by_site(first), self._by_site(second)
+        del first, second
         span = max(closed - opened_half, 1e-3)
         since = closed - self._last_close
         self._last_close = closed
@@ -320,24 +337,22 @@ class AllocationSampler(Collector):
 
     def _by_site(self, snapshot: Any) -> dict[tuple[str, str], int]:
         """Bytes per (site, function) of a snapshot, each block at its innermost own frame."""
+        by_stack: dict[tuple[tuple[str, int], ...], int] = {}
+        for stack, size in _stacks(snapshot):
+            by_stack[stack] = by_stack.get(stack, 0) + size
         out: dict[tuple[str, str], int] = {}
         namer = self.namer
-        for trace in snapshot.traces:
-            frames = trace.traceback
-            if any(frame.filename == _THIS_FILE for frame in frames):
-                continue  # the sampler's own work between the two snapshots
-            for frame in reversed(frames):
-                site = namer.relative(frame.filename)
+        for stack, size in by_stack.items():  # innermost frame first
+            if any(filename == _THIS_FILE for filename, _ in stack):
+                continue  # the sampler's own work
+            for filename, lineno in stack:
+                site = namer.relative(filename)
                 if site is not None:
-                    key = (f"{site}:{frame.lineno}", "")
-                    out[key] = out.get(key, 0) + trace.size
+                    function = function_at(str(self.namer.root / site), lineno)
+                    key = (f"{site}:{lineno}", function)
+                    out[key] = out.get(key, 0) + size
                     break
-        named: dict[tuple[str, str], int] = {}
-        for (site, _), size in out.items():
-            path, _, line = site.rpartition(":")
-            function = function_at(str(self.namer.root / path), int(line))
-            named[(site, function)] = named.get((site, function), 0) + size
-        return named
+        return out
 
     def _bound(self) -> None:
         keep = KEEP_FACTOR * self.config.top

@@ -113,7 +113,7 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str] | None = None) -
         const=60.0,
         default=default("attribution", None),
         metavar="SECONDS",
-        help="with --metrics-port: sample allocation sites (tracemalloc) in a 2 s window every "
+        help="with --metrics-port: sample allocation sites (tracemalloc) in a 1 s window every "
         "SECONDS (default 60)",
     )
     args = parser.parse_args(list(argv))
