@@ -8,11 +8,18 @@
 
     python -m benchmarks analyzer_speed            # about a minute
     python -m benchmarks analyzer_speed --full     # 100 services through Prometheus
+
+Targets (printed with their figures; exit status 1 if one is missed, 2 if Prometheus or
+promtool is missing so the end-to-end time cannot be judged): 100 services end to end under
+10 s (measured with --full, else projected from the 10-service fetch), and the peak RSS of the
+benchmark process, series in memory included, under 1 GB. (Issue 16's fleet sizes, 1,000
+services x 48 h and 300 x 7 days, belong with the fleet-scale analyzer work.)
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 import tempfile
@@ -35,6 +42,8 @@ INTERVAL = 15.0
 SCENARIOS = 5
 BUCKETS = ("0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf")
 MB = 1e6
+TARGET_SECONDS = 10.0  # 100 services x 48 h end to end
+TARGET_PEAK_RSS_BYTES = 1e9
 
 
 class MemorySource:
@@ -260,8 +269,30 @@ def main(argv: list[str]) -> int:
         output["total_measured"] = full
     else:
         print("fetch skipped:", fetch["skipped"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    output["peak_rss_bytes"] = peak
+    missed: list[str] = []
+    total_seconds = output.get("total_100_services_seconds")
+    if total_seconds is not None:
+        met = total_seconds < TARGET_SECONDS
+        how = "measured" if full else "projected"
+        print(
+            f"target: 100 services x {HOURS} h end to end < 10 s -> {total_seconds:.1f} s "
+            f"{how} ({'meets' if met else 'MISSES'})"
+        )
+        if not met:
+            missed.append("100 services end to end")
+    met = peak < TARGET_PEAK_RSS_BYTES
+    print(f"target: peak RSS < 1 GB -> {peak / 1e9:.2f} GB ({'meets' if met else 'MISSES'})")
+    if not met:
+        missed.append("peak RSS")
+    output["targets_missed"] = missed
     write_results("analyzer_speed", output)
-    return 0
+    if total_seconds is None:
+        print("the end-to-end time cannot be judged without Prometheus and promtool")
+        return 2
+    print("all targets met" if not missed else "MISSED: " + "; ".join(missed))
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
