@@ -91,7 +91,9 @@ def _note_sampling(result: Result, series: list[Series]) -> Result:
 
 
 def _primary(rule: Rule, data: Mapping[str, list[Series]]) -> list[Series]:
-    role = {"counter_ratio": "denominator", "quantile_change": "histogram"}.get(rule.kind, "value")
+    # ratio_change: the numerator (CPU) carries the subject's labels, the requests may not
+    primary = {"counter_ratio": "denominator", "ratio_change": "numerator"}
+    role = {**primary, "quantile_change": "histogram"}.get(rule.kind, "value")
     return data.get(role, [])
 
 
