@@ -152,7 +152,7 @@ def test_cpu_creeping_at_constant_load_fails_cpu_per_request_and_steady_cpu_pass
     steady = results[("cpu_per_request", "service=steady")]
     assert steady["status"] == "pass" and abs(steady["figure"]) < 5
     # the sample interval the verdict judged comes from its request counters
-    assert leaky["details"]["sample_seconds"] == pytest.approx(15.0)
+    assert leaky["details"]["sample_seconds"] == pytest.approx(INTERVAL)
 
 
 def test_cpu_per_request_on_a_short_range_says_which_range_it_needs(
