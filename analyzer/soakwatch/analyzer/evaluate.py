@@ -361,6 +361,14 @@ def _slope_verdict(rule: Rule, estimate: GrowthEstimate) -> tuple[Status, str]:
                 f"; but the last {format_duration(rising[-1].end - rising[-1].start)} rise "
                 f"{_fmt(rule, rising[-1].slope_per_hour)}, too short to judge on its own"
             )
+    falls = estimate.between_falls
+    if status == "pass" and falls is not None and falls[1] > limit:
+        status = "inconclusive"
+        reason += (
+            f"; but it falls back {_counted(falls[2], 'times')} and grows "
+            f"{_fmt(rule, falls[0])} between the falls: a leak reset by restarts nobody "
+            "reported? the start-time series (restarts) would decide"
+        )
     if status == "fail" and estimate.settling is not None and estimate.settling[1] <= limit:
         status = "inconclusive"
         left, low, high = estimate.settling
@@ -450,6 +458,13 @@ def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Resul
             "min_cycles": MIN_CYCLES,
         },
         "detectable_slope": _finite_or_none(_show(rule, estimate.detectable_per_hour)),
+        "between_falls": None
+        if estimate.between_falls is None
+        else {
+            "slope": _show(rule, estimate.between_falls[0]),
+            "lower": _show(rule, estimate.between_falls[1]),
+            "drops": estimate.between_falls[2],
+        },
         "settling": None
         if estimate.settling is None
         else [_show(rule, v) for v in estimate.settling],

@@ -67,6 +67,7 @@ MIN_CYCLES = 10  # troughs a cycle needs before flat troughs pass
 SLOWING_Z = 2.33  # one-sided 1 %: a straight leak reads as slowing down once in a hundred
 SETTLING_Z = 3.0  # a settling term this many standard errors deep marks a warm-up tail
 TROUGH_SHARE = 0.1  # a trough is read from the samples in this share of a period after a drop
+MAX_FALLS = 3  # at most this many drops without a climb back cut the series like restarts
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,9 @@ class GrowthEstimate:
     # (slope, lower, upper) per hour of the straight part of y = a + s x - b exp(-x / tau)
     # when the settling term is significant: the growth left once the warm-up is over
     settling: tuple[float, float, float] | None = None
+    # (slope, lower bound) per hour between drops, and the drops, when the series fell back
+    # more than MAX_FALLS times without a clear climb and was judged as one trend
+    between_falls: tuple[float, float, int] | None = None
 
     @property
     def slope_per_hour(self) -> float:
@@ -204,34 +208,6 @@ def sawtooth_period(t: FloatArray, y: FloatArray, pieces: list[slice]) -> float 
     if not intervals:
         return None
     return float(np.median(np.concatenate(intervals)))
-
-
-def _climb(x: FloatArray, y: FloatArray, pieces: list[slice]) -> float | None:
-    """The typical slope (per second) within the pieces between drops, when they climb: the
-    median of the pieces' own least-squares slopes, if at least three quarters of them are
-    positive by two standard errors. A piece holding a drop
-    that was not seen has a slope near 0; the median is not moved by a few of them."""
-    slopes: list[float] = []
-    rising = 0
-    single = None
-    for p in pieces:
-        if p.stop - p.start < 3 or not float(np.ptp(x[p])) > 0:
-            continue
-        try:
-            fit = line_fit(x[p], y[p], variance_factor=None)
-        except ValueError:
-            continue
-        slopes.append(fit.slope)
-        rising += int(fit.slope - 2.0 * fit.stderr > 0)
-        single = fit
-    if not slopes:
-        return None
-    if len(slopes) == 1:
-        assert single is not None
-        return single.slope if single.slope - 2.0 * single.stderr > 0 else None
-    if rising < 0.75 * len(slopes):
-        return None
-    return float(np.median(np.asarray(slopes)))
 
 
 def _split(pieces: list[slice], cuts: list[int]) -> list[slice]:
@@ -336,10 +312,14 @@ def estimate_growth(
     found = drops(y, pieces)
     drop_times = [float(t[k]) for k in found]
     split_by_drops = False
+    between: tuple[float, float, int] | None = None
     if found:
         cycle_pieces = _split(pieces, found)
-        climbing = _climb(x, y, cycle_pieces)
         depths = [float(np.median(y[max(k - 3, 0) : k]) - np.median(y[k : k + 3])) for k in found]
+        try:
+            within = line_fit(x, y, blocks=[p for p in cycle_pieces if p.stop - p.start > 1])
+        except ValueError:
+            within = None
         gaps = [
             float(x[b] - x[a])
             for p in pieces
@@ -350,7 +330,14 @@ def estimate_growth(
             )
         ]
         period = float(np.median(gaps)) if gaps else float(x[pieces[-1].stop - 1] - x[found[-1]])
-        if climbing is not None and climbing * period >= 0.5 * float(np.median(depths)):
+        climbing = (
+            within.slope
+            if within is not None
+            and within.slope - 2.0 * within.stderr > 0
+            and within.slope * period >= 0.5 * float(np.median(depths))
+            else None
+        )
+        if climbing is not None:
             return _troughs(
                 x,
                 y,
@@ -366,9 +353,20 @@ def estimate_growth(
                 restart_segments,
                 capped,
             )
-        # falls the series does not climb back from: pieces with their own level
-        pieces = cycle_pieces
-        split_by_drops = True
+        if len(found) <= MAX_FALLS:
+            # a few falls the series does not climb back from: pieces with their own level
+            pieces = cycle_pieces
+            split_by_drops = True
+        elif within is not None:
+            # many falls without a clear climb between them: a noisy or partly seen cycle, or
+            # restarts nobody reported; judged as one trend (its periodic residuals carried by
+            # the variance factor), the slope between the falls kept to say so
+            z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+            between = (
+                within.slope * HOUR,
+                (within.slope - z * within.stderr) * HOUR,
+                len(found),
+            )
 
     # -- window medians, as short as the point budget allows --------------------------------
     analysed = sum(float(x[p][-1] - x[p][0]) for p in pieces)
@@ -500,6 +498,7 @@ def estimate_growth(
         covered_seconds=covered,
         slowing=slowing,
         settling=settling,
+        between_falls=between,
     )
 
 
