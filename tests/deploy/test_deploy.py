@@ -369,6 +369,7 @@ def test_the_remote_write_block_delivers_soak_series_to_victoriametrics_and_drop
 
 def test_the_commands_the_containers_run_are_console_scripts_or_modules_that_exist() -> None:
     import importlib.util
+
     import tomllib
 
     scripts = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"])
