@@ -612,7 +612,8 @@ def _counter_ratio(
         "series": len(denominators),
     }
     evidence = Evidence(
-        series=[(s.label_text() or s.name, s.t, s.v) for s in (denominators + numerators)[:8]],
+        # every series: the report plots the ratio judged, which needs all of them
+        series=[(s.label_text() or s.name, s.t, s.v) for s in (denominators + numerators)],
         spans=[("warm-up", start, begin)] if rule.warmup_seconds else [],
         y_label="counter",
     )
@@ -984,7 +985,7 @@ def _ratio_change(
         "denominator_series": len(denominators),
     }
     evidence = Evidence(
-        series=[(s.label_text() or s.name, s.t, s.v) for s in (numerators + denominators)[:8]],
+        series=[(s.label_text() or s.name, s.t, s.v) for s in (numerators + denominators)],
         spans=[("first window", *first), ("late stretch", *late)],
         y_label="counter",
     )
