@@ -7,12 +7,14 @@
   ``--soak-profile``. Tests marked ``complete=True`` (the complete suite) also need
   ``RUN_COMPLETE_SOAK_TEST=1``. The skip reason says how to ask.
 - Options ``--soak-profile``, ``--soak-duration``, ``--soak-config``, ``--soak-inconclusive``,
-  ``--soak-progress`` and ini keys of the same names (``soak_profile``, ...); the environment
-  (``SOAK_PROFILE``, ``SOAK_DURATION``, ...) sits between the two. All resolved once, at
-  configure, in ``resolve_settings``: a bad value is one usage error (exit 4), not an error in
-  every test.
+  ``--soak-progress``, ``--soak-attribution`` and ini keys of the same names (``soak_profile``,
+  ...); the environment (``SOAK_PROFILE``, ``SOAK_DURATION``, ...) sits between the two. All
+  resolved once, at configure, in ``resolve_settings``: a bad value is one usage error (exit 4),
+  not an error in every test.
 - A test using ``soak_monitor`` is judged after its body: a leak fails it, and so does an
-  inconclusive verdict unless ``--soak-inconclusive`` says skip or pass.
+  inconclusive verdict unless ``--soak-inconclusive`` says skip or pass. With
+  ``--soak-attribution`` (or the marker's ``attribution=True``) the monitor also samples
+  allocation sites, and the failure names the top one: ``...; mostly at test_leak.py:7``.
 - Fixtures: ``soak_config`` (the resolved profile), ``soak_services`` (availability of the
   services the test names), ``soak_monitor`` (in-process resource sampling), ``soak_run`` (a whole
   run against a target, returning its result and verdict).
@@ -61,7 +63,7 @@ __all__ = [
 
 MARKER_SIGNATURE = (
     "soak(scenario=None, *, services=(), complete=False, duration=None, max_growth=None, "
-    "rules=None)"
+    "rules=None, attribution=None)"
 )
 MARKER_HELP = (
     f"{MARKER_SIGNATURE}: a soak test (skipped unless RUN_SOAK_TESTS=1, --run-soak or "
@@ -70,7 +72,9 @@ MARKER_HELP = (
     "suite, which also needs RUN_COMPLETE_SOAK_TEST=1. duration: how long "
     "soak_monitor.iterations() runs the body (default 10m; --soak-duration wins). max_growth: "
     "the memory threshold of soak_monitor, e.g. '2 MB/h' (default: the rules'). rules: a rules "
-    "file (relative to the rootdir) whose memory_growth rule soak_monitor judges."
+    "file (relative to the rootdir) whose memory_growth rule soak_monitor judges. "
+    "attribution: True/False samples allocation sites in soak_monitor and names the top one in "
+    "the verdict (default: --soak-attribution)."
 )
 DEFAULT_TEST_DURATION = 600.0  # the marker's duration when nothing says otherwise: 10m
 DEFAULT_PROGRESS = 10.0  # seconds between progress lines with -s or -v
@@ -97,12 +101,14 @@ class PluginSettings:
     duration_from: str = ""
     inconclusive: Inconclusive = "fail"
     progress_seconds: float = DEFAULT_PROGRESS
+    attribution: bool = False
 
 
 @dataclass(frozen=True)
 class SoakMarker:
     """The arguments of one ``@pytest.mark.soak``, checked. ``duration_seconds``,
-    ``max_growth_mb_per_hour`` and ``rules`` are None when the marker does not give them."""
+    ``max_growth_mb_per_hour``, ``rules`` and ``attribution`` are None when the marker does not
+    give them."""
 
     scenario: str | None
     services: tuple[str, ...]
@@ -110,6 +116,7 @@ class SoakMarker:
     duration_seconds: float | None = None
     max_growth_mb_per_hour: float | None = None
     rules: Path | None = None
+    attribution: bool | None = None
 
 
 class SoakInconclusiveWarning(pytest.PytestWarning):
@@ -156,11 +163,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="INTERVAL",
         help=f"a progress line this often with -s or -v (default {DEFAULT_PROGRESS:g}s; 0: none)",
     )
+    group.addoption(
+        "--soak-attribution",
+        action="store_true",
+        default=None,
+        help="soak_monitor samples allocation sites (tracemalloc, 1 s windows a minute) and a "
+        "leak's failure names the top one (same as SOAK_ATTRIBUTION=1)",
+    )
     parser.addini("soak_profile", "default soak profile (ci, staging, production, demo)")
     parser.addini("soak_duration", "default override of the profile's duration")
     parser.addini("soak_config", "soak config file, relative to the rootdir")
     parser.addini("soak_inconclusive", "fail (default), skip or pass an inconclusive soak test")
     parser.addini("soak_progress", "seconds between progress lines with -s or -v (0: none)")
+    parser.addini("soak_attribution", "1/0: soak_monitor samples allocation sites (default 0)")
 
 
 def _flag(name: str, raw: str) -> bool:
@@ -236,6 +251,10 @@ def resolve_settings(
     if not enabled:
         enabled = _flag("RUN_SOAK_TESTS", env.get("RUN_SOAK_TESTS", ""))
     complete_enabled = _flag("RUN_COMPLETE_SOAK_TEST", env.get("RUN_COMPLETE_SOAK_TEST", ""))
+    attribution_text, attribution_from = pick(
+        "soak_attribution", "SOAK_ATTRIBUTION", "soak_attribution"
+    )
+    attribution = attribution_text is not None and _flag(attribution_from, attribution_text)
     return PluginSettings(
         enabled=enabled,
         complete_enabled=complete_enabled,
@@ -245,6 +264,7 @@ def resolve_settings(
         duration_from=duration_from,
         inconclusive=inconclusive,
         progress_seconds=progress_seconds,
+        attribution=attribution,
     )
 
 
@@ -307,6 +327,7 @@ def _parse_marker(
     duration: Any = None,
     max_growth: Any = None,
     rules: Any = None,
+    attribution: Any = None,
 ) -> SoakMarker:
     if scenario is not None and not isinstance(scenario, str):
         raise TypeError(f"scenario must be a string, got {scenario!r}")
@@ -330,6 +351,8 @@ def _parse_marker(
     growth = None if max_growth is None else _growth_mb_per_hour(max_growth)
     if rules is not None and not isinstance(rules, (str, os.PathLike)):
         raise TypeError(f"rules must be a rules file or a packaged name, got {rules!r}")
+    if attribution is not None and not isinstance(attribution, bool):
+        raise TypeError(f"attribution must be True or False, got {attribution!r}")
     return SoakMarker(
         scenario,
         tuple(services),
@@ -337,6 +360,7 @@ def _parse_marker(
         duration_seconds,
         growth,
         None if rules is None else Path(rules),
+        attribution,
     )
 
 
@@ -415,6 +439,14 @@ def _overridden_duration(settings: PluginSettings) -> float | None:
     if settings.duration_from.startswith("ini"):
         return None
     return settings.duration_seconds
+
+
+def _attribution(settings: PluginSettings, marker: SoakMarker | None) -> bool:
+    """Whether soak_monitor samples allocation sites: the marker's ``attribution=`` when it gives
+    one, else ``--soak-attribution`` / SOAK_ATTRIBUTION / ini soak_attribution (off)."""
+    if marker is not None and marker.attribution is not None:
+        return marker.attribution
+    return settings.attribution
 
 
 def test_duration(settings: PluginSettings, marker: SoakMarker | None) -> float:
@@ -565,8 +597,10 @@ def soak_monitor(request: pytest.FixtureRequest, soak_config: Profile) -> Iterat
     (marker ``duration=``, ``--soak-duration``; 10m by default) with progress lines under -s or
     -v. After the body, the memory is judged (marker ``max_growth=`` / ``rules=``) unless the test
     called ``soak_monitor.verdict()`` itself: a leak fails the test, an inconclusive verdict too
-    (``--soak-inconclusive``). Without the analyzer extra this is an error before the body."""
-    from soakwatch.sampling import SoakMonitor, monitor_interval
+    (``--soak-inconclusive``). Without the analyzer extra this is an error before the body. With
+    the marker's ``attribution=True`` (or ``--soak-attribution``) allocation sites of the code
+    under the rootdir are sampled too, and a failing verdict names the top one."""
+    from soakwatch.sampling import SoakMonitor, monitor_interval, test_attribution_config
 
     item = request.node if isinstance(request.node, pytest.Item) else None
     marker = soak_marker(item) if item is not None else None
@@ -579,6 +613,13 @@ def soak_monitor(request: pytest.FixtureRequest, soak_config: Profile) -> Iterat
         pytest.fail(f"soak_monitor: {exc}", pytrace=False)
     except SoakwatchError as exc:
         pytest.fail(f"soak_monitor: rules: {exc}", pytrace=False)
+    attribution = _attribution(settings, marker)
+    if attribution and item is not None:
+        from soakwatch.exporter.attribution import function_at
+
+        # the test's own file is the likeliest site: read its functions now, not as a step in
+        # the RSS the monitor judges
+        function_at(str(item.path), 0)
     monitor = SoakMonitor(
         interval_seconds=monitor_interval(soak_config.sampling_interval_seconds, duration),
         threshold_mb_per_hour=marker.max_growth_mb_per_hour if marker else None,
@@ -586,6 +627,9 @@ def soak_monitor(request: pytest.FixtureRequest, soak_config: Profile) -> Iterat
         rule=rule,
         progress=_progress_writer(request.config, f"soak {request.node.name}"),
         progress_every=settings.progress_seconds,
+        attribution=(
+            test_attribution_config(duration, _rootdir(request.config)) if attribution else False
+        ),
     ).start()
     if item is not None:
         item.stash[monitor_key] = monitor

@@ -8,7 +8,13 @@ samples are kept in arrays allocated (and written) before sampling starts: the m
 bookkeeping does not grow the RSS it measures.
 
 ``SoakMonitor.iterations()`` runs a test's body until its duration is spent, saying how it goes
-(elapsed/total, samples, RSS, the slope so far) every ``progress_every`` seconds."""
+(elapsed/total, samples, RSS, the slope so far) every ``progress_every`` seconds.
+
+``SoakMonitor(attribution=...)`` also samples allocation sites while the body runs, with the
+exporter's tracemalloc sampler (:class:`soakwatch.exporter.attribution.AllocationSampler`, in
+short windows: its defaults, 1 s a minute; see :func:`test_attribution_config` for tests
+shorter than three intervals). A failing or inconclusive verdict then names its top site:
+``...: fail (leak); mostly at test_leak.py:7 (test_leak, +11.8 MB/h)``."""
 
 from __future__ import annotations
 
@@ -22,7 +28,8 @@ import time
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -30,6 +37,7 @@ from soakwatch.durations import format_duration
 from soakwatch.extras import require_extra
 
 if TYPE_CHECKING:
+    from soakwatch.exporter.attribution import AllocationSampler, AttributionConfig
     from soakwatch.rules.model import Rule
 
 __all__ = [
@@ -40,6 +48,7 @@ __all__ = [
     "judge_memory",
     "memory_rule",
     "monitor_interval",
+    "test_attribution_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,9 @@ MB = 1e6  # the rule's unit is MB/h: decimal megabytes, as in rules/soak.yaml
 # a test's duration is sampled this many times at least (down to MIN_INTERVAL seconds apart)
 SAMPLES_PER_DURATION = 200
 MIN_INTERVAL = 0.02
+# a test shorter than this many sampling intervals has its attribution windows packed closer
+ATTRIBUTION_MIN_WINDOWS = 3
+ATTRIBUTION_MIN_INTERVAL = 0.4  # seconds: windows of a tenth of a second at the least
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,9 @@ class ResourceSample:
 class ResourceSampler:
     """Samples a process every ``interval_seconds`` in a daemon thread between start() and stop().
 
-    ``process`` defaults to the current process; ``clock`` is injected for tests."""
+    ``process`` defaults to the current process; ``clock`` is injected for tests. While
+    ``pause()`` says True the thread takes no sample (soak_monitor: while an allocation window
+    traces, whose bookkeeping would show as a bump in RSS)."""
 
     def __init__(
         self,
@@ -74,10 +88,12 @@ class ResourceSampler:
         process: psutil.Process | None = None,
         clock: Callable[[], float] = time.time,
         max_samples: int = 4096,
+        pause: Callable[[], bool] | None = None,
     ) -> None:
         if not interval_seconds > 0:
             raise ValueError(f"interval_seconds must be > 0, got {interval_seconds!r}")
         self.interval_seconds = interval_seconds
+        self._pause = pause
         self._process = process or psutil.Process()
         self._clock = clock
         self._max_samples = max(2, max_samples)
@@ -170,7 +186,8 @@ class ResourceSampler:
         next_at = time.monotonic()
         while not self._stop.is_set():
             try:
-                self._record(self.sample())
+                if self._pause is None or not self._pause():
+                    self._record(self.sample())
             except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
                 log.warning("resource sampling failed: %s", exc)
             next_at += self.interval_seconds
@@ -214,10 +231,22 @@ class MemoryVerdict:
     threshold_mb_per_hour: float | None = None
     points: int = 0
     duration_seconds: float = 0.0
+    #: with attribution: the sites that kept memory, largest growth first, as the analyzer's
+    #: ``details.allocation_sites`` ({"site", "function", "growth_bytes_per_hour", "share"})
+    allocation_sites: tuple[dict[str, Any], ...] = ()
+    #: with attribution and no site to name: why (sampling unavailable, nothing kept)
+    allocation_note: str | None = None
 
     @property
     def passed(self) -> bool:
         return self.status == "pass"
+
+    @property
+    def top_site(self) -> str | None:
+        """``file:line`` of the site that kept the most, when it grew."""
+        if self.allocation_sites and self.allocation_sites[0]["growth_bytes_per_hour"] > 0:
+            return str(self.allocation_sites[0]["site"])
+        return None
 
 
 def memory_rule(warmup_seconds: float = 0.0, rules: str | os.PathLike[str] | None = None) -> Rule:
@@ -247,6 +276,68 @@ def monitor_interval(sampling_interval_seconds: float, duration_seconds: float |
     if duration_seconds is not None:
         interval = min(interval, max(duration_seconds / SAMPLES_PER_DURATION, MIN_INTERVAL))
     return interval
+
+
+def test_attribution_config(
+    duration_seconds: float | None, root: str | os.PathLike[str] | None = None
+) -> AttributionConfig:
+    """The allocation sampler's settings for a test of ``duration_seconds``: the exporter's
+    defaults (a 1 s window a minute, 3 frames), unless the test is shorter than
+    ATTRIBUTION_MIN_WINDOWS intervals; then the interval is a third of the test (at least
+    ATTRIBUTION_MIN_INTERVAL) and the window at most a quarter of it, so that a 20 s test is
+    sampled three times (and traced 15 % of its time instead of 1.7 %). ``root``: the test's
+    own code, sites are relative to it (default: the working directory; not the exporter's
+    folder of ``__main__``, which under pytest is pytest's own)."""
+    from soakwatch.exporter.attribution import AttributionConfig
+
+    base = AttributionConfig(root=Path.cwd() if root is None else root)
+    if duration_seconds is None or duration_seconds >= (
+        ATTRIBUTION_MIN_WINDOWS * base.interval_seconds
+    ):
+        return base
+    interval = max(duration_seconds / ATTRIBUTION_MIN_WINDOWS, ATTRIBUTION_MIN_INTERVAL)
+    window = min(base.window_seconds, interval / 4)
+    return dataclasses.replace(base, interval_seconds=interval, window_seconds=window)
+
+
+test_attribution_config.__test__ = False  # type: ignore[attr-defined]  # not a test to collect
+
+
+def _sites_of(sampler: AllocationSampler, seconds: float) -> tuple[dict[str, Any], ...]:
+    """The sampler's sites as the analyzer reports them: the bytes each kept since the start
+    (its running estimate) over the sampled time, in bytes/h, and its share of the total."""
+    sites = sampler.top_sites()
+    hours = max(seconds, 1e-9) / 3600.0
+    total = sum(kept for _site, _function, kept in sites if kept > 0)
+    return tuple(
+        {
+            "site": site,
+            "function": function,
+            "growth_bytes_per_hour": round(kept / hours, 1),
+            "share": round(kept / total, 4) if total > 0 and kept > 0 else 0.0,
+        }
+        for site, function, kept in sites
+    )
+
+
+def _with_sites(
+    verdict: MemoryVerdict, sites: tuple[dict[str, Any], ...], note: str | None
+) -> MemoryVerdict:
+    """The verdict with its allocation sites; a fail or inconclusive summary names the top
+    site (or says why there is none)."""
+    summary = verdict.summary
+    verdict = dataclasses.replace(verdict, allocation_sites=sites, allocation_note=note)
+    if verdict.status in ("fail", "inconclusive"):
+        top = verdict.top_site
+        if top is not None:
+            first = sites[0]
+            summary += (
+                f"; mostly at {top} ({first['function']}, "
+                f"{first['growth_bytes_per_hour'] / MB:+.2f} MB/h)"
+            )
+        elif note is not None:
+            summary += f"; {note}"
+    return dataclasses.replace(verdict, summary=summary)
 
 
 def judge_memory(
@@ -321,7 +412,9 @@ class SoakMonitor:
 
     ``duration_seconds`` is how long ``iterations()`` runs the body; ``rule`` the memory rule
     judged (default: the shipped ``memory_growth`` with ``warmup_seconds``); ``progress`` gets a
-    status line every ``progress_every`` seconds of ``iterations()``."""
+    status line every ``progress_every`` seconds of ``iterations()``. ``attribution``: True (the
+    settings of :func:`test_attribution_config`) or an ``AttributionConfig`` samples allocation
+    sites while the monitor runs, and the verdict names them."""
 
     def __init__(
         self,
@@ -333,10 +426,26 @@ class SoakMonitor:
         rule: Rule | None = None,
         progress: Callable[[str], None] | None = None,
         progress_every: float = 10.0,
+        attribution: bool | AttributionConfig = False,
     ) -> None:
         if duration_seconds is not None and not duration_seconds > 0:
             raise ValueError(f"duration_seconds must be > 0, got {duration_seconds!r}")
-        self.sampler = ResourceSampler(interval_seconds)
+        self.allocations: AllocationSampler | None = None
+        pause: Callable[[], bool] | None = None
+        if attribution is not False:
+            import tracemalloc
+
+            from soakwatch.exporter.attribution import AllocationSampler
+
+            config = (
+                test_attribution_config(duration_seconds) if attribution is True else attribution
+            )
+            sampler = self.allocations = AllocationSampler("soak_monitor", config)
+
+            def pause() -> bool:  # while a window of ours traces (not someone else's tracing)
+                return sampler.available and tracemalloc.is_tracing()
+
+        self.sampler = ResourceSampler(interval_seconds, pause=pause)
         self.threshold_mb_per_hour = threshold_mb_per_hour
         self.warmup_seconds = warmup_seconds
         self.duration_seconds = duration_seconds
@@ -347,6 +456,7 @@ class SoakMonitor:
         self.iterations_done = 0
         self._verdict: MemoryVerdict | None = None
         self._started: float | None = None
+        self._allocation_seconds: float | None = None
 
     def start(self) -> SoakMonitor:
         """Start sampling. Raises MissingExtraError first when the verdict could not be judged
@@ -355,6 +465,8 @@ class SoakMonitor:
         self._warm_up()
         self._started = time.monotonic()
         self.sampler.start()
+        if self.allocations is not None:
+            self.allocations.start()
         return self
 
     def _warm_up(self) -> None:
@@ -371,11 +483,51 @@ class SoakMonitor:
             warmup_seconds=self.warmup_seconds,
             rule=self.rule,
         )
+        if self.allocations is not None and self.allocations.available:
+            self._warm_up_allocations(self.allocations)
         gc.collect()
+
+    @staticmethod
+    def _warm_up_allocations(sampler: AllocationSampler) -> None:
+        """One throwaway window of a sampler like ``sampler`` (whose site names it then shares):
+        the memory tracemalloc and a snapshot take the first time (tables, arenas malloc keeps)
+        is taken before the first sample, not as a step in the test's RSS."""
+        from soakwatch.exporter.attribution import AllocationSampler
+
+        config = dataclasses.replace(
+            sampler.config, window_seconds=min(sampler.config.window_seconds, 0.2)
+        )
+        throwaway = AllocationSampler(sampler.service, config)
+        throwaway.namer = sampler.namer
+        throwaway.window()
 
     def stop(self) -> list[ResourceSample]:
         """Stop sampling (the verdict can still be asked for) and return the samples."""
+        self._stop_allocations()
         return self.sampler.stop()
+
+    def _stop_allocations(self) -> None:
+        if self.allocations is not None and self._allocation_seconds is None:
+            self.allocations.stop()
+            self._allocation_seconds = self.elapsed_seconds
+
+    def _allocation_verdict(self, verdict: MemoryVerdict) -> MemoryVerdict:
+        sampler = self.allocations
+        if sampler is None:
+            return verdict
+        self._stop_allocations()
+        sites = _sites_of(sampler, self._allocation_seconds or self.elapsed_seconds)
+        note = None
+        if sampler.problem is not None:
+            note = f"allocation sites unavailable: {sampler.problem}"
+        elif not sampler.windows:
+            note = (
+                "no allocation site: no sampling window closed while the body ran "
+                f"(one opens after {min(sampler.config.interval_seconds / 2, 5.0):g}s)"
+            )
+        elif not sites:
+            note = "no allocation site of the test's own code kept memory"
+        return _with_sites(verdict, sites, note)
 
     def sample_now(self) -> ResourceSample:
         """Take and keep one sample at once (between the thread's samples)."""
@@ -452,12 +604,15 @@ class SoakMonitor:
         monitor's threshold, i.e. the marker's ``max_growth=`` or the rule's)."""
         self.verdict_seen = True
         if self._verdict is None or threshold_mb_per_hour is not None:
+            self._stop_allocations()
             samples = self.sampler.stop()
-            self._verdict = judge_memory(
-                samples,
-                threshold_mb_per_hour=threshold_mb_per_hour or self.threshold_mb_per_hour,
-                warmup_seconds=self.warmup_seconds,
-                rule=self.rule,
+            self._verdict = self._allocation_verdict(
+                judge_memory(
+                    samples,
+                    threshold_mb_per_hour=threshold_mb_per_hour or self.threshold_mb_per_hour,
+                    warmup_seconds=self.warmup_seconds,
+                    rule=self.rule,
+                )
             )
         return self._verdict
 

@@ -23,7 +23,7 @@ def test_the_markers_listing_shows_the_soak_marker_with_its_full_signature(
     result.stdout.fnmatch_lines(
         [
             "@pytest.mark.soak(scenario=None, *, services=(), complete=False, duration=None, "
-            "max_growth=None, rules=None): a soak test*"
+            "max_growth=None, rules=None, attribution=None): a soak test*"
         ]
     )
 
