@@ -339,3 +339,80 @@ def test_a_histogram_of_the_load_module_keeps_the_percentiles_the_report_quotes(
     for value in (0.001, 0.002, 0.003):
         histogram.record(value)
     assert {"p50", "p95", "p99"} <= set(histogram.percentiles().as_dict())
+
+
+# -- issue 17: the allocation sites of a memory finding ------------------------------------------
+SITES = {  # site, function -> growth in MB/h (the service leaks 20 MB/h in all)
+    ("app/cache.py:42", "Cache.put"): 15.0,
+    ("app/log.py:7", "remember"): 3.0,
+    ("app/idle.py:3", "<module>"): 0.0,
+}
+
+
+@pytest.fixture(scope="module")
+def leaking(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Report]:
+    """Service "cache" grows 20 MB/h over 2 h; its exporter served three allocation sites."""
+    run_dir = tmp_path_factory.mktemp("leaking-run")
+    rng = np.random.default_rng(17)
+    times = START + np.arange(0.0, HOURS * 3600.0, INTERVAL)
+    with SampleWriter(run_dir) as writer:
+        for ts in times:
+            hours = (ts - START) / 3600.0
+            service = {"service": "cache", "instance": "cache:9000", "job": "soak"}
+            rss = 100 * MB + 20 * MB * hours + rng.normal(0, 0.2 * MB)
+            writer.write_sample("soak_process_resident_memory_bytes", service, rss, ts)
+            writer.write_sample("soak_process_start_time_seconds", service, START - 60, ts)
+            writer.write_sample("soak_process_up", service, 1.0, ts)
+            writer.write_sample("soak_allocation_attribution_up", service, 1.0, ts)
+            for (site, function), growth in SITES.items():
+                labels = {**service, "site": site, "function": function}
+                kept = growth * MB * hours + 1000.0
+                writer.write_sample("soak_allocation_site_bytes", labels, kept, ts)
+    source = RunDirSource(run_dir)
+    return run_dir, analyze(source, load_rules(None), *source.time_range())
+
+
+def _png_images(page: str, alt_prefix: str) -> list[tuple[str, bytes]]:
+    found = re.findall(rf'<img class="sites" alt="({alt_prefix}[^"]*)"[^>]*base64,([^"]+)"', page)
+    return [(alt, base64.b64decode(data)) for alt, data in found]
+
+
+def test_a_memory_finding_shows_a_chart_and_table_of_its_allocation_sites(
+    leaking: tuple[Path, Report],
+) -> None:
+    run_dir, report = leaking
+    memory = _result(report, "memory_growth", service="cache")
+    assert memory.status == "fail"
+    sites = memory.details["allocation_sites"]
+    assert [s["site"] for s in sites][:2] == ["app/cache.py:42", "app/log.py:7"]
+    page = render_html(report, run_dir=run_dir)
+    images = _png_images(page, "allocation sites: ")
+    assert len(images) == 1
+    alt, png = images[0]
+    assert alt == "allocation sites: app/cache.py:42, app/log.py:7, app/idle.py:3"
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+    section = page.split('<img class="sites"', 1)[1].split("</section>", 1)[0]
+    table = re.findall(r"<tr><td>([^<]+)</td><td>([^<]*)</td><td>([^<]+)</td>", section)
+    assert [(site, function) for site, function, _ in table] == [
+        ("app/cache.py:42", "Cache.put"),
+        ("app/log.py:7", "remember"),
+        ("app/idle.py:3", "&lt;module&gt;"),
+    ]
+    growth = float(table[0][2].removesuffix(" MB/h"))
+    assert 14.0 < growth < 16.0, table
+    assert "mostly at app/cache.py:42" in page  # the reason, as in the table
+
+
+def test_the_sites_chart_is_there_without_evidence_and_absent_without_sites(
+    leaking: tuple[Path, Report], page: str
+) -> None:
+    _run_dir, report = leaking
+    memory = _result(report, "memory_growth", service="cache")
+    # a report read back from JSON has details but no evidence to plot
+    bare = dataclasses.replace(
+        report, source="verdict.json", results=[dataclasses.replace(memory, evidence=None)]
+    )
+    alone = render_html(bare)
+    assert len(_png_images(alone, "allocation sites: app/cache.py:42")) == 1
+    # the recorded run of the other tests has no allocation site: no chart, no table
+    assert 'class="sites"' not in page

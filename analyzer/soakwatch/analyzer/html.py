@@ -7,7 +7,9 @@ backend and reduced to a palette. No external files, scripts or fonts.
 Not-applicable results, and passes whose figure is zero (no error, no restart, no failed
 probe), are folded into one line each instead of a row and a flat plot. A counter ratio is
 plotted as the ratio (over sliding windows, and since warm-up: the figure judged), not as
-the raw counters; every plot's y axis contains the levels its text quotes."""
+the raw counters; every plot's y axis contains the levels its text quotes. A memory_growth
+finding with ``details.allocation_sites`` (issue 17) also gets a bar chart of each top site's
+growth and a table naming the sites."""
 
 from __future__ import annotations
 
@@ -397,6 +399,77 @@ def _figure(result: Result, evidence: Evidence, start: float, end: float) -> Any
     return figure
 
 
+# the allocation sites of a memory finding: at most this many bars, this wide (inches)
+MAX_SITE_BARS = 10
+SITES_WIDTH = 8.0
+
+
+def _sites_of(result: Result) -> list[dict[str, Any]]:
+    """The well-formed entries of ``details.allocation_sites`` (site text, numeric growth)."""
+    found = result.details.get("allocation_sites")
+    if not isinstance(found, list):
+        return []
+    return [
+        site
+        for site in found
+        if isinstance(site, dict)
+        and isinstance(site.get("site"), str)
+        and isinstance(site.get("growth_bytes_per_hour"), (int, float))
+        and math.isfinite(site["growth_bytes_per_hour"])
+    ]
+
+
+def _sites_figure(result: Result, sites: Sequence[dict[str, Any]]) -> Any:
+    """Horizontal bars: each site's growth (MB/h, the rules' unit), the largest on top."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    shown = list(sites[:MAX_SITE_BARS])
+    figure = Figure(figsize=(SITES_WIDTH, 0.8 + 0.28 * len(shown)), dpi=PLOT_DPI)
+    axes = figure.add_subplot()
+    labels = [
+        f"{s['site']} ({s['function']})" if s.get("function") else str(s["site"]) for s in shown
+    ]
+    growth = [float(s["growth_bytes_per_hour"]) / 1e6 for s in shown]
+    rows = np.arange(len(shown))[::-1]
+    axes.barh(rows, growth, color=["tab:red" if g > 0 else "tab:grey" for g in growth])
+    axes.set_yticks(rows, [label[:70] for label in labels], fontsize=7)
+    axes.axvline(0.0, color="black", lw=0.6)
+    axes.set_xlabel("growth (MB/h)", fontsize=8)
+    axes.set_title(f"allocation sites of {result.rule} {result.subject_text}", fontsize=9)
+    axes.tick_params(axis="x", labelsize=7)
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def _sites_block(result: Result) -> str:
+    """The chart and table of a memory finding's allocation sites ("" when it has none)."""
+    e = html.escape
+    sites = _sites_of(result)
+    if not sites:
+        return ""
+    figure = _sites_figure(result, sites)
+    image = base64.b64encode(_png(figure)).decode("ascii")
+    width = round(SITES_WIDTH * PLOT_DPI)
+    height = round(figure.get_figheight() * PLOT_DPI)
+    names = ", ".join(str(s["site"]) for s in sites[:MAX_SITE_BARS])
+    rows = "".join(
+        f"<tr><td>{e(str(s['site']))}</td><td>{e(str(s.get('function', '')))}</td>"
+        f"<td>{float(s['growth_bytes_per_hour']) / 1e6:+.3g} MB/h</td>"
+        f"<td>{100 * float(s.get('share') or 0.0):.0f} %</td></tr>"
+        for s in sites
+    )
+    return (
+        f'<img class="sites" alt="allocation sites: {e(names)}" width="{width}" '
+        f'height="{height}" src="data:image/png;base64,{image}">'
+        '<table class="sites"><tr><th>allocation site</th><th>function</th><th>growth</th>'
+        f"<th>share</th></tr>{rows}</table>"
+    )
+
+
 RUN_DIR_SOURCE = "run directory "
 
 
@@ -455,8 +528,14 @@ def _section(result: Result, anchor: str, start: float, end: float) -> str:
     """The finding's section with its plot; "" when there is nothing to show beyond its row
     (no evidence, or an inconclusive ratio without a figure that cannot be plotted)."""
     e = html.escape
+    sites = _sites_block(result)
     if result.evidence is None:
-        return ""
+        if not sites:
+            return ""
+        return (
+            f'<section id="{anchor}"><h3>{e(result.rule)} &mdash; {e(result.subject_text)}: '
+            f"{e(result.status)}</h3><p>{e(result.reason)}</p>{sites}</section>"
+        )
     image = _plot(result, result.evidence, start, end)
     if image is None:
         if result.status == "inconclusive" and result.figure is None:
@@ -473,7 +552,7 @@ def _section(result: Result, anchor: str, start: float, end: float) -> str:
         )
     return (
         f'<section id="{anchor}"><h3>{e(result.rule)} &mdash; {e(result.subject_text)}: '
-        f"{e(result.status)}</h3><p>{e(result.reason)}</p>{picture}</section>"
+        f"{e(result.status)}</h3><p>{e(result.reason)}</p>{picture}{sites}</section>"
     )
 
 
