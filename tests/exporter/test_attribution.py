@@ -288,3 +288,21 @@ def test_a_soak_of_the_leaking_sample_service_names_its_leaking_line(tmp_path: P
     # about 400 kB/s = 1440 MB/h kept; the windows' estimate within a factor of two
     assert 0.5 * 1.44e9 < sites[0]["growth_bytes_per_hour"] < 2 * 1.44e9, sites
     assert f"mostly at {leak_site}" in memory["reason"]
+
+
+def test_soakwatchs_own_code_is_never_a_site_but_a_service_inside_its_folders_is() -> None:
+    """From a checkout every namespace portion (run/soakwatch, src/soakwatch, ...) is soakwatch's
+    own code, never a site of a service rooted above it; a service whose root lies inside such
+    a folder (the demo's sample service, or any service installed into site-packages) still has
+    its own files named."""
+    import importlib
+
+    from soakwatch.exporter.attribution import SiteNamer
+
+    own = importlib.import_module("soakwatch.run.execute").__file__
+    sample = importlib.import_module("soakwatch.run.demo.sample_service.app").__file__
+    assert own is not None and sample is not None
+    checkout = Path(own).resolve().parents[4]
+    assert SiteNamer(checkout).relative(own) is None
+    inside = Path(sample).resolve().parent
+    assert SiteNamer(inside).relative(sample) == "app.py"

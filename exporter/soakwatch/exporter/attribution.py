@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
 import logging
 import os
 import sys
@@ -71,7 +72,11 @@ DEFAULT_WINDOW_SECONDS = 1.0
 DEFAULT_INTERVAL_SECONDS = 60.0
 # sites remembered beyond the served top N, so one that climbs slowly is not forgotten
 KEEP_FACTOR = 4
-_OWN_DIR = str(Path(__file__).resolve().parent.parent)
+# soakwatch's own code: every portion of the namespace package (exporter/soakwatch,
+# run/soakwatch, src/soakwatch, ... in a checkout; one folder in site-packages)
+_OWN_DIRS = tuple(
+    sorted({str(Path(p).resolve()) for p in importlib.import_module("soakwatch").__path__})
+)
 _THIS_FILE = __file__  # soakwatch's own code is never a site
 
 
@@ -114,7 +119,7 @@ def _library_dirs() -> tuple[str, ...]:
         for key in ("stdlib", "platstdlib", "purelib", "platlib")
         if (p := paths.get(key))
     }
-    return (*sorted(found), _OWN_DIR)
+    return (*sorted(found), *_OWN_DIRS)
 
 
 class SiteNamer:
@@ -124,7 +129,11 @@ class SiteNamer:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self._root_text = str(self.root) + os.sep
-        self._libraries = tuple(d + os.sep for d in _library_dirs())
+        # library folders that hold the root itself (a service inside site-packages, or the
+        # demo's sample service inside soakwatch) do not hide the service's own files
+        self._libraries = tuple(
+            d + os.sep for d in _library_dirs() if not self._root_text.startswith(d + os.sep)
+        )
         self._cache: dict[str, str | None] = {}
 
     def relative(self, filename: str) -> str | None:
