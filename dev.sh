@@ -82,6 +82,10 @@ case "${1:-}" in
     lint) setup_python; lint ;;
     test) shift; setup; exec "$VENV/bin/python" -m pytest "$@" ;;
     demo) shift; setup; exec "$VENV/bin/soak" run --demo "$@" ;;
-    bench) shift; setup; exec "$VENV/bin/python" -m benchmarks "$@" ;;
+    bench) shift; setup
+        # the benchmarks' peer (Locust), not needed by the tests: the bench extra, on first use
+        "$VENV/bin/python" -c 'import importlib.util, sys; sys.exit(not importlib.util.find_spec("locust"))' \
+            || quiet "$VENV/bin/python" -m pip install -q -e '.[test,bench]'
+        exec "$VENV/bin/python" -m benchmarks "$@" ;;
     *) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
