@@ -27,7 +27,7 @@ from soakwatch.analyzer.segments import restart_times
 from soakwatch.analyzer.series import Series, subject_of
 from soakwatch.analyzer.variation import coefficient_of_variation
 from soakwatch.durations import format_duration
-from soakwatch.rules.model import Rule
+from soakwatch.rules.model import SUSTAINED_WINDOWS, Rule
 
 __all__ = [
     "RoleData",
@@ -700,7 +700,6 @@ SUBWINDOW_MIN_SAMPLES = 4
 # counts as sustained only once that stretch is at least SUSTAINED_WINDOWS windows long: a
 # burst no longer than one window then covers less than half of it.
 LATE_WINDOWS = 3
-SUSTAINED_WINDOWS = 2
 
 
 def _histogram(buckets: list[Series]) -> WindowedHistogram:

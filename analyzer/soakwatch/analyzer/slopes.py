@@ -126,6 +126,15 @@ def least_squares_slope(x: FloatArray, y: FloatArray) -> float:
     return float(np.dot(xc, y - y.mean()) / denominator)
 
 
+def _windows(t: FloatArray, window_seconds: float) -> tuple[npt.NDArray[np.int64], ...]:
+    """The window number of every sample (windows of ``window_seconds`` from ``t[0]``), and
+    the first sample and the sample count of each window that holds any."""
+    index = np.floor((t - t[0]) / window_seconds).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+    counts = np.diff(np.r_[starts, t.size])
+    return index, starts, counts
+
+
 def window_aggregate(
     t: FloatArray,
     y: FloatArray,
@@ -141,9 +150,7 @@ def window_aggregate(
     y = np.asarray(y, dtype=np.float64)
     if t.size == 0:
         return t, y
-    index = np.floor((t - t[0]) / window_seconds).astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
-    ends = np.r_[starts[1:], y.size]
+    index, starts, counts = _windows(t, window_seconds)
     centres = t[0] + (index[starts] + 0.5) * window_seconds
     if how == "min":
         values = np.minimum.reduceat(y, starts)
@@ -151,13 +158,11 @@ def window_aggregate(
         # all windows at once: sort by (window, value), then take each window's middle
         order = np.lexsort((y, index))
         ranked = y[order]
-        counts = ends - starts
         values = 0.5 * (ranked[starts + (counts - 1) // 2] + ranked[starts + counts // 2])
     else:
         raise ValueError(f"unknown aggregate {how!r}")
     # a window with far fewer samples than usual (the ragged last one, an outage) has a
     # differently distributed minimum: leave it out rather than bias the slope
-    counts = ends - starts
     full = counts >= min_fraction * float(np.median(counts))
     return centres[full], values[full].astype(np.float64)
 
@@ -179,10 +184,7 @@ def window_points(
     y = np.asarray(y, dtype=np.float64)
     if t.size == 0:
         return t, y
-    index = np.floor((t - t[0]) / window_seconds).astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
-    ends = np.r_[starts[1:], y.size]
-    counts = ends - starts
+    index, starts, counts = _windows(t, window_seconds)
     if how == "min":
         order = np.lexsort((y, index))  # per window ascending value: the first is the minimum
         at = order[starts]

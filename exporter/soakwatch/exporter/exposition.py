@@ -37,6 +37,7 @@ __all__ = [
     "Sample",
     "float_to_go",
     "generate_latest",
+    "merge_families",
     "start_http_server",
 ]
 
@@ -224,6 +225,19 @@ class _ClientRegistry:
 
 
 REGISTRY = _ClientRegistry()
+
+
+def merge_families(families: Iterable[Any]) -> Iterator[Any]:
+    """Families of the same name as one (their samples in order): several services' series of
+    one metric must be exposed as one family, which a text exposition may not repeat."""
+    merged: dict[str, Any] = {}
+    for family in families:
+        kept = merged.get(family.name)
+        if kept is None:
+            merged[family.name] = family
+        else:
+            kept.samples.extend(family.samples)
+    yield from merged.values()
 
 
 def float_to_go(value: float) -> str:

@@ -44,7 +44,7 @@ from prometheus_client.core import Metric
 
 from soakwatch.configfile import Section
 from soakwatch.exporter.attribution import DEFAULT_TOP, KEEP_FACTOR, site_families
-from soakwatch.exporter.exposition import Collector
+from soakwatch.exporter.exposition import Collector, merge_families
 from soakwatch.exporter.exposition import Registry as CollectorRegistry
 
 __all__ = [
@@ -274,17 +274,14 @@ class PprofCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        merged: dict[str, Metric] = {}
-        for service in self.targets:
-            with self._lock:
-                up = self._up[service]
-            for family in site_families(service, self.top_sites(service), up):
-                kept = merged.get(family.name)
-                if kept is None:
-                    merged[family.name] = family
-                else:
-                    kept.samples.extend(family.samples)
-        yield from merged.values()
+        yield from merge_families(
+            family for service in self.targets for family in self._families(service)
+        )
+
+    def _families(self, service: str) -> Iterable[Metric]:
+        with self._lock:
+            up = self._up[service]
+        return site_families(service, self.top_sites(service), up)
 
 
 def _fetch(url: str) -> str:

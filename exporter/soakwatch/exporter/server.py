@@ -19,6 +19,7 @@ from soakwatch.exporter.exposition import (
     Collector,
     CollectorRegistry,
     Metric,
+    merge_families,
     start_http_server,
 )
 from soakwatch.exporter.matching import ProcessTracker, matcher_for, scan_round
@@ -118,15 +119,9 @@ class MergedCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        merged: dict[str, Metric] = {}
-        for collector in self._collectors:
-            for family in collector.collect():
-                kept = merged.get(family.name)
-                if kept is None:
-                    merged[family.name] = family
-                else:
-                    kept.samples.extend(family.samples)
-        yield from merged.values()
+        yield from merge_families(
+            family for collector in self._collectors for family in collector.collect()
+        )
 
 
 def _probe_runners(config: ExporterConfig) -> list[Any]:

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_RULES_PATH",
     "KINDS",
     "SPEC_VERSION",
+    "SUSTAINED_WINDOWS",
     "UNITS",
     "AlertHints",
     "BaselineRule",
@@ -42,6 +43,10 @@ __all__ = [
 
 SPEC_VERSION = 1
 DEFAULT_RULES_PATH = Path(__file__).with_name("soak.yaml")
+# quantile_change: a change fails only once it has lasted this many of the rule's windows (a
+# burst no longer than one window then covers less than half of the late stretch). Read by the
+# analyzer's latency path and by soak run's start warnings.
+SUSTAINED_WINDOWS = 2
 
 Kind = Literal[
     "slope",

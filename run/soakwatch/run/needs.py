@@ -7,7 +7,7 @@ A rule needs its warm-up, then the most of:
 - ``min_duration``;
 - ``slope``: ``min_points`` windows of ``window`` (the window points the estimate needs);
 - ``quantile_change``: the first window after warm-up and a late stretch of
-  ``SUSTAINED_WINDOWS`` windows (``soakwatch.analyzer.evaluate``: a shorter change cannot be
+  ``SUSTAINED_WINDOWS`` windows (``soakwatch.rules.model``: a shorter change cannot be
   told from a burst);
 - otherwise ``min_points`` samples at the run's sampling interval.
 
@@ -21,12 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from soakwatch.durations import format_duration
-from soakwatch.rules.model import Rule, RuleSet
+from soakwatch.rules.model import SUSTAINED_WINDOWS, Rule, RuleSet
 
 __all__ = ["SUSTAINED_WINDOWS", "RuleNeed", "rule_needs", "short_run_warnings", "still_needed"]
-
-# soakwatch.analyzer.evaluate.SUSTAINED_WINDOWS (not imported: --check works without numpy)
-SUSTAINED_WINDOWS = 2
 
 
 @dataclass(frozen=True)
