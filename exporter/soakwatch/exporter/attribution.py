@@ -46,8 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+# the exporter's own families (they register in prometheus-client registries too), so a
+# sidecar reading a Go service's pprof through site_families never imports prometheus-client
+from soakwatch.exporter.exposition import Collector, GaugeMetricFamily, Metric
+from soakwatch.exporter.exposition import Registry as CollectorRegistry
 
 __all__ = [
     "DEFAULT_FRAMES",

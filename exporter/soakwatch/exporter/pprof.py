@@ -40,11 +40,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from prometheus_client.core import Metric
-
 from soakwatch.configfile import Section
 from soakwatch.exporter.attribution import DEFAULT_TOP, KEEP_FACTOR, site_families
-from soakwatch.exporter.exposition import Collector, merge_families
+from soakwatch.exporter.exposition import Collector, Metric, merge_families
 from soakwatch.exporter.exposition import Registry as CollectorRegistry
 
 __all__ = [
