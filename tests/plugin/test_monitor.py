@@ -151,6 +151,8 @@ def test_soak_inconclusive_from_command_line_environment_or_ini(
 def test_the_markers_max_growth_is_the_threshold(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
+        import time
+
         import pytest
 
         KEPT = []
@@ -163,8 +165,10 @@ def test_the_markers_max_growth_is_the_threshold(pytester: pytest.Pytester) -> N
 
         @pytest.mark.soak("tight", duration="2s", max_growth="512 KiB/h")
         def test_tight(soak_monitor):
+            # paced: on an idle machine 3,000 bare appends end before the sampler's 8th sample
             for _ in soak_monitor.iterations(max_iterations=3000):
                 KEPT.append(bytearray(20_000))
+                time.sleep(0.0005)
         """
     )
     result = pytester.runpytest_subprocess("--run-soak", "-rf")
