@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -183,18 +184,88 @@ def _process_table() -> list[tuple[int, float, str]]:
     return rows
 
 
+#: States of /proc/PID/stat of a process that has exited: zombie, dead.
+_EXITED_STATES = (b"Z", b"X")
+
+
+class _ProcessTree:
+    """Every process's parent, start time and state, from one pass over /proc/PID/stat."""
+
+    __slots__ = ("children", "stat")
+
+    def __init__(self, stat: dict[int, tuple[int, int, bytes]]) -> None:
+        #: PID -> (parent PID, start time in clock ticks since boot, state)
+        self.stat = stat
+        self.children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in stat.items():
+            self.children.setdefault(ppid, []).append(pid)
+
+
+_PROC_STAT = sys.platform.startswith("linux") and os.path.exists("/proc/self/stat")
+
+
+def _read_stat(pid: int) -> tuple[int, int, bytes] | None:
+    """(parent PID, start time in clock ticks since boot, state) from /proc/PID/stat; None
+    when the process is gone (or hidden from us)."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    # after "pid (comm) ": field 3 (state) is at 0, 4 (ppid) at 1, 22 (starttime) at 19
+    fields = data[data.rfind(b")") + 2 :].split(b" ", 20)
+    if len(fields) <= 19:
+        return None
+    return int(fields[1]), int(fields[19]), fields[0]
+
+
+def _read_process_tree() -> _ProcessTree | None:
+    """The tree read now; None where there is no /proc/PID/stat (not Linux)."""
+    if not _PROC_STAT:
+        return None
+    stat: dict[int, tuple[int, int, bytes]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            entry = _read_stat(int(name))
+            if entry is not None:  # else exited since the listing
+                stat[int(name)] = entry
+    return _ProcessTree(stat)
+
+
+def _round_tree() -> _ProcessTree | None:
+    """The process tree this thread's ``scan_round`` has already read, if any."""
+    if not getattr(_round, "active", False):
+        return None
+    tree: _ProcessTree | None = _round.tree
+    return tree
+
+
+def _process_tree() -> _ProcessTree | None:
+    """The process tree: read afresh, or once per ``scan_round`` in this thread."""
+    if not getattr(_round, "active", False):
+        return _read_process_tree()
+    if _round.tree is None:
+        _round.tree = _read_process_tree()
+    tree: _ProcessTree | None = _round.tree
+    return tree
+
+
 @contextlib.contextmanager
 def scan_round() -> Iterator[None]:
     """Within this block, every command-line matcher of this thread shares one listing of
-    the processes: N services that are down cost one walk of /proc, not N."""
+    the processes, and every process group one process tree: N services cost one walk of
+    /proc, not N."""
     if getattr(_round, "active", False):  # nested: the outer round's listing serves
         yield
         return
-    _round.active, _round.rows = True, None
+    _round.active, _round.rows, _round.tree = True, None, None
     try:
         yield
     finally:
-        _round.active, _round.rows = False, None
+        _round.active, _round.rows, _round.tree = False, None, None
 
 
 class CallableMatcher:
@@ -274,6 +345,7 @@ class ProcessTracker:
         self._lock = threading.Lock()
         self._process: Any = None
         self._identity: tuple[int, float] | None = None
+        self._start_ticks: int | None = None  # of the process, as /proc/PID/stat has it
         self._seen_any = False
         self._last_scan: float | None = None
         self._alive_at = float("-inf")
@@ -285,6 +357,9 @@ class ProcessTracker:
         self._slots: dict[tuple[int, float], tuple[str, Any]] = {}  # identity -> (label, proc)
         self._free: set[int] = set()  # numbers whose member exited, taken again first
         self._next_slot = 1
+        # descendant PID -> (start in clock ticks, identity, process): kept between looks
+        self._known: dict[int, tuple[int, tuple[int, float], Any]] = {}
+        self._last_members: tuple[float, list[Member]] | None = None
 
     @property
     def identity(self) -> tuple[int, float] | None:
@@ -300,7 +375,7 @@ class ProcessTracker:
                 now = self._clock()
                 if max_age_seconds > 0 and now - self._alive_at <= max_age_seconds:
                     return self._process
-                if _is_alive(self._process):
+                if self._still_running():
                     self._alive_at = now
                     return self._process
             if self._process is not None:
@@ -317,6 +392,19 @@ class ProcessTracker:
             self._scan()
             return self._process
 
+    def _still_running(self) -> bool:
+        """Whether the watched process lives (not a zombie, its PID not reused): from the
+        scan round's process tree when one was read, else from one read of its stat file
+        (psutil's ``is_running`` and ``status`` read it twice and build a Process)."""
+        if self._start_ticks is None:
+            return _is_alive(self._process)
+        tree = _round_tree()
+        pid = self._process.pid
+        entry = tree.stat.get(pid) if tree is not None else _read_stat(pid)
+        if entry is None or entry[2] in _EXITED_STATES:
+            return False
+        return entry[1] == self._start_ticks
+
     def refresh(self) -> None:
         """Look for the process now if it is gone, whenever the last look was, and for the
         group's members (for a background scanner that runs every ``scan_interval_seconds``:
@@ -328,10 +416,17 @@ class ProcessTracker:
         else:
             self.members()
 
-    def members(self) -> list[Member]:
+    def members(self, *, max_age_seconds: float = 0.0) -> list[Member]:
         """The service's live processes, the matched one first (label ``"0"``), then its
         descendants by member number; only the matched one when ``children`` is ``none``;
-        empty while none matches. The exporter's own process is never a member."""
+        empty while none matches. The exporter's own process is never a member. With
+        ``max_age_seconds``, a group listed that recently is returned as it was (the pool
+        collector runs right after the process collector)."""
+        if max_age_seconds > 0:
+            with self._members_lock:
+                last = self._last_members
+            if last is not None and self._clock() - last[0] <= max_age_seconds:
+                return list(last[1])
         root = self.current()
         identity = self._identity
         if root is None or identity is None:
@@ -339,10 +434,63 @@ class ProcessTracker:
         members = [Member(ROOT_MEMBER, identity, root)]
         if self.children == "none":
             return members
+        with self._members_lock:
+            found = self._descendants(root)
+            if found is None:
+                return members  # the root exited just now: the next look notices
+            self._assign(identity, found)
+            members += [
+                Member(label, key, proc)
+                for key, (label, proc) in sorted(self._slots.items(), key=lambda i: int(i[1][0]))
+            ]
+            self._last_members = (self._clock(), members)
+        return list(members)
+
+    def _descendants(self, root: Any) -> list[tuple[tuple[int, float], Any]] | None:
+        """(identity, process) of every live descendant of ``root``; None if it exited.
+
+        From one listing of /proc per scan round (shared by every service) instead of psutil's
+        ``children(recursive=True)``, which reads every process's stat file once per service.
+        A descendant seen before with the same start time keeps its process object; a new
+        start time on a known PID (a reused PID) is a new process."""
+        tree = _process_tree()
+        if tree is None:
+            return self._descendants_psutil(root)
+        start_of_root = tree.stat.get(root.pid)
+        if start_of_root is None:
+            return None
+        own = os.getpid()
+        found: list[tuple[tuple[int, float], Any]] = []
+        known: dict[int, tuple[int, tuple[int, float], Any]] = {}
+        pending = [root.pid]
+        while pending:
+            parent = pending.pop()
+            parent_start = tree.stat[parent][1]
+            for pid in tree.children.get(parent, ()):
+                _, start, state = tree.stat[pid]
+                if start < parent_start:  # the parent's PID was reused: not its child
+                    continue
+                pending.append(pid)
+                if pid == own or state in _EXITED_STATES:
+                    continue
+                seen = self._known.get(pid)
+                if seen is None or seen[0] != start:
+                    try:
+                        proc = self.process_factory(pid)
+                        seen = (start, (pid, float(proc.create_time())), proc)
+                    except psutil.Error:
+                        continue
+                known[pid] = seen
+                found.append((seen[1], seen[2]))
+        self._known = known
+        return found
+
+    def _descendants_psutil(self, root: Any) -> list[tuple[tuple[int, float], Any]] | None:
+        """``_descendants`` through psutil, where there is no /proc/PID/stat to read."""
         try:
             descendants = root.children(recursive=True)
         except psutil.NoSuchProcess:
-            return members  # the root exited just now: the next look notices
+            return None
         except (psutil.AccessDenied, OSError) as exc:
             log.debug("cannot list the children of %s: %s", self.matcher.describe(), exc)
             descendants = []
@@ -358,13 +506,7 @@ class ProcessTracker:
             except psutil.Error:
                 continue
             found.append((key, proc))
-        with self._members_lock:
-            self._assign(identity, found)
-            members += [
-                Member(label, key, proc)
-                for key, (label, proc) in sorted(self._slots.items(), key=lambda i: int(i[1][0]))
-            ]
-        return members
+        return found
 
     def _assign(self, root: tuple[int, float], found: list[tuple[tuple[int, float], Any]]) -> None:
         """Give each new descendant a member number; free the numbers of those gone."""
@@ -414,6 +556,8 @@ class ProcessTracker:
             return
         if not _is_alive(process):
             return
+        entry = _read_stat(pid) if _PROC_STAT else None
+        self._start_ticks = None if entry is None else entry[1]
         if self._identity is not None and identity == self._identity:
             # the same process as before (a pidfile matcher found it again after a blip)
             self._process = process

@@ -121,7 +121,7 @@ class PoolCollector(Collector):
             process = tracker.current(max_age_seconds=1.0)
             members = [process] if process is not None else []
         else:
-            members = [m.process for m in tracker.members()]
+            members = [m.process for m in tracker.members(max_age_seconds=1.0)]
         if not members:
             return None
         connections: list[Any] = []
