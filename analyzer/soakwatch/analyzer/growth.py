@@ -210,6 +210,30 @@ def sawtooth_period(t: FloatArray, y: FloatArray, pieces: list[slice]) -> float 
     return float(np.median(np.concatenate(intervals)))
 
 
+def _depths(y: FloatArray, found: list[int]) -> FloatArray:
+    """How far each drop at ``found`` fell: the median of the three samples before it less the
+    median of the three from it (fewer at the ends of the series). One sliding-window median
+    for all drops: a 48-hour GC sawtooth has hundreds."""
+    at = np.asarray(found, dtype=np.intp)
+    out = np.empty(at.size)
+    inner = (at >= 3) & (at + 3 <= y.size)
+    if y.size >= 3 and inner.any():
+        med3 = np.median(np.lib.stride_tricks.sliding_window_view(y, 3), axis=1)
+        k = at[inner]
+        out[inner] = med3[k - 3] - med3[k]
+    for i in np.flatnonzero(~inner):
+        edge = int(at[i])
+        out[i] = float(np.median(y[max(edge - 3, 0) : edge]) - np.median(y[edge : edge + 3]))
+    return out
+
+
+def _gaps(x: FloatArray, pieces: list[slice], found: list[int]) -> FloatArray:
+    """The intervals between successive drops within each piece (none across pieces)."""
+    at = np.asarray(found, dtype=np.intp)
+    out = [np.diff(x[at[(at >= p.start) & (at < p.stop)]]) for p in pieces]
+    return np.concatenate(out) if out else np.empty(0)
+
+
 def _split(pieces: list[slice], cuts: list[int]) -> list[slice]:
     out = []
     for piece in pieces:
@@ -315,21 +339,16 @@ def estimate_growth(
     between: tuple[float, float, int] | None = None
     if found:
         cycle_pieces = _split(pieces, found)
-        depths = [float(np.median(y[max(k - 3, 0) : k]) - np.median(y[k : k + 3])) for k in found]
+        depths = _depths(y, found)
         try:
             within = line_fit(x, y, blocks=[p for p in cycle_pieces if p.stop - p.start > 1])
         except ValueError:
             within = None
-        gaps = [
-            float(x[b] - x[a])
-            for p in pieces
-            for a, b in zip(
-                [k for k in found if p.start <= k < p.stop][:-1],
-                [k for k in found if p.start <= k < p.stop][1:],
-                strict=True,
-            )
-        ]
-        period = float(np.median(gaps)) if gaps else float(x[pieces[-1].stop - 1] - x[found[-1]])
+        gaps = _gaps(x, pieces, found)
+        if gaps.size:
+            period = float(np.median(gaps))
+        else:
+            period = float(x[pieces[-1].stop - 1] - x[found[-1]])
         climbing = (
             within.slope
             if within is not None
@@ -584,6 +603,48 @@ def _settling(
     return slope, slope - half, slope + half
 
 
+def _trough_levels(
+    x: FloatArray, y: FloatArray, inside: npt.NDArray[np.intp], piece: slice, span: float
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The troughs after the drops ``inside`` one piece: for each, the time of the drop
+    (midway between the last high and the first low sample), the level there from the line
+    through the samples of the next ``span`` seconds (before the next drop), and that level's
+    standard error in units of the sample noise. A steeper climb (a larger amplitude) does not
+    lift the trough. With fewer than three such samples (or one instant) the level is their
+    median. All lines come from grouped sums, not one fit per drop: a 48-hour GC sawtooth has
+    hundreds of troughs."""
+    stops = np.r_[inside[1:], piece.stop].astype(np.intp)
+    ends = np.minimum(stops, np.searchsorted(x, x[inside] + span, side="left"))
+    counts = np.maximum(ends - inside, 0)
+    keep = counts > 0
+    inside, ends, counts = inside[keep], ends[keep], counts[keep]
+    if inside.size == 0:
+        return np.empty(0), np.empty(0), np.empty(0)
+    previous = np.maximum(inside - 1, 0)
+    at = np.where(inside > piece.start, 0.5 * (x[previous] + x[inside]), x[inside])
+    # every sample of every trough, grouped: trough g holds samples inside[g] .. ends[g] - 1
+    starts = np.cumsum(counts) - counts
+    index = np.repeat(inside - starts, counts) + np.arange(int(counts.sum()))
+    owner = np.repeat(np.arange(inside.size), counts)
+    u = x[index] - at[owner]
+    v = y[index]
+    mean_u = np.add.reduceat(u, starts) / counts
+    mean_v = np.add.reduceat(v, starts) / counts
+    du = u - mean_u[owner]
+    sxx = np.add.reduceat(du * du, starts)
+    sxy = np.add.reduceat(du * (v - mean_v[owner]), starts)
+    line = (counts >= 3) & (x[ends - 1] - x[inside] > 0)
+    level = np.empty(inside.size)
+    spread = np.empty(inside.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level[line] = mean_v[line] - sxy[line] / sxx[line] * mean_u[line]
+        spread[line] = np.sqrt(1.0 / counts[line] + mean_u[line] ** 2 / sxx[line])
+    for g in np.flatnonzero(~line):
+        level[g] = float(np.median(y[inside[g] : ends[g]]))
+        spread[g] = 1.2533 / math.sqrt(int(counts[g]))
+    return at, level, spread
+
+
 def _troughs(
     x: FloatArray,
     y: FloatArray,
@@ -599,46 +660,31 @@ def _troughs(
     restart_segments: list[slice],
     capped: float | None,
 ) -> GrowthEstimate:
-    """The estimate on the troughs: after each drop, the median of the samples in the first
-    :data:`TROUGH_SHARE` of a period (at least one sample), at the mean time of those samples;
-    one level per restart piece; least squares with the noise of such a median as the floor of
-    the residual sd (troughs of different cycles are independent)."""
+    """The estimate on the troughs: after each drop, the level at the drop from the samples in
+    the first :data:`TROUGH_SHARE` of a period (:func:`_trough_levels`); one level per restart
+    piece; least squares with the noise of such a level as the floor of the residual sd
+    (troughs of different cycles are independent)."""
     span = min(max(TROUGH_SHARE * period, 4.0 * interval), 0.5 * period)
-    tt: list[float] = []
-    ty: list[float] = []
-    spread: list[float] = []
+    levels: list[FloatArray] = []
+    times: list[FloatArray] = []
+    spreads: list[FloatArray] = []
     blocks: list[slice] = []
+    count = 0
+    every = np.asarray(found, dtype=np.intp)
     for piece in pieces:
-        inside = [k for k in found if piece.start <= k < piece.stop]
-        begin = len(tt)
-        for i, k in enumerate(inside):
-            stop = inside[i + 1] if i + 1 < len(inside) else piece.stop
-            near = np.arange(k, stop)
-            near = near[x[near] < x[k] + span]
-            if near.size == 0:
-                continue
-            # the level at the drop (midway between the last high and the first low sample),
-            # from the line through the samples after it: a steeper climb (a larger amplitude)
-            # does not lift the trough
-            at = 0.5 * (float(x[k - 1]) + float(x[k])) if k > piece.start else float(x[k])
-            nx, ny = x[near], y[near]
-            if near.size >= 3 and float(np.ptp(nx)) > 0:
-                _, intercept = np.polyfit(nx - at, ny, 1)
-                level = float(intercept)
-                centred = nx - at
-                lever = 1.0 / near.size + float(np.mean(centred)) ** 2 / float(
-                    np.sum((centred - centred.mean()) ** 2)
-                )
-                spread.append(math.sqrt(lever))
-            else:
-                level = float(np.median(ny))
-                spread.append(1.2533 / math.sqrt(near.size))
-            tt.append(at)
-            ty.append(level)
-        if len(tt) > begin:
-            blocks.append(slice(begin, len(tt)))
-    px, py = np.asarray(tt), np.asarray(ty)
-    floor = sigma * (float(np.median(spread)) if spread else 1.0)
+        at_drop, level, spread = _trough_levels(
+            x, y, every[(every >= piece.start) & (every < piece.stop)], piece, span
+        )
+        if at_drop.size:
+            blocks.append(slice(count, count + at_drop.size))
+            count += at_drop.size
+            times.append(at_drop)
+            levels.append(level)
+            spreads.append(spread)
+    px = np.concatenate(times) if times else np.empty(0)
+    py = np.concatenate(levels) if levels else np.empty(0)
+    spread_all = np.concatenate(spreads) if spreads else np.empty(0)
+    floor = sigma * (float(np.median(spread_all)) if spread_all.size else 1.0)
     fit: SlopeFit | None = None
     try:
         line = line_fit(px, py, blocks=blocks, variance_factor=1.0, min_sd=floor)
