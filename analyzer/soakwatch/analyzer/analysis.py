@@ -1,20 +1,34 @@
 """``analyze()``: fetch what the rules need from a source, judge every rule, build the report.
-The only function that touches a source; everything it calls after fetching is pure."""
+The only function that touches a source; everything it calls after fetching is pure.
+
+At fleet scale (more services than ``shard_services``, a source that lists label values) the
+rules grouped by ``service`` are judged in shards of services, each in a worker process of
+a bounded pool (``jobs``) that fetches only its services' series: memory stays bounded by a
+shard and decoding overlaps on several cores (threads cannot: the decoding holds the GIL).
+The rules not grouped by service (load scenarios) are fetched once, in this process, while
+the workers run. The merged results are those of the unsharded analysis, in the same order."""
 
 from __future__ import annotations
 
+import copyreg
+import io
 import logging
+import math
+import multiprocessing
+import os
+import pickle
 import time
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from typing import Any
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
 
 from soakwatch.analyzer.attribution import attach_allocation_sites
 from soakwatch.analyzer.baseline import baseline_results
 from soakwatch.analyzer.evaluate import evaluate_rule, evaluate_sliding
 from soakwatch.analyzer.report import Report, Result
-from soakwatch.analyzer.series import Series
+from soakwatch.analyzer.series import Series, subject_of
 from soakwatch.analyzer.sources import Source, sample_spacing
 from soakwatch.errors import UsageError
 from soakwatch.rules.model import LabelMatcher, MetricSelector, Rule, RuleSet, parse_selector
@@ -37,20 +51,61 @@ def parse_label_selector(text: str | None) -> tuple[LabelMatcher, ...]:
         raise UsageError(f"bad --selector {text!r}: {exc}") from None
 
 
+# Services per shard: 100 services x 48 h are about 50 MB of arrays in a worker, and a fleet
+# of 1,000 is ten shards, enough for two workers to stay busy to the end.
+SHARD_SERVICES = 100
+# Default worker processes: one per core, at most this many (each holds a shard's series).
+MAX_DEFAULT_JOBS = 4
+# A result's place among those of its rule (evaluate_rule's order): subjects with the primary
+# metric, subjects seen only from their start time, services without the metric, and the one
+# result of a rule with no series at all.
+_WITH_DATA, _START_TIME_ONLY, _MISSING, _NO_SERIES = range(4)
+
+Subject = tuple[tuple[str, str], ...]
+
+
+@runtime_checkable
+class ShardableSource(Protocol):
+    """A source that can list the services it holds, so the analysis can shard by them, and
+    read a shard at the sample interval of the whole fleet (:class:`PrometheusSource`)."""
+
+    def label_values(
+        self, label: str, selectors: Iterable[str], start: float, end: float
+    ) -> list[str]: ...
+
+    def share_sample_seconds(
+        self,
+        selector: MetricSelector,
+        like: MetricSelector,
+        start: float,
+        end: float,
+        *,
+        suffix: str = "",
+    ) -> None: ...
+
+
 # Only the memory series needs every sample (its GC troughs); counters, gauges judged by their
 # spread and start times are read at a coarser step of the range / COARSE_POINTS.
 COARSE_POINTS = 1440
 
 
 def _queries(
-    rule: Rule, start: float, end: float, extra: tuple[LabelMatcher, ...]
+    rule: Rule,
+    start: float,
+    end: float,
+    extra: tuple[LabelMatcher, ...],
+    shard: _Shard | None = None,
 ) -> dict[str, tuple[str, MetricSelector, str, float | None]]:
-    """role -> (cache key, selector, suffix, step) of what ``rule`` needs."""
+    """role -> (cache key, selector, suffix, step) of what ``rule`` needs (of the services of
+    ``shard`` only, when given)."""
     coarse = (end - start) / COARSE_POINTS
     out = {}
     for role, selector in rule.metrics.items():
         suffix = "_bucket" if rule.kind == "quantile_change" else ""
-        merged = MetricSelector(selector.metric, selector.matchers + extra)
+        matchers = selector.matchers + extra
+        if shard is not None:
+            matchers += (shard.primary if role == _primary_role(rule) else shard.others,)
+        merged = MetricSelector(selector.metric, matchers)
         step = None if (rule.kind == "slope" and role == "value") else coarse
         key = f"{merged.promql(suffix=suffix)}@{step}"
         out[role] = (key, merged, suffix, step)
@@ -90,39 +145,104 @@ def _note_sampling(result: Result, series: list[Series]) -> Result:
     return replace(result, details={**result.details, "sample_seconds": spacing})
 
 
-def _primary(rule: Rule, data: Mapping[str, list[Series]]) -> list[Series]:
+def _primary_role(rule: Rule) -> str:
     # ratio_change: the numerator (CPU) carries the subject's labels, the requests may not
     primary = {"counter_ratio": "denominator", "ratio_change": "numerator"}
-    role = {**primary, "quantile_change": "histogram"}.get(rule.kind, "value")
-    return data.get(role, [])
+    return {**primary, "quantile_change": "histogram"}.get(rule.kind, "value")
 
 
-def analyze(
+def _primary(rule: Rule, data: Mapping[str, list[Series]]) -> list[Series]:
+    return data.get(_primary_role(rule), [])
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """The matchers that pick a shard's services: ``primary`` for the series that make a
+    rule's subjects, ``others`` (the same services or none: load requests, say, carry no
+    ``service`` label and count for every service) for the rest."""
+
+    primary: LabelMatcher
+    others: LabelMatcher
+
+
+def _shards(services: list[str], size: int) -> list[_Shard]:
+    """``services`` in contiguous shards of about ``size`` (sorted, so the shards' results
+    follow each other as the unsharded ones do); the first also takes the series without a
+    ``service`` label, so none is silently left out."""
+    count = max(1, math.ceil(len(services) / size))
+    per = math.ceil(len(services) / count)
+    out = []
+    for index in range(count):
+        alternatives = "|".join(
+            _regex_literal(s) for s in services[index * per : (index + 1) * per]
+        )
+        out.append(
+            _Shard(
+                LabelMatcher("service", "=~", ("|" if index == 0 else "") + alternatives),
+                LabelMatcher("service", "=~", "|" + alternatives),
+            )
+        )
+    return out
+
+
+def _regex_literal(text: str) -> str:
+    """``text`` as a regular expression matching itself in RE2 (Prometheus, VictoriaMetrics)
+    and Python's re alike."""
+    return "".join("\\" + c if c in "\\.+*?()|[]{}^$" else c for c in text)
+
+
+@dataclass
+class _Judged:
+    """Judging some rules on a source: per rule, each result with its place and group subject
+    (for the merge of shards), and its sliding-window results; the services seen."""
+
+    results: dict[str, list[tuple[int, Subject, Result]]] = field(default_factory=dict)
+    sliding: dict[str, list[Result]] = field(default_factory=dict)
+    services: set[str] = field(default_factory=set)
+
+
+def _placed(
+    rule: Rule, data: Mapping[str, list[Series]], results: list[Result]
+) -> list[tuple[int, Subject, Result]]:
+    """``results`` of ``rule`` each with its place in evaluate_rule's order and its group
+    subject (the subject without the labels added to tell series apart)."""
+    with_data = {subject_of(s.labels, rule.group_by) for s in _primary(rule, data)}
+    start_only = (
+        {subject_of(s.labels, rule.group_by) for s in data.get("start_time", [])}
+        if rule.kind == "increase"
+        else set()
+    )
+    out = []
+    for result in results:
+        group = subject_of(result.subject, rule.group_by)
+        if group in with_data:
+            place = _WITH_DATA
+        elif group in start_only:
+            place = _START_TIME_ONLY
+        elif result.subject:
+            place = _MISSING
+        else:
+            place = _NO_SERIES
+        out.append((place, group, result))
+    return out
+
+
+def _judge(
     source: Source,
-    ruleset: RuleSet,
+    rules: RuleSet,
     start: float,
     end: float,
-    selector: str | None = None,
-    only: list[str] | tuple[str, ...] | None = None,
+    extra: tuple[LabelMatcher, ...],
     *,
+    parallel: int,
+    shard: _Shard | None = None,
+    known_services: Iterable[str] | None = None,
     sliding_window_seconds: float | None = None,
-    baselines: list[dict[str, Any]] | None = None,
-    parallel: int = 4,
-) -> Report:
-    """Judge the rules of ``ruleset`` (or just those named in ``only``) on the series that
-    ``source`` holds for [start, end] (Unix seconds), restricted by the label ``selector``
-    (``'{service="api"}'``). Raises SourceError when the source cannot be read, ConfigError for
-    an unknown rule name, UsageError for a bad selector or range. Up to ``parallel`` queries
-    run at once.
-
-    ``sliding_window_seconds`` judges every rule on half-overlapping windows of that length as
-    well (rules may set their own ``sliding_window``); ``baselines`` (earlier JSON reports,
-    oldest first) enable the rules' ``baseline`` comparisons."""
-    if not end > start:
-        raise UsageError(f"the range is empty: start {start:.0f} is not before end {end:.0f}")
-    extra = parse_label_selector(selector)
-    rules = ruleset.select(only)
-    plans = {name: _queries(rule, start, end, extra) for name, rule in rules.rules.items()}
+) -> _Judged:
+    """Fetch and judge ``rules`` (of ``shard``'s services only, when given). The services of
+    rules grouped by ``service`` without data are those of ``known_services`` (default: the
+    services seen in the fetched series)."""
+    plans = {name: _queries(rule, start, end, extra, shard) for name, rule in rules.rules.items()}
     wanted = {
         key: (sel, suffix, step)
         for plan in plans.values()
@@ -138,6 +258,7 @@ def analyze(
         answers = dict(zip(wanted, pool.map(fetch, wanted.items()), strict=True))
     # NaN and infinities, as both sources return them, are set aside once for every rule
     cleaned = {key: [s.finite() for s in series] for key, series in answers.items()}
+    del answers
     fetched = {
         name: {role: [s for s, _ in cleaned[key]] for role, (key, _s, _x, _t) in plan.items()}
         for name, plan in plans.items()
@@ -151,33 +272,214 @@ def analyze(
         ]
         for name, plan in plans.items()
     }
-    known_services = sorted(
-        {
-            s.labels["service"]
-            for name, data in fetched.items()
-            if "service" in rules.rules[name].group_by
-            for series in data.values()
-            for s in series
-            if s.labels.get("service")
-        }
-    )
-    results: list[Result] = []
+    del cleaned
+    seen = {
+        s.labels["service"]
+        for name, data in fetched.items()
+        if "service" in rules.rules[name].group_by
+        for series in data.values()
+        for s in series
+        if s.labels.get("service")
+    }
+    known = sorted(seen if known_services is None else set(known_services))
+    judged = _Judged(services=seen)
     for name, rule in rules.rules.items():
         primary = _primary(rule, fetched[name])
-        judged = [
+        results = [
             _note_sampling(_note_non_finite(r, set_aside[name]), primary)
-            for r in evaluate_rule(rule, fetched[name], start, end, known_services)
+            for r in evaluate_rule(rule, fetched[name], start, end, known)
         ]
-        judged = attach_allocation_sites(rule, judged, source, start, end, extra)
-        results += judged
+        results = attach_allocation_sites(
+            rule, results, source, start, end, extra + ((shard.primary,) if shard else ())
+        )
+        judged.results[name] = _placed(rule, fetched[name], results)
         window = sliding_window_seconds or rule.sliding_window_seconds
-        if window:
-            results += [
+        judged.sliding[name] = (
+            [
                 _note_sampling(_note_non_finite(r, set_aside[name]), primary)
-                for r in evaluate_sliding(rule, fetched[name], start, end, window, known_services)
+                for r in evaluate_sliding(rule, fetched[name], start, end, window, known)
             ]
+            if window
+            else []
+        )
+        del fetched[name]  # this rule's series are no longer needed
+    return judged
+
+
+def _read_only(items: dict[Any, Any]) -> Mapping[Any, Any]:
+    """The read-only mapping of ``items``, as the rules model keeps them (unpickling)."""
+    return MappingProxyType(items)
+
+
+def _dumps(payload: object) -> bytes:
+    """``payload`` pickled for a worker process (rule sets hold read-only mappings, which the
+    standard pickler refuses)."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = {
+        **copyreg.dispatch_table,
+        MappingProxyType: lambda m: (_read_only, (dict(m),)),
+    }
+    pickler.dump(payload)
+    return buffer.getvalue()
+
+
+def _judge_shard(payload: bytes) -> bytes:
+    """In a worker process: :func:`_judge` on one shard, pickled back."""
+    source, rules, start, end, extra, shard, parallel = pickle.loads(payload)
+    return _dumps(_judge(source, rules, start, end, extra, parallel=parallel, shard=shard))
+
+
+def _merged(parts: list[list[tuple[int, Subject, Result]]]) -> list[Result] | None:
+    """The results of one rule over every shard, in the unsharded order; None when a shard
+    judged a subject without a ``service`` label (its figures would need every shard's
+    series)."""
+    placed = [item for part in parts for item in part]
+    real = [item for item in placed if item[0] != _NO_SERIES]
+    if not real:
+        return [placed[0][2]] if placed else []
+    if any(not dict(group).get("service") for _place, group, _r in real):
+        return None
+    return [r for _p, _g, r in sorted(real, key=lambda item: (item[0], item[1]))]
+
+
+def _default_jobs() -> int:
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+
+
+def _sharded(
+    source: Source,
+    rules: RuleSet,
+    start: float,
+    end: float,
+    extra: tuple[LabelMatcher, ...],
+    *,
+    parallel: int,
+    jobs: int,
+    shard_services: int,
+) -> dict[str, list[Result]] | None:
+    """rule -> results of every rule of ``rules``, the rules grouped by ``service`` judged in
+    shards of ``shard_services`` services by ``jobs`` worker processes; None when sharding
+    does not apply (another kind of source, too few services, a service rule with sliding
+    windows, series of a service rule without a service label)."""
+    by_service = [n for n, r in rules.rules.items() if "service" in r.group_by]
+    if (
+        jobs < 2
+        or not by_service
+        or not isinstance(source, ShardableSource)
+        or any(rules.rules[n].sliding_window_seconds for n in by_service)
+    ):
+        return None
+    plans = [_queries(rules.rules[n], start, end, extra) for n in by_service]
+    selectors = {
+        sel.promql(suffix=suffix) for plan in plans for _k, sel, suffix, _t in plan.values()
+    }
+    services = source.label_values("service", selectors, start, end)
+    if len(services) <= shard_services:
+        return None
+    shards = _shards(services, shard_services)
+    service_rules = rules.select(by_service)
+    other_rules = rules.select([n for n in rules.rules if n not in by_service])
+    for name in by_service:
+        rule = rules.rules[name]
+        whole = _queries(rule, start, end, extra)
+        for shard in shards:
+            for role, (_k, sel, suffix, step) in _queries(rule, start, end, extra, shard).items():
+                if step is None:
+                    source.share_sample_seconds(sel, whole[role][1], start, end, suffix=suffix)
+    methods = multiprocessing.get_all_start_methods()
+    # forkserver: this process may run threads (soak run, a test's servers); fork with
+    # threads can deadlock a child
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        context.set_forkserver_preload(["soakwatch.analyzer.analysis"])
+    log.info("judging %d services in %d shards, %d processes", len(services), len(shards), jobs)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(shards)), mp_context=context) as pool:
+        futures = [
+            pool.submit(
+                _judge_shard, _dumps((source, service_rules, start, end, extra, shard, parallel))
+            )
+            for shard in shards
+        ]
+        # meanwhile, the rules not grouped by service, once, here
+        here = _judge(source, other_rules, start, end, extra, parallel=parallel)
+        parts: list[_Judged] = [pickle.loads(f.result()) for f in futures]
+    out: dict[str, list[Result]] = {}
+    for name in rules.rules:
+        if name not in by_service:
+            out[name] = [r for _p, _g, r in here.results[name]] + here.sliding[name]
+            continue
+        merged = _merged([part.results[name] for part in parts])
+        if merged is None:
+            log.info("series without a service label: judging %s unsharded", name)
+            return None
+        out[name] = merged
+    return out
+
+
+def analyze(
+    source: Source,
+    ruleset: RuleSet,
+    start: float,
+    end: float,
+    selector: str | None = None,
+    only: list[str] | tuple[str, ...] | None = None,
+    *,
+    sliding_window_seconds: float | None = None,
+    baselines: list[dict[str, Any]] | None = None,
+    parallel: int = 4,
+    jobs: int | None = None,
+    shard_services: int = SHARD_SERVICES,
+) -> Report:
+    """Judge the rules of ``ruleset`` (or just those named in ``only``) on the series that
+    ``source`` holds for [start, end] (Unix seconds), restricted by the label ``selector``
+    (``'{service="api"}'``). Raises SourceError when the source cannot be read, ConfigError for
+    an unknown rule name, UsageError for a bad selector or range. Up to ``parallel`` queries
+    run at once (in each process).
+
+    ``jobs``: worker processes for a fleet of more than ``shard_services`` services (see the
+    module; default: one per core, at most MAX_DEFAULT_JOBS; 1: none). The results are the
+    same either way.
+
+    ``sliding_window_seconds`` judges every rule on half-overlapping windows of that length as
+    well (rules may set their own ``sliding_window``); ``baselines`` (earlier JSON reports,
+    oldest first) enable the rules' ``baseline`` comparisons."""
+    if not end > start:
+        raise UsageError(f"the range is empty: start {start:.0f} is not before end {end:.0f}")
+    extra = parse_label_selector(selector)
+    rules = ruleset.select(only)
+    by_rule = None
+    if sliding_window_seconds is None:
+        by_rule = _sharded(
+            source,
+            rules,
+            start,
+            end,
+            extra,
+            parallel=parallel,
+            jobs=_default_jobs() if jobs is None else jobs,
+            shard_services=max(1, shard_services),
+        )
+    if by_rule is None:
+        judged = _judge(
+            source,
+            rules,
+            start,
+            end,
+            extra,
+            parallel=parallel,
+            sliding_window_seconds=sliding_window_seconds,
+        )
+        by_rule = {
+            name: [r for _p, _g, r in judged.results[name]] + judged.sliding[name]
+            for name in rules.rules
+        }
+    results: list[Result] = []
+    for name, rule in rules.rules.items():
+        results += by_rule[name]
         if baselines:
-            results += baseline_results(rule, judged, baselines)
+            judged_here = [r for r in by_rule[name] if r.rule == name]
+            results += baseline_results(rule, judged_here, baselines)
     return Report(
         start=start,
         end=end,

@@ -248,6 +248,54 @@ class PrometheusSource:
         self._spacing: dict[str, float | None] = {}
         self.steps: dict[str, float] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker process of :func:`soakwatch.analyzer.analyze` receives: the settings,
+        with the session's headers, auth and CA bundle but not its open connections."""
+        state = dict(self.__dict__)
+        del state["_count_lock"]
+        session = state.pop("session")
+        state["_session_settings"] = (dict(session.headers), session.auth, session.verify)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        headers, auth, verify = state.pop("_session_settings")
+        self.__dict__.update(state)
+        self._count_lock = threading.Lock()
+        self.session = requests.Session()
+        self.session.headers.clear()
+        self.session.headers.update(headers)
+        self.session.auth = auth
+        self.session.verify = verify
+
+    def share_sample_seconds(
+        self,
+        selector: MetricSelector,
+        like: MetricSelector,
+        start: float,
+        end: float,
+        *,
+        suffix: str = "",
+    ) -> None:
+        """Fetches of ``selector`` (a shard of ``like``'s series) use the sample interval read
+        for ``like``, so a shard is read at the step the whole fleet would be."""
+        if self.min_step_seconds is not None:
+            return
+        spacing = self.sample_seconds(like, start, end, suffix=suffix)
+        with self._count_lock:
+            self._spacing[selector.promql(suffix=suffix)] = spacing
+
+    def label_values(
+        self, label: str, selectors: Iterable[str], start: float, end: float
+    ) -> list[str]:
+        """The values of ``label`` on the series of ``selectors`` (PromQL series selectors)
+        over [start, end], sorted (``/api/v1/label/<label>/values``); the store may include
+        series whose samples lie just outside the range (Prometheus answers per block)."""
+        data, _samples = self._get(
+            f"/api/v1/label/{label}/values",
+            {"match[]": sorted(set(selectors)), "start": f"{start:.3f}", "end": f"{end:.3f}"},
+        )
+        return sorted(str(value) for value in data or [])
+
     def _get(self, path: str, params: dict[str, Any]) -> tuple[Any, list[Samples] | None]:
         """The ``data`` of a successful answer, and the samples of a matrix read from its bytes
         (:func:`decode_answer`; None: they are in the data's JSON)."""
