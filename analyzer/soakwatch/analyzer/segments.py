@@ -161,7 +161,12 @@ def drops(y: FloatArray, pieces: list[slice], *, ratio: float = 6.0) -> list[int
     A drop is a fall of more than ``ratio`` robust standard deviations of the first differences
     and more than 8 quanta of the values, that lands at least half as deep below the median of
     the three samples before it and whose next three samples stay there: the fall back from a
-    single-sample spike, or a single low sample, is not a drop."""
+    single-sample spike, or a single low sample, is not a drop.
+
+    ``pieces`` are slices with a start and a stop. Every candidate of every piece is judged at
+    once (the medians of up to three samples before and after it from one sort of a
+    candidates x 3 array); only the rule that one fall spread over two scrapes counts once
+    looks at the drops in order."""
     y = np.asarray(y, dtype=np.float64)
     diffs = [np.diff(y[p]) for p in pieces if y[p].size > 2]
     if not diffs:
@@ -171,22 +176,46 @@ def drops(y: FloatArray, pieces: list[slice], *, ratio: float = 6.0) -> list[int
     step = quantum(np.concatenate([y[p] for p in pieces]))
     floor = 1e-9 * max(float(np.max(np.abs(y))), 1.0)
     limit = max(ratio * scale, 8.0 * step, floor)
+    starts = np.array([p.start for p in pieces], dtype=np.int64)
+    stops = np.array([p.stop for p in pieces], dtype=np.int64)
+    long_enough = stops - starts >= 3
+    starts, stops = starts[long_enough], stops[long_enough]
+    # every sample after the first of each piece, piece after piece: a candidate's fall is
+    # y[k] - y[k - 1] inside its piece
+    lengths = stops - starts - 1
+    piece = np.repeat(np.arange(lengths.size), lengths)
+    k = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    k += starts[piece] + 1
+    falling = y[k] - y[k - 1] < -limit
+    k, first, end = k[falling], starts[piece[falling]], stops[piece[falling]]
+    before = _medians_of_three(y, k - 3, np.maximum(k - 3, first), k)
+    after = _medians_of_three(y, k, k, np.minimum(k + 3, end))
+    # the negated tests keep a NaN median a drop, as the comparisons of one sample at a time did
+    deep = ~(before - after < 0.5 * limit) & ~(before - y[k] < 0.5 * limit)
     found: list[int] = []
-    for piece in pieces:
-        start, stop = piece.start, piece.stop
-        if stop - start < 3:
-            continue
-        d = np.diff(y[piece])
-        for k in np.flatnonzero(d < -limit) + start + 1:
-            before = y[max(k - 3, start) : k]
-            after = y[k : min(k + 3, stop)]
-            depth = float(np.median(before)) - float(np.median(after))
-            if depth < 0.5 * limit or float(np.median(before)) - y[k] < 0.5 * limit:
-                continue
-            if found and k - found[-1] <= 2:
-                continue  # one fall spread over two scrapes
-            found.append(int(k))
+    for index in k[deep].tolist():
+        if found and index - found[-1] <= 2:
+            continue  # one fall spread over two scrapes
+        found.append(index)
     return found
+
+
+def _medians_of_three(
+    y: FloatArray,
+    base: npt.NDArray[np.int64],
+    lo: npt.NDArray[np.int64],
+    hi: npt.NDArray[np.int64],
+) -> FloatArray:
+    """``np.median(y[lo:hi])`` for each row, where ``base <= lo < hi <= base + 3``."""
+    columns = base[:, None] + np.arange(3)
+    inside = (columns >= lo[:, None]) & (columns < hi[:, None])
+    values = np.where(inside, y[np.clip(columns, 0, y.size - 1)], np.inf)
+    values.sort(axis=1)
+    count = inside.sum(axis=1)
+    rows = np.arange(values.shape[0])
+    medians = (values[rows, (count - 1) // 2] + values[rows, count // 2]) / 2.0
+    medians[np.isnan(values).any(axis=1)] = np.nan
+    return np.asarray(medians, dtype=np.float64)
 
 
 def _line_sse(

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -69,48 +71,116 @@ def theil_sen(
     ``scipy.stats.theilslopes``. ``variance_factor`` (>= 1) multiplies Var(S) for serially
     correlated residuals (the correction of Hamed & Rao 1998 for the Mann-Kendall statistic, here
     with the lag-weighted factor of :func:`long_run_factor`). Raises ValueError when there is no
-    pair to take a slope of."""
+    pair to take a slope of.
+
+    All blocks' pairs are built at once and only the four order statistics needed are placed
+    (``np.partition``, linear time) instead of sorting every slope: a window holds up to 64k
+    pairs and the memory rule takes several such fits per series."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if blocks is None:
         blocks = [slice(0, x.size)]
-    parts: list[FloatArray] = []
-    variance = 0.0
-    points = 0
-    for block in blocks:
-        bx, by = x[block], y[block]
-        n = bx.size
-        if n < 2:
-            continue
-        i, j = np.triu_indices(n, 1)
-        dx = bx[j] - bx[i]
-        keep = dx != 0
-        parts.append((by[j] - by[i])[keep] / dx[keep])
-        variance += n * (n - 1) * (2 * n + 5) / 18.0
-        points += n
-    if not parts:
+    index, lengths = _gather(blocks, x.size)
+    paired = lengths >= 2
+    if not paired.any():
         raise ValueError("no pair of points to take a slope of")
-    slopes = np.sort(np.concatenate(parts))
+    variance = 0.0
+    for n in lengths[paired].tolist():  # in block order, as Sen's sum is written
+        variance += n * (n - 1) * (2 * n + 5) / 18.0
+    points = int(lengths[paired].sum())
+    inside = index[np.repeat(paired, lengths)]
+    i, j = _pairs(lengths[paired])
+    bx, by = x[inside], y[inside]
+    dx = bx[j] - bx[i]
+    keep = dx != 0
+    slopes = (by[j] - by[i]) / dx if keep.all() else (by[j] - by[i])[keep] / dx[keep]
     total = slopes.size
     if total == 0:
         raise ValueError("no pair of points with distinct x")
-    slope = float(np.median(slopes))
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
     sigma = float(np.sqrt(variance * max(variance_factor, 1.0)))
     upper_index = min(int(np.round((total + z * sigma) / 2.0)), total - 1)
     lower_index = max(int(np.round((total - z * sigma) / 2.0)) - 1, 0)
-    intercepts = tuple(
-        float(np.median(y[block] - slope * x[block])) for block in blocks if x[block].size
-    )
+    # the last position too: a NaN sorts there, and then the median is NaN, as np.median says
+    slopes.partition(sorted({lower_index, (total - 1) // 2, total // 2, upper_index, total - 1}))
+    if np.isnan(slopes[-1]):
+        slope = float("nan")
+    else:
+        slope = float((slopes[(total - 1) // 2] + slopes[total // 2]) / 2.0)
+    filled = lengths > 0
+    used = index  # every sample of a non-empty block, block after block
+    intercepts = _block_medians(y[used] - slope * x[used], lengths[filled])
     return SlopeFit(
         slope=slope,
         lower=float(slopes[lower_index]),
         upper=float(slopes[upper_index]),
-        intercepts=intercepts,
+        intercepts=tuple(intercepts.tolist()),
         points=points,
         pairs=total,
         confidence=confidence,
     )
+
+
+def _gather(blocks: list[slice], size: int) -> tuple[IntArray, IntArray]:
+    """The indices of the samples of ``blocks`` (of a series of ``size`` samples), block
+    after block, and the length of each block."""
+    positions = np.arange(size)
+    chosen = [positions[b] for b in blocks]
+    lengths = np.array([c.size for c in chosen], dtype=np.int64)
+    if not chosen:
+        return np.empty(0, dtype=np.int64), lengths
+    return np.concatenate(chosen), lengths
+
+
+def _pairs(lengths: IntArray) -> tuple[IntArray, IntArray]:
+    """Every pair (i < j) inside each block of consecutive positions of ``lengths``, in the
+    order of ``np.triu_indices`` block after block, without one call per block. The same
+    layout recurs (the refit with the variance factor, services sampled alike), so layouts of
+    up to :data:`_CACHED_PAIRS` pairs are kept (read-only) for the next call."""
+    if int(np.sum(lengths * (lengths - 1) // 2)) <= _CACHED_PAIRS:
+        return _cached_pairs(tuple(lengths.tolist()))
+    return _pair_indices(lengths)
+
+
+_CACHED_PAIRS = 1 << 17  # 2 MiB of indices; 360 window points make 64,620 pairs
+
+
+@lru_cache(maxsize=32)
+def _cached_pairs(lengths: tuple[int, ...]) -> tuple[IntArray, IntArray]:
+    i, j = _pair_indices(np.array(lengths, dtype=np.int64))
+    i.setflags(write=False)
+    j.setflags(write=False)
+    return i, j
+
+
+def _pair_indices(lengths: IntArray) -> tuple[IntArray, IntArray]:
+    starts = np.cumsum(lengths) - lengths
+    total = int(lengths.sum())
+    local = np.arange(total) - np.repeat(starts, lengths)
+    partners = np.repeat(lengths, lengths) - 1 - local
+    i = np.repeat(np.arange(total), partners)
+    first = np.cumsum(partners) - partners
+    j = i + 1 + (np.arange(i.size) - np.repeat(first, partners))
+    return i, j
+
+
+def _dot(a: FloatArray, b: FloatArray) -> float:
+    """The dot product without BLAS: OpenBLAS splits a dot of more than 10,000 elements over
+    threads, which costs 40x more than the sum itself on a busy two-core machine."""
+    return float(np.einsum("i,i->", a, b))
+
+
+def _block_medians(values: FloatArray, lengths: IntArray) -> FloatArray:
+    """``np.median`` of each block of consecutive ``values`` (blocks of ``lengths`` >= 1), all
+    from one sort: the middle one, or the mean of the two middle ones; NaN in a block with a
+    NaN."""
+    if lengths.size == 0:
+        return np.empty(0)
+    starts = np.cumsum(lengths) - lengths
+    ranked = values[np.lexsort((values, np.repeat(np.arange(lengths.size), lengths)))]
+    medians = (ranked[starts + (lengths - 1) // 2] + ranked[starts + lengths // 2]) / 2.0
+    medians[np.add.reduceat(np.isnan(values), starts) > 0] = np.nan
+    return np.asarray(medians, dtype=np.float64)
 
 
 def least_squares_slope(x: FloatArray, y: FloatArray) -> float:
@@ -209,26 +279,42 @@ def long_run_factor(residuals: FloatArray, *, blocks: list[slice] | None = None)
     r = np.asarray(residuals, dtype=np.float64)
     if blocks is None:
         blocks = [slice(0, r.size)]
-    parts = [r[b] for b in blocks if r[b].size >= 3]
-    if not parts:
+    index, lengths = _gather(blocks, r.size)
+    return _long_run_factor(r[index], lengths)
+
+
+def _long_run_factor(values: FloatArray, lengths: IntArray) -> float:
+    """:func:`long_run_factor` of blocks of consecutive ``values`` of ``lengths``.
+
+    The parts are laid out with L zeros between them, so that one dot product per lag sums
+    the lagged products of every part at once and never pairs two parts (a sawtooth cut at
+    every drop has hundreds of parts)."""
+    kept = lengths >= 3
+    if not kept.any():
         return 1.0
-    pooled = np.concatenate(parts)
+    pooled = values[np.repeat(kept, lengths)]
+    lengths = lengths[kept]
     centre = float(np.median(pooled))
     scale = 1.4826 * float(np.median(np.abs(pooled - centre)))
     if not scale > 0:
         scale = float(np.std(pooled))
     if not scale > 0:
         return 1.0
-    parts = [np.clip(p - centre, -3 * scale, 3 * scale) for p in parts]
-    parts = [p - p.mean() for p in parts]
-    n = sum(p.size for p in parts)
-    variance = sum(float(np.dot(p, p)) for p in parts) / n
+    z = np.clip(pooled - centre, -3 * scale, 3 * scale)
+    starts = np.cumsum(lengths) - lengths
+    z -= np.repeat(np.add.reduceat(z, starts) / lengths, lengths)
+    n = z.size
+    variance = _dot(z, z) / n
     if not variance > 0:
         return 1.0
     bandwidth = int(np.ceil(1.5 * n ** (1.0 / 3.0)))
+    if lengths.size > 1:
+        spaced = np.zeros(n + bandwidth * (lengths.size - 1))
+        spaced[np.arange(n) + np.repeat(np.arange(lengths.size) * bandwidth, lengths)] = z
+        z = spaced
     factor = 1.0
     for k in range(1, bandwidth + 1):
-        lagged = sum(float(np.dot(p[k:], p[:-k])) for p in parts if p.size > k)
+        lagged = _dot(z[k:], z[:-k])
         factor += 2.0 * (1.0 - k / (bandwidth + 1.0)) * lagged / n / variance
     return max(factor, 1.0)
 
@@ -257,43 +343,38 @@ def line_fit(
     """One slope shared by all blocks, each block with its own intercept. The residual sd is
     at least ``min_sd`` (a noise level known from elsewhere, e.g. the samples behind the
     points); ``variance_factor`` None estimates it from the residuals (:func:`long_run_factor`).
-    Raises ValueError without two distinct x in some block."""
+    Raises ValueError without two distinct x in some block.
+
+    The block means come from one ``np.add.reduceat`` rather than a loop over blocks: the cycle
+    fit of the memory rule has one block per sawtooth tooth."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if blocks is None:
         blocks = [slice(0, x.size)]
-    blocks = [b for b in blocks if x[b].size >= 1]
-    sxx = sxy = 0.0
-    means: list[tuple[float, float]] = []
-    for b in blocks:
-        bx, by = x[b], y[b]
-        mx, my = float(bx.mean()), float(by.mean())
-        means.append((mx, my))
-        sxx += float(np.dot(bx - mx, bx - mx))
-        sxy += float(np.dot(bx - mx, by - my))
+    index, lengths = _gather(blocks, x.size)
+    lengths = lengths[lengths >= 1]
+    if lengths.size == 0:
+        raise ValueError("no two distinct x in any block")
+    bx, by = x[index], y[index]
+    starts = np.cumsum(lengths) - lengths
+    mx = np.add.reduceat(bx, starts) / lengths
+    my = np.add.reduceat(by, starts) / lengths
+    xc = bx - np.repeat(mx, lengths)
+    sxx = _dot(xc, xc)
     if not sxx > 0:
         raise ValueError("no two distinct x in any block")
-    slope = sxy / sxx
-    residuals = np.concatenate(
-        [y[b] - my - slope * (x[b] - mx) for b, (mx, my) in zip(blocks, means, strict=True)]
-    )
-    dof = max(int(residuals.size) - len(blocks) - 1, 0)
-    sd = float(np.sqrt(np.dot(residuals, residuals) / dof)) if dof > 0 else 0.0
+    slope = _dot(xc, by - np.repeat(my, lengths)) / sxx
+    residuals = by - np.repeat(my, lengths) - slope * xc
+    dof = max(int(residuals.size) - int(lengths.size) - 1, 0)
+    sd = float(np.sqrt(_dot(residuals, residuals) / dof)) if dof > 0 else 0.0
     sd = max(sd, min_sd)
-    offsets, edges = 0, []
-    for b in blocks:
-        size = x[b].size
-        edges.append(slice(offsets, offsets + size))
-        offsets += size
-    factor = (
-        long_run_factor(residuals, blocks=edges) if variance_factor is None else variance_factor
-    )
+    factor = _long_run_factor(residuals, lengths) if variance_factor is None else variance_factor
     factor = max(factor, 1.0)
     return LineFit(
         slope=slope,
         stderr=sd * float(np.sqrt(factor / sxx)),
         sd=sd,
         dof=dof,
-        intercepts=tuple(my - slope * mx for mx, my in means),
+        intercepts=tuple((my - slope * mx).tolist()),
         variance_factor=factor,
     )
