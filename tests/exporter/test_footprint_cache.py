@@ -159,3 +159,27 @@ def test_one_scrape_of_many_groups_reads_the_process_tree_once(spawn_child, chil
 
     assert len(reads) == 1
     assert [s.value for s in families["soak_process_workers"].samples] == [1, 1, 1]
+
+
+def test_a_pid_cached_for_another_process_is_read_again_at_the_next_full_pass(
+    spawn_child, monkeypatch
+):
+    from soakwatch.exporter import matching
+
+    parent = spawn_child(LAUNCHER)
+    tracker = sum_tracker(parent.marker)
+    assert len(tracker.members()) == 2
+    parent.run("kids.append(subprocess.Popen(SLEEP))")
+    kids = {p.pid for p in psutil.Process(parent.pid).children()}
+    newcomer = max(kids - {m.identity[0] for m in tracker.members(max_age_seconds=60)})
+    # As if that PID had belonged to an unrelated process at the last pass (a reused PID):
+    # between full passes its stat file is not read again, so it is not a member yet ...
+    monkeypatch.setattr(matching, "FULL_TREE_SECONDS", 3600.0)
+    matching._TREE.read()
+    ticks = matching._TREE._stat[newcomer][1]
+    matching._TREE._stat[newcomer] = (1, ticks, b"S")
+    matching._TREE._watched.discard(newcomer)
+    assert newcomer not in {m.identity[0] for m in tracker.members()}
+    # ... and it is at the next full pass, FULL_TREE_SECONDS after the last one.
+    matching._TREE.forget()
+    assert newcomer in {m.identity[0] for m in tracker.members()}

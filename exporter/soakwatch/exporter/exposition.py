@@ -261,14 +261,26 @@ def _escape_label(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+# The text of a label set, by its items: a scrape writes the same few hundred label sets as the
+# last one (a service's series keep their labels), so each is escaped and joined once. Cleared
+# when it grows past _LABEL_TEXTS_MAX, so workers recycled for days keep it bounded.
+_label_texts: dict[tuple[tuple[str, str], ...], str] = {}
+_LABEL_TEXTS_MAX = 10_000
+
+
+def _label_text(labels: dict[str, str]) -> str:
+    key = tuple(labels.items())
+    text = _label_texts.get(key)
+    if text is None:
+        text = "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels.items())) + "}"
+        if len(_label_texts) >= _LABEL_TEXTS_MAX:
+            _label_texts.clear()
+        _label_texts[key] = text
+    return text
+
+
 def _line(sample: Any) -> str:
-    labels = ""
-    if sample.labels:
-        labels = (
-            "{"
-            + ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(sample.labels.items()))
-            + "}"
-        )
+    labels = _label_text(sample.labels) if sample.labels else ""
     timestamp = "" if sample.timestamp is None else f" {int(float(sample.timestamp) * 1000):d}"
     return f"{sample.name}{labels} {float_to_go(sample.value)}{timestamp}\n"
 

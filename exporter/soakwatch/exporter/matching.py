@@ -22,7 +22,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -189,16 +189,73 @@ _EXITED_STATES = (b"Z", b"X")
 
 
 class _ProcessTree:
-    """Every process's parent, start time and state, from one pass over /proc/PID/stat."""
+    """Every process's parent, start time and state; ``fresh`` holds the PIDs whose stat file
+    was read for this tree (the others are as an earlier pass read them)."""
 
-    __slots__ = ("children", "stat")
+    __slots__ = ("children", "fresh", "stat")
 
-    def __init__(self, stat: dict[int, tuple[int, int, bytes]]) -> None:
+    def __init__(self, stat: dict[int, tuple[int, int, bytes]], fresh: Collection[int]) -> None:
         #: PID -> (parent PID, start time in clock ticks since boot, state)
         self.stat = stat
+        self.fresh = fresh
         self.children: dict[int, list[int]] = {}
         for pid, (ppid, _, _) in stat.items():
             self.children.setdefault(ppid, []).append(pid)
+
+
+#: Seconds a process outside every watched group may go without its stat file being read
+#: again. Between two full passes over /proc only new PIDs and the members of watched groups
+#: are read (1 to 50 files instead of every process's): a parent never changes, and a PID
+#: that exits leaves the listing. What this can miss: a PID of another process reused, within
+#: those seconds, by a new worker of a watched group; it is seen at the next full pass.
+FULL_TREE_SECONDS = 5.0
+
+
+class _TreeMemory:
+    """The process tree of the last pass, for the next one to read only what can change."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stat: dict[int, tuple[int, int, bytes]] = {}
+        self._watched: set[int] = set()
+        self._full_at = float("-inf")
+
+    def read(self) -> _ProcessTree:
+        with self._lock:
+            now = time.monotonic()
+            full = now - self._full_at >= FULL_TREE_SECONDS
+            if full:
+                self._full_at = now
+            known, watched = self._stat, self._watched
+            stat: dict[int, tuple[int, int, bytes]] = {}
+            fresh: set[int] = set()
+            for name in os.listdir("/proc"):
+                if not name.isdigit():
+                    continue
+                pid = int(name)
+                entry = known.get(pid)
+                if full or entry is None or pid in watched:
+                    entry = _read_stat(pid)
+                    if entry is None:  # exited since the listing
+                        continue
+                    fresh.add(pid)
+                stat[pid] = entry
+            self._stat = stat
+            self._watched = watched & stat.keys()
+            return _ProcessTree(stat, fresh)
+
+    def watch(self, pids: Iterable[int]) -> None:
+        """Read these processes' stat files on every pass (a watched group's members)."""
+        with self._lock:
+            self._watched.update(pids)
+
+    def forget(self) -> None:
+        """The next pass reads every process (tests; after a long pause)."""
+        with self._lock:
+            self._full_at = float("-inf")
+
+
+_TREE = _TreeMemory()
 
 
 _PROC_STAT = sys.platform.startswith("linux") and os.path.exists("/proc/self/stat")
@@ -223,16 +280,8 @@ def _read_stat(pid: int) -> tuple[int, int, bytes] | None:
 
 
 def _read_process_tree() -> _ProcessTree | None:
-    """The tree read now; None where there is no /proc/PID/stat (not Linux)."""
-    if not _PROC_STAT:
-        return None
-    stat: dict[int, tuple[int, int, bytes]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            entry = _read_stat(int(name))
-            if entry is not None:  # else exited since the listing
-                stat[int(name)] = entry
-    return _ProcessTree(stat)
+    """The tree now; None where there is no /proc/PID/stat (not Linux)."""
+    return _TREE.read() if _PROC_STAT else None
 
 
 def _round_tree() -> _ProcessTree | None:
@@ -400,7 +449,7 @@ class ProcessTracker:
             return _is_alive(self._process)
         tree = _round_tree()
         pid = self._process.pid
-        entry = tree.stat.get(pid) if tree is not None else _read_stat(pid)
+        entry = tree.stat.get(pid) if tree is not None and pid in tree.fresh else _read_stat(pid)
         if entry is None or entry[2] in _EXITED_STATES:
             return False
         return entry[1] == self._start_ticks
@@ -483,6 +532,7 @@ class ProcessTracker:
                 known[pid] = seen
                 found.append((seen[1], seen[2]))
         self._known = known
+        _TREE.watch([root.pid, *known])
         return found
 
     def _descendants_psutil(self, root: Any) -> list[tuple[tuple[int, float], Any]] | None:
