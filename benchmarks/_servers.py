@@ -1,8 +1,9 @@
 """The servers the benchmarks start on 127.0.0.1, built on ``soakwatch.run.localservers``: a child
-listening on a free port (a benchmark's own minimal server, an exporter), and a Prometheus over
+listening on a free port (a benchmark's own minimal server, an exporter), a Prometheus over
 a TSDB made with ``promtool tsdb create-blocks-from openmetrics`` (``soakwatch.run.prometheus``,
-the launcher ``soak run`` and the tests use); and ``serve_protocol``, the loop of a
-benchmark's own minimal asyncio server in its child process.
+the launcher ``soak run`` and the tests use), a VictoriaMetrics over a storage directory of
+the caller's; and ``serve_protocol``, the loop of a benchmark's own minimal asyncio server in
+its child process.
 
 Each runs in its own temporary directory (its output in ``server.log`` there), dies with this
 process, and is stopped by its PID (``with`` or ``.stop()``)."""
@@ -15,7 +16,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from soakwatch.run import prometheus
@@ -87,22 +89,61 @@ def start_benchmark_server(module: str, flag: str = "--serve") -> ListeningServe
     )
 
 
-def import_openmetrics(openmetrics: Path, tsdb: Path, timeout: float) -> float:
-    """Make TSDB blocks in ``tsdb`` from an OpenMetrics file with promtool; the seconds taken."""
+def import_openmetrics(
+    openmetrics: Path, tsdb: Path, timeout: float, *, max_block_duration: str | None = None
+) -> float:
+    """Make TSDB blocks in ``tsdb`` from an OpenMetrics file with promtool (blocks of at most
+    ``max_block_duration``, promtool's default 2h when None); the seconds taken."""
     promtool = find_binary("promtool", "prometheus")
+    argv = [promtool, "tsdb", "create-blocks-from", "openmetrics"]
+    if max_block_duration:
+        argv.append(f"--max-block-duration={max_block_duration}")
     began = time.perf_counter()
     subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(openmetrics), str(tsdb)],
-        check=True,
-        capture_output=True,
-        timeout=timeout,
+        [*argv, str(openmetrics), str(tsdb)], check=True, capture_output=True, timeout=timeout
     )
     return time.perf_counter() - began
 
 
-def start_prometheus(tsdb: Path) -> PrometheusServer:
+def start_prometheus(tsdb: Path, extra_args: Sequence[str] = ()) -> PrometheusServer:
     """A Prometheus serving the blocks in ``tsdb`` (nothing scraped, kept for 100 years),
     returned once ``/-/ready`` answers; started by ``soak run``'s launcher."""
     return prometheus.start_prometheus(
-        {"global": {}}, storage_path=tsdb, retention="100y", log_level="error"
+        {"global": {}},
+        storage_path=tsdb,
+        retention="100y",
+        log_level="error",
+        extra_args=extra_args,
     )
+
+
+def start_victoriametrics(storage: Path) -> ListeningServer:
+    """A VictoriaMetrics keeping its data in ``storage`` (kept after it stops: a cache of the
+    caller's), without its query cache (each query is read from storage, as a first look at a
+    run is) and with samples visible as soon as they are flushed; returned once ``/health``
+    answers."""
+    binary = find_binary("victoria-metrics", "victoria-metrics")
+    server = start_listening(
+        "victoriametrics",
+        lambda port, _data_dir: [
+            binary,
+            f"-httpListenAddr={HOST}:{port}",
+            f"-storageDataPath={storage}",
+            "-retentionPeriod=100y",
+            "-search.disableCache",
+            "-search.latencyOffset=0s",
+            "-loggerLevel=WARN",
+        ],
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=5) as answer:
+                if answer.status == 200:
+                    return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"VictoriaMetrics on {storage} did not become healthy")
+        time.sleep(0.2)

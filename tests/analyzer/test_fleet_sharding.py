@@ -245,3 +245,12 @@ def test_an_answer_that_is_not_a_matrix_is_decoded_whole() -> None:
     content += b'[{"metric":{},"value":[1,"2"]}]}}'
     data, samples = decode_answer(content)
     assert samples is None and data["data"]["result"][0]["value"] == [1, "2"]
+
+
+def test_jobs_below_one_is_a_usage_error(
+    leaky_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from soakwatch.analyzer.cli import main
+
+    assert main(["--run-dir", str(leaky_run), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1, not 0" in capsys.readouterr().err

@@ -105,6 +105,13 @@ def _parser() -> argparse.ArgumentParser:
         help="also judge every rule on half-overlapping windows of this length",
     )
     parser.add_argument(
+        "--jobs",
+        metavar="N",
+        type=int,
+        help="worker processes judging a fleet of more than 100 services in shards (default: "
+        "one per core, at most 4; 1: none); the results are the same",
+    )
+    parser.add_argument(
         "--compare",
         metavar="PREVIOUS.json",
         nargs="+",
@@ -281,6 +288,8 @@ def _run(args: argparse.Namespace) -> int:
     ruleset.select(only)  # unknown names fail before any fetch
     baselines = _load_baselines(args.compare) if args.compare else None
     sliding = _duration("--sliding-window", args.sliding_window) if args.sliding_window else None
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
     source = _source(args)
     from soakwatch.analyzer.analysis import analyze
 
@@ -299,6 +308,7 @@ def _run(args: argparse.Namespace) -> int:
             only=only,
             sliding_window_seconds=sliding,
             baselines=baselines,
+            jobs=args.jobs,
         )
         # while watching, only a failure is final early: a pass needs the whole run
         if watch is None or report.verdict == "fail" or time.monotonic() >= deadline:
