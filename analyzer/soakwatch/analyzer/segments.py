@@ -24,6 +24,8 @@ import itertools
 import numpy as np
 import numpy.typing as npt
 
+from soakwatch.analyzer.slopes import long_run_factor, median
+
 __all__ = [
     "change_points",
     "counter_reset_times",
@@ -85,7 +87,7 @@ def _robust_scale(values: FloatArray) -> float:
     """1.4826 x median absolute deviation: the standard deviation for normal data."""
     if values.size == 0:
         return 0.0
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+    return 1.4826 * median(np.abs(values - median(values)))
 
 
 def level_shift(y: FloatArray, *, ratio: float = 6.0, min_run: int = 3) -> int | None:
@@ -105,9 +107,11 @@ def level_shift(y: FloatArray, *, ratio: float = 6.0, min_run: int = 3) -> int |
     if n < 2 * m + 2:
         return None
     d = np.diff(y)
-    per_point = float(np.median(d))
-    windows = np.lib.stride_tricks.sliding_window_view(y, m)
-    medians = np.median(windows, axis=1)  # medians[i] = median(y[i:i+m])
+    per_point = median(d)
+    # medians[i] = np.median(y[i:i+m]), every window from one sort along its rows
+    ranked = np.sort(np.lib.stride_tricks.sliding_window_view(y, m), axis=1)
+    medians = (ranked[:, (m - 1) // 2] + ranked[:, m // 2]) / 2.0
+    medians[np.isnan(ranked[:, -1])] = np.nan
     candidates = np.arange(m, n - m + 1)
     statistic = medians[candidates] - medians[candidates - m] - per_point * m
     # A jump must also stand out from the trend itself: on a steady leak with almost no noise
@@ -254,15 +258,13 @@ def change_points(
     (:func:`soakwatch.analyzer.slopes.long_run_factor`): under a single line the reduction is
     about chi-square with 2 degrees of freedom in units of s^2 f, so noise, autocorrelated or
     not, rarely passes. Pieces hold at least ``min_size`` points."""
-    from soakwatch.analyzer.slopes import long_run_factor
-
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n = x.size
     if n < 2 * min_size:
         return []
     xc = (x - x.mean()) / max(float(np.ptp(x)), 1e-12)
-    yc = y - float(np.median(y))
+    yc = y - median(y)
     zero = np.zeros(1)
     cx = np.r_[zero, np.cumsum(xc)]
     cy = np.r_[zero, np.cumsum(yc)]
