@@ -51,9 +51,11 @@ def parse_label_selector(text: str | None) -> tuple[LabelMatcher, ...]:
         raise UsageError(f"bad --selector {text!r}: {exc}") from None
 
 
-# Services per shard: 100 services x 48 h are about 50 MB of arrays in a worker, and a fleet
-# of 1,000 is ten shards, enough for two workers to stay busy to the end.
+# Services per shard over SHARD_RANGE_SECONDS (fewer over longer ranges, so a shard's samples
+# stay bounded): 100 services x 48 h are about 3.3 M samples, some 150 MB in a worker, and a
+# fleet of 1,000 is ten shards, enough for two workers to stay busy to the end.
 SHARD_SERVICES = 100
+SHARD_RANGE_SECONDS = 48 * 3600.0
 # Default worker processes: one per core, at most this many (each holds a shard's series).
 MAX_DEFAULT_JOBS = 4
 # A result's place among those of its rule (evaluate_rule's order): subjects with the primary
@@ -375,9 +377,10 @@ def _sharded(
         sel.promql(suffix=suffix) for plan in plans for _k, sel, suffix, _t in plan.values()
     }
     services = source.label_values("service", selectors, start, end)
-    if len(services) <= shard_services:
+    size = max(1, round(shard_services * min(1.0, SHARD_RANGE_SECONDS / (end - start))))
+    if len(services) <= size:
         return None
-    shards = _shards(services, shard_services)
+    shards = _shards(services, size)
     service_rules = rules.select(by_service)
     other_rules = rules.select([n for n in rules.rules if n not in by_service])
     for name in by_service:
@@ -437,9 +440,9 @@ def analyze(
     an unknown rule name, UsageError for a bad selector or range. Up to ``parallel`` queries
     run at once (in each process).
 
-    ``jobs``: worker processes for a fleet of more than ``shard_services`` services (see the
-    module; default: one per core, at most MAX_DEFAULT_JOBS; 1: none). The results are the
-    same either way.
+    ``jobs``: worker processes for a fleet of more than ``shard_services`` services (per 48 h
+    of range: fewer over longer ranges; see the module; default: one per core, at most
+    MAX_DEFAULT_JOBS; 1: none). The results are the same either way.
 
     ``sliding_window_seconds`` judges every rule on half-overlapping windows of that length as
     well (rules may set their own ``sliding_window``); ``baselines`` (earlier JSON reports,
