@@ -198,3 +198,31 @@ def test_a_fifty_percent_rise_of_twenty_milliseconds_fails_despite_the_floor() -
     assert result.figure == pytest.approx(53.75, abs=0.01)
     assert result.details["increase"] == pytest.approx(0.020625)
     assert result.reason.startswith("p95 change 53.7 percent >= 25 percent")
+
+
+def requests(samples: int, interval: float = 15.0) -> dict[str, list[Series]]:
+    """error_ratio's roles for a run of ``samples`` scrapes: no errors, 10 requests/s."""
+    t = T0 + np.arange(samples) * interval
+    ok = Series("soak_load_requests_total", {"scenario": "s", "outcome": "ok"}, t, 10.0 * (t - T0))
+    errors = Series(
+        "soak_load_requests_total", {"scenario": "s", "outcome": "error"}, t, np.zeros(t.size)
+    )
+    return {"numerator": [errors], "denominator": [ok, errors]}
+
+
+def test_a_ten_minute_run_meets_a_ten_minute_minimum_though_its_samples_span_one_less() -> None:
+    rule = load_rules().rules["error_ratio"]  # min_duration 10m, no warm-up
+    data = requests(40)  # 40 scrapes at 15 s: first to last 9m45s
+    (result,) = evaluate_rule(rule, data, T0, T0 + 600.0)
+    assert rule.min_duration_seconds == 600.0
+    assert result.details["analysed_seconds"] == 585.0
+    assert result.status == "pass", result.reason
+
+
+def test_a_span_short_of_the_minimum_by_more_than_one_sample_interval_stays_inconclusive() -> None:
+    rule = load_rules().rules["error_ratio"]
+    data = requests(39)  # first to last 9m30s: two intervals short
+    (result,) = evaluate_rule(rule, data, T0, T0 + 600.0)
+    assert result.status == "inconclusive"
+    assert "not enough data: 39 samples over 9m30s" in result.reason
+    assert "15s short counts" in result.reason

@@ -187,13 +187,26 @@ def _counted(count: int, plural: str) -> str:
     return f"{count} {plural}"
 
 
-def _not_enough(rule: Rule, have_points: int, have_seconds: float, unit: str) -> str | None:
-    if have_points >= rule.min_points and have_seconds >= rule.min_duration_seconds:
+def _sample_interval(t: FloatArray) -> float:
+    """The median interval between successive samples (0 with fewer than two)."""
+    return float(np.median(np.diff(t))) if t.size > 1 else 0.0
+
+
+def _not_enough(
+    rule: Rule, have_points: int, have_seconds: float, unit: str, interval: float = 0.0
+) -> str | None:
+    """None when ``have_points`` over ``have_seconds`` (first to last sample) meet the rule's
+    minimum, else the reason. A span short of ``min_duration`` by at most one sample
+    ``interval`` counts as the whole: n samples stand for n intervals but span n - 1, so a
+    10-minute run scraped every 15 s spans 9m45s."""
+    enough_time = have_seconds + max(interval, 0.0) >= rule.min_duration_seconds
+    if have_points >= rule.min_points and enough_time:
         return None
+    slack = f" (first to last sample, {format_duration(interval)} short counts)" if interval else ""
     return (
         f"not enough data: {_counted(have_points, unit)} over "
         f"{format_duration(max(have_seconds, 0))} after warm-up, needs {rule.min_points} over "
-        f"{format_duration(rule.min_duration_seconds)}"
+        f"{format_duration(rule.min_duration_seconds)}{slack}"
     )
 
 
@@ -617,7 +630,8 @@ def _counter_ratio(
         spans=[("warm-up", start, begin)] if rule.warmup_seconds else [],
         y_label="counter",
     )
-    short = _not_enough(rule, samples, covered, "samples")
+    interval = max((_sample_interval(s.t) for s in inside), default=0.0)
+    short = _not_enough(rule, samples, covered, "samples", interval)
     if short:
         return _result(rule, labels, "inconclusive", short, None, details, evidence)
     if denominator <= 0:
@@ -670,7 +684,7 @@ def _variation(
     def with_note(reason: str) -> str:
         return f"{reason}; {note}" if note else reason
 
-    short = _not_enough(rule, inside.t.size, covered, "samples")
+    short = _not_enough(rule, inside.t.size, covered, "samples", _sample_interval(inside.t))
     if short:
         return _result(rule, labels, "inconclusive", with_note(short), None, details, evidence)
     cv = coefficient_of_variation(inside.v)
@@ -878,12 +892,14 @@ def _increase(
     counter = 0.0
     samples = 0
     covered = 0.0
+    interval = 0.0
     series_for_plot = []
     if value is not None:
         inside = value.between(start, end)
         counter = counter_increase(inside.t, inside.v, start, end)
         samples = int(inside.t.size)
         covered = float(inside.t[-1] - inside.t[0]) if inside.t.size else 0.0
+        interval = _sample_interval(inside.t)
         series_for_plot.append((value.label_text(), value.t, value.v))
     starts_found = [
         s for s in data.get("start_time", []) if subject_of(s.labels, rule.group_by) == subject
@@ -895,6 +911,7 @@ def _increase(
         samples = max(samples, int(inside.t.size))
         if inside.t.size:
             covered = max(covered, float(inside.t[-1] - inside.t[0]))
+            interval = max(interval, _sample_interval(inside.t))
     count = max(counter, float(start_changes))
     details = {
         "counter_increase": counter,
@@ -903,7 +920,7 @@ def _increase(
         "analysed_seconds": covered,
     }
     evidence = Evidence(series=series_for_plot, y_label="restarts")
-    short = _not_enough(rule, samples, covered, "samples")
+    short = _not_enough(rule, samples, covered, "samples", interval)
     if short:
         return _result(rule, labels, "inconclusive", short, None, details, evidence)
     status, reason = _judge(rule, count, "restarts")
@@ -920,7 +937,7 @@ def _failure_fraction(
     failed = int(np.sum(inside.v < 0.5))
     details = {"samples": int(inside.t.size), "failed_samples": failed, "analysed_seconds": covered}
     evidence = Evidence(series=[(series.label_text(), series.t, series.v)], y_label=series.name)
-    short = _not_enough(rule, inside.t.size, covered, "samples")
+    short = _not_enough(rule, inside.t.size, covered, "samples", _sample_interval(inside.t))
     if short:
         return _result(rule, labels, "inconclusive", short, None, details, evidence)
     fraction = failed / inside.t.size
