@@ -12,17 +12,22 @@ caller gives a default port (a Redis target ``redis.local`` means port 6379).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+
+from soakwatch.records import Record
 
 __all__ = ["Address", "parse_address"]
 
 
-@dataclass(frozen=True)
-class Address:
-    """A host and a port; ``str()`` gives it back in the grammar above (IPv6 in brackets)."""
+class Address(Record):
+    """A host and a port; ``str()`` gives it back in the grammar above (IPv6 in brackets).
+    A frozen ``Record``, not a dataclass: the sidecar exporter imports it (soakwatch.records)."""
 
+    __slots__ = ("host", "port")
     host: str
     port: int
+
+    def __init__(self, host: str, port: int) -> None:
+        self._init(host=host, port=port)
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -44,10 +45,27 @@ class _ConsoleLogHandler(logging.Handler):
             self.handleError(record)
 
 
+def _help_formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's formatter, at the width shutil.get_terminal_size() would give, without
+    importing shutil: argparse imports it for every add_argument() (with zlib, bz2 and lzma,
+    about 0.4 MB of RSS in a sidecar that never prints help)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return argparse.HelpFormatter(prog, width=columns or 80)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Serve process, connection-pool and probe metrics of services under soak.",
+        formatter_class=_help_formatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", metavar="FILE", help="YAML config (see docs/exporter.md)")
@@ -127,9 +145,7 @@ def _config_from_args(args: argparse.Namespace) -> ExporterConfig:
             listen = parse_listen(args.listen)
         except ValueError as exc:
             raise UsageError(f"--listen: {exc}") from None
-        from dataclasses import replace
-
-        config = replace(config, listen=listen)
+        config = config.replace(listen=listen)
     return config
 
 

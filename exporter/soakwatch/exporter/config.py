@@ -1,4 +1,6 @@
-"""The exporter's configuration, parsed at the border into frozen dataclasses.
+"""The exporter's configuration, parsed at the border into frozen values (``Record``
+classes, which behave as frozen dataclasses without importing dataclasses: see
+soakwatch.records).
 
 A config file (``soak-exporter --config FILE``)::
 
@@ -21,17 +23,20 @@ file; command-line flags override both. Every error names the file (or variable)
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from soakwatch.addresses import Address, parse_address
 from soakwatch.configfile import Section, env_override
 from soakwatch.durations import parse_duration
 from soakwatch.errors import ConfigError
+from soakwatch.records import Record
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "CHILDREN_MODES",
@@ -71,18 +76,25 @@ def parse_listen(text: object) -> ListenAddress:
     return parse_address(text, any_host="0.0.0.0", allow_port_zero=True)
 
 
-@dataclass(frozen=True)
-class MatchSpec:
+class MatchSpec(Record):
     """How to find a service's process: exactly one of a PID, a pidfile or a command-line
     regular expression (searched in the arguments joined by spaces), and how its descendants
     count (``children``: ``sum`` or ``each``, see ``CHILDREN_MODES``)."""
 
-    pid: int | None = None
-    pidfile: Path | None = None
-    cmdline: str | None = None
-    children: str = DEFAULT_CHILDREN
+    __slots__ = ("pid", "pidfile", "cmdline", "children")  # noqa: RUF023  # in field order
+    pid: int | None
+    pidfile: Path | None
+    cmdline: str | None
+    children: str
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        pid: int | None = None,
+        pidfile: Path | None = None,
+        cmdline: str | None = None,
+        children: str = DEFAULT_CHILDREN,
+    ) -> None:
+        self._init(pid=pid, pidfile=pidfile, cmdline=cmdline, children=children)
         given = [k for k in MATCH_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"exactly one of {', '.join(MATCH_KINDS)} is required")
@@ -118,6 +130,8 @@ class MatchSpec:
         if kind == "pid":
             spec = cls(pid=section.number("pid", minimum=1, integer=True), children=children)
         elif kind == "pidfile":
+            from pathlib import Path  # only for a pidfile: pathlib is 0.4 MB of RSS
+
             spec = cls(pidfile=Path(section.string("pidfile")), children=children)
         else:
             spec = cls(cmdline=section.convert("cmdline", _check_regex), children=children)
@@ -135,15 +149,24 @@ def _check_regex(value: Any) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class PoolSpec:
+class PoolSpec(Record):
     """A connection pool seen from outside: TCP connections from the process to ``port`` (on
     ``host`` if given, on any address otherwise). ``addresses`` is ``host`` resolved once."""
 
+    __slots__ = ("name", "port", "host", "addresses")  # noqa: RUF023  # in field order
     name: str
     port: int
-    host: str | None = None
-    addresses: frozenset[str] = field(default_factory=frozenset)
+    host: str | None
+    addresses: frozenset[str]
+
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        host: str | None = None,
+        addresses: frozenset[str] = frozenset(),
+    ) -> None:
+        self._init(name=name, port=port, host=host, addresses=addresses)
 
     @classmethod
     def from_section(cls, section: Section) -> PoolSpec:
@@ -173,17 +196,27 @@ def resolve_host(host: object) -> frozenset[str]:
     return frozenset(str(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos)
 
 
-@dataclass(frozen=True)
-class ServiceConfig:
+class ServiceConfig(Record):
     """One watched service: its name (the ``service`` label), how to find its process, the pools
     to count and the health probes (``ProbeSpec`` objects of ``soakwatch.exporter.probes``)."""
 
+    __slots__ = ("name", "match", "pools", "probes", "pprof")  # noqa: RUF023  # in field order
     name: str
     match: MatchSpec
-    pools: tuple[PoolSpec, ...] = ()
-    probes: tuple[Any, ...] = ()
+    pools: tuple[PoolSpec, ...]
+    probes: tuple[Any, ...]
     #: a Go service's heap profile (``pprof: URL``), a ``soakwatch.exporter.pprof.PprofSpec``
-    pprof: Any = None
+    pprof: Any
+
+    def __init__(
+        self,
+        name: str,
+        match: MatchSpec,
+        pools: tuple[PoolSpec, ...] = (),
+        probes: tuple[Any, ...] = (),
+        pprof: Any = None,
+    ) -> None:
+        self._init(name=name, match=match, pools=pools, probes=probes, pprof=pprof)
 
     @classmethod
     def from_section(cls, section: Section) -> ServiceConfig:
@@ -227,15 +260,29 @@ def _check_unique(names: list[str], section: Section, key: str, what: str) -> No
         seen.add(name)
 
 
-@dataclass(frozen=True)
-class ExporterConfig:
+class ExporterConfig(Record):
     """The whole sidecar exporter: where to serve, how often to look for restarted processes,
     how often to read the costly memory details (USS/PSS), and the services."""
 
+    __slots__ = ("services", "listen", "scan_interval_seconds", "detail_interval_seconds")  # noqa: RUF023  # in field order
     services: tuple[ServiceConfig, ...]
-    listen: ListenAddress = field(default_factory=lambda: parse_listen(DEFAULT_LISTEN))
-    scan_interval_seconds: float = DEFAULT_SCAN_INTERVAL_SECONDS
-    detail_interval_seconds: float = DEFAULT_DETAIL_INTERVAL_SECONDS
+    listen: ListenAddress
+    scan_interval_seconds: float
+    detail_interval_seconds: float
+
+    def __init__(
+        self,
+        services: tuple[ServiceConfig, ...],
+        listen: ListenAddress | None = None,
+        scan_interval_seconds: float = DEFAULT_SCAN_INTERVAL_SECONDS,
+        detail_interval_seconds: float = DEFAULT_DETAIL_INTERVAL_SECONDS,
+    ) -> None:
+        self._init(
+            services=services,
+            listen=parse_listen(DEFAULT_LISTEN) if listen is None else listen,
+            scan_interval_seconds=scan_interval_seconds,
+            detail_interval_seconds=detail_interval_seconds,
+        )
 
     @classmethod
     def from_section(cls, section: Section) -> ExporterConfig:
@@ -264,7 +311,7 @@ class ExporterConfig:
         scan = env_override(
             "SOAK_EXPORTER_SCAN_INTERVAL", _positive_duration, self.scan_interval_seconds, environ
         )
-        return replace(self, listen=listen, scan_interval_seconds=scan)
+        return self.replace(listen=listen, scan_interval_seconds=scan)
 
 
 def _positive_duration(text: str) -> float:
@@ -279,6 +326,8 @@ def parse_config(data: Any, *, source: str) -> ExporterConfig:
     return ExporterConfig.from_section(Section(data, source=source))
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> ExporterConfig:
+def load_config(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> ExporterConfig:
     """Read and validate a config file, then apply the environment overrides."""
     return ExporterConfig.from_section(Section.load(path)).with_environment(environ)

@@ -23,9 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import psutil
 
@@ -94,6 +92,8 @@ class PidfileMatcher:
     follows_restarts = True
 
     def __init__(self, path: str | os.PathLike[str], *, children: Children = "none") -> None:
+        from pathlib import Path  # only for a pidfile: pathlib is 0.4 MB of RSS
+
         self.path = Path(path)
         self.children = _check_children(children)
 
@@ -351,10 +351,10 @@ def matcher_for(spec: MatchSpec) -> Matcher:
     return CmdlineMatcher(spec.cmdline, children=children)
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     """One process of a watched service: ``label`` is its member number (``"0"`` for the
-    matched process), ``identity`` its (PID, start time)."""
+    matched process), ``identity`` its (PID, start time). (A NamedTuple, not a dataclass:
+    the sidecar does not import dataclasses, see soakwatch.records.)"""
 
     label: str
     identity: tuple[int, float]

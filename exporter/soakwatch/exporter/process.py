@@ -30,8 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -60,8 +59,7 @@ _ERRORS = (psutil.NoSuchProcess, psutil.AccessDenied)
 Target = ProcessTracker | Callable[[], "int | None"]
 
 
-@dataclass(frozen=True)
-class MemoryDetail:
+class MemoryDetail(NamedTuple):
     """Memory that needs a page walk: USS (private to the process) and PSS (Linux only)."""
 
     unique_bytes: int
