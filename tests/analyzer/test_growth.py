@@ -132,3 +132,51 @@ def test_too_little_data_gives_no_fit_rather_than_a_guess() -> None:
     # what is left is far fewer points than a rule's min_points (8), and the estimate says so
     assert estimate.warmup_capped is not None and 80 < estimate.warmup_capped < 90
     assert estimate.points < 8
+
+
+def test_a_small_fall_in_a_long_climb_is_no_cycle_and_the_leak_fails() -> None:
+    t = hours(12)
+    y = 300 * MB + 40 * MB * per_hour(t) + np.random.default_rng(3).normal(0, 1 * MB, t.size)
+    y[t - t[0] > 5 * 3600] -= 20 * MB  # one GC hiccup gives back 20 MB of 480
+    estimate = estimate_growth(t, y, warmup_seconds=900)
+    assert len(estimate.drop_times) == 1
+    # not "one cycle seen, a bounded cycle or a leak reset by a restart": judged as a trend
+    assert estimate.mode == "trend" and estimate.cycle is None
+    assert estimate.lower_per_hour <= 40 * MB <= estimate.upper_per_hour
+    assert estimate.lower_per_hour > THRESHOLD
+
+
+def test_two_troughs_read_over_half_a_cycle_each_tell_a_slow_sawtooth_leaks() -> None:
+    t = hours(2)
+    noise = np.random.default_rng(0).normal(0, 1 * MB, t.size)
+    y = 300 * MB + sawtooth(t, period=3000.0, amplitude=200 * MB) + 4 * MB * per_hour(t)
+    estimate = estimate_growth(t, y + noise, warmup_seconds=900)
+    assert estimate.mode == "troughs" and estimate.cycle is not None
+    assert estimate.cycle.troughs == 2
+    assert estimate.lower_per_hour <= 4 * MB <= estimate.upper_per_hour
+    assert estimate.lower_per_hour > THRESHOLD
+
+
+def test_a_cut_short_last_cycle_of_curved_ramps_does_not_lift_the_troughs() -> None:
+    t = hours(2.3)
+    rise = (((t - t[0] + 1200) % 3000) / 3000) ** 2 * 200 * MB  # convex ramps, flat troughs
+    for seed in range(3):
+        noise = np.random.default_rng(seed).normal(0, 1 * MB, t.size)
+        estimate = estimate_growth(t, 300 * MB + rise + noise, warmup_seconds=900)
+        assert estimate.mode == "troughs" and estimate.cycle is not None
+        # the last cycle is read over less than half a period; the full cycles read over the
+        # same span say how much a shorter span moves a level on these ramps (about 8 MB)
+        assert estimate.lower_per_hour < 0 < estimate.upper_per_hour
+        assert abs(estimate.slope_per_hour) < 1 * MB
+
+
+def test_five_minute_restart_segments_are_not_cut_at_noise_read_as_a_level_shift() -> None:
+    t = hours(2)
+    since = (t - t[0]) % 300
+    y = 200 * MB + 30 * MB * (1 - np.exp(-since / 15)) + 4 * MB * since / 3600
+    y += np.random.default_rng(0).normal(0, 0.1 * MB, t.size)
+    restarts = t[1:][since[1:] < since[:-1]]
+    estimate = estimate_growth(t, y, restarts=restarts, warmup_seconds=900)
+    assert estimate.segments == 24
+    assert estimate.step_times == []
+    assert estimate.lower_per_hour > THRESHOLD

@@ -8,10 +8,11 @@
    (:mod:`soakwatch.analyzer.warmup`).
 3. Sudden drops (:func:`segments.drops`) are looked for. When the series climbs back between
    drops by at least half of what each drop gave back, it is a *cycle* (a GC or cache sawtooth
-   of any period, or a leak reset by restarts nobody reported): the estimate then follows the
-   troughs, the level just after each drop, and its slope is the slope of the troughs
-   (``mode="troughs"``). Drops after which the series stays flat are one-off falls: they only
-   cut the series into pieces with their own level, like restarts.
+   of any period, or a leak reset by restarts nobody reported; a drop must also give back at
+   least a quarter of what a cycle climbs): the estimate then follows the troughs, the level at
+   each drop from the line through the next half period, and its slope is the slope of the
+   troughs (``mode="troughs"``). Drops after which the series stays flat are one-off falls:
+   they only cut the series into pieces with their own level, like restarts.
 4. Otherwise (``mode="trend"``) each piece is reduced to window medians placed at the mean time
    of their samples; windows are as short as the data allows (at most :data:`POINT_BUDGET`
    points in all, at most the rule's window), so short runs keep their samples. A single piece
@@ -64,9 +65,10 @@ HOUR = 3600.0
 POINT_BUDGET = 360  # window points over all pieces (Theil-Sen pairs grow with their square)
 SUSTAINED_SHARE = 0.2  # a regime judged on its own spans at least this share of the analysed time
 MIN_CYCLES = 10  # troughs a cycle needs before flat troughs pass
-SLOWING_Z = 2.33  # one-sided 1 %: a straight leak reads as slowing down once in a hundred
+SLOWING_Z = 3.09  # one-sided 0.1 %: a straight leak reads as slowing down once in a thousand
 SETTLING_Z = 3.0  # a settling term this many standard errors deep marks a warm-up tail
-TROUGH_SHARE = 0.1  # a trough is read from the samples in this share of a period after a drop
+TROUGH_SHARE = 0.5  # a trough is read from the samples in this share of a period after a drop
+SHIFT_MIN_POINTS = 24  # a restart segment with fewer points is never cut at a level shift
 MAX_FALLS = 3  # at most this many drops without a climb back cut the series like restarts
 
 
@@ -349,11 +351,15 @@ def estimate_growth(
             period = float(np.median(gaps))
         else:
             period = float(x[pieces[-1].stop - 1] - x[found[-1]])
+        # a cycle climbs back at least half of what a drop gives back, and a drop gives back
+        # at least a quarter of what a cycle climbed: a small fall in a long climb is no cycle
+        # (amplitudes that change 4-fold mid-run still are one)
+        depth = float(np.median(depths))
         climbing = (
             within.slope
             if within is not None
             and within.slope - 2.0 * within.stderr > 0
-            and within.slope * period >= 0.5 * float(np.median(depths))
+            and 0.5 * depth <= within.slope * period <= 4.0 * depth
             else None
         )
         if climbing is not None:
@@ -446,8 +452,14 @@ def estimate_growth(
             a, b = int(offsets[i]), int(offsets[i + 1])
             regimes_bounds.append((a, b))
             # one level shift per restart segment; pieces cut at drops keep theirs whole (a
-            # shift there is more likely an unseen drop of a noisy cycle than a step)
-            cut = level_shift(all_y[a:b]) if b - a > 1 and not split_by_drops else None
+            # shift there is more likely an unseen drop of a noisy cycle than a step), and so
+            # do short segments: with a handful of points on each side noise reads as a jump,
+            # and a false cut halves what a 5-minute segment gives the slope
+            cut = (
+                level_shift(all_y[a:b])
+                if b - a >= SHIFT_MIN_POINTS and not split_by_drops
+                else None
+            )
             if cut is not None:
                 steps.append(float(all_t[a + cut]) + origin)
                 judged += [slice(a, a + cut), slice(a + cut, b)]
@@ -604,45 +616,76 @@ def _settling(
 
 
 def _trough_levels(
-    x: FloatArray, y: FloatArray, inside: npt.NDArray[np.intp], piece: slice, span: float
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """The troughs after the drops ``inside`` one piece: for each, the time of the drop
-    (midway between the last high and the first low sample), the level there from the line
-    through the samples of the next ``span`` seconds (before the next drop), and that level's
-    standard error in units of the sample noise. A steeper climb (a larger amplitude) does not
-    lift the trough. With fewer than three such samples (or one instant) the level is their
-    median. All lines come from grouped sums, not one fit per drop: a 48-hour GC sawtooth has
-    hundreds of troughs."""
-    stops = np.r_[inside[1:], piece.stop].astype(np.intp)
-    ends = np.minimum(stops, np.searchsorted(x, x[inside] + span, side="left"))
-    counts = np.maximum(ends - inside, 0)
-    keep = counts > 0
-    inside, ends, counts = inside[keep], ends[keep], counts[keep]
-    if inside.size == 0:
-        return np.empty(0), np.empty(0), np.empty(0)
-    previous = np.maximum(inside - 1, 0)
-    at = np.where(inside > piece.start, 0.5 * (x[previous] + x[inside]), x[inside])
-    # every sample of every trough, grouped: trough g holds samples inside[g] .. ends[g] - 1
-    starts = np.cumsum(counts) - counts
-    index = np.repeat(inside - starts, counts) + np.arange(int(counts.sum()))
-    owner = np.repeat(np.arange(inside.size), counts)
-    u = x[index] - at[owner]
+    x: FloatArray,
+    y: FloatArray,
+    begins: npt.NDArray[np.intp],
+    stops: npt.NDArray[np.intp],
+    at: FloatArray,
+    spans: FloatArray,
+) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp]]:
+    """For each trough ``g``: the level at ``at[g]`` from the line through the samples from
+    ``begins[g]`` within ``spans[g]`` seconds and before ``stops[g]`` (the next drop), that
+    level's standard error in units of the sample noise, and the number of samples read. A
+    steeper climb (a larger amplitude) does not lift the trough. With fewer than three samples
+    (or one instant) the level is their median; with none it is NaN. All lines come from
+    grouped sums, not one fit per trough: a 48-hour GC sawtooth has hundreds."""
+    ends = np.minimum(stops, np.searchsorted(x, x[begins] + spans, side="left"))
+    counts = np.maximum(ends - begins, 0)
+    level = np.full(begins.size, math.nan)
+    spread = np.full(begins.size, math.inf)
+    some = np.flatnonzero(counts > 0)
+    if some.size == 0:
+        return level, spread, counts
+    n = counts[some]
+    first = np.cumsum(n) - n
+    # every sample of every trough read, grouped: trough g holds begins[g] .. ends[g] - 1
+    index = np.repeat(begins[some] - first, n) + np.arange(int(n.sum()))
+    owner = np.repeat(np.arange(some.size), n)
+    u = x[index] - at[some][owner]
     v = y[index]
-    mean_u = np.add.reduceat(u, starts) / counts
-    mean_v = np.add.reduceat(v, starts) / counts
+    mean_u = np.add.reduceat(u, first) / n
+    mean_v = np.add.reduceat(v, first) / n
     du = u - mean_u[owner]
-    sxx = np.add.reduceat(du * du, starts)
-    sxy = np.add.reduceat(du * (v - mean_v[owner]), starts)
-    line = (counts >= 3) & (x[ends - 1] - x[inside] > 0)
-    level = np.empty(inside.size)
-    spread = np.empty(inside.size)
+    sxx = np.add.reduceat(du * du, first)
+    sxy = np.add.reduceat(du * (v - mean_v[owner]), first)
+    line = (n >= 3) & (x[ends[some] - 1] - x[begins[some]] > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        level[line] = mean_v[line] - sxy[line] / sxx[line] * mean_u[line]
-        spread[line] = np.sqrt(1.0 / counts[line] + mean_u[line] ** 2 / sxx[line])
-    for g in np.flatnonzero(~line):
-        level[g] = float(np.median(y[inside[g] : ends[g]]))
+        level[some] = np.where(line, mean_v - sxy / sxx * mean_u, math.nan)
+        spread[some] = np.where(line, np.sqrt(1.0 / n + mean_u**2 / sxx), math.inf)
+    for g in some[~line]:
+        level[g] = float(np.median(y[begins[g] : ends[g]]))
         spread[g] = 1.2533 / math.sqrt(int(counts[g]))
-    return at, level, spread
+    return level, spread, counts
+
+
+def _weighted_line(
+    px: FloatArray, py: FloatArray, spread: FloatArray, blocks: list[slice], sigma: float
+) -> tuple[float, float, tuple[float, ...]] | None:
+    """Weighted least squares of the troughs, one level per block: each trough weighs
+    1/spread² (its variance in units of the sample noise), the residual sd is at least
+    ``sigma``. Slope, its standard error and the blocks' intercepts; None without two distinct
+    times in some block."""
+    w = 1.0 / spread**2
+    centred_x, centred_y, weights, intercepts = [], [], [], []
+    if not any(blk.stop - blk.start > 1 and float(np.ptp(px[blk])) > 0 for blk in blocks):
+        return None
+    for blk in blocks:
+        bw, bx, by = w[blk], px[blk], py[blk]
+        mx, my = float(np.dot(bw, bx) / bw.sum()), float(np.dot(bw, by) / bw.sum())
+        centred_x.append(bx - mx)
+        centred_y.append(by - my)
+        weights.append(bw)
+        intercepts.append((mx, my))
+    cx, cy, cw = np.concatenate(centred_x), np.concatenate(centred_y), np.concatenate(weights)
+    sxx = float(np.dot(cw, cx * cx))
+    if not sxx > 0:
+        return None
+    slope = float(np.dot(cw, cx * cy)) / sxx
+    residuals = cy - slope * cx
+    dof = px.size - len(blocks) - 1
+    sd = math.sqrt(float(np.dot(cw, residuals**2)) / dof) if dof > 0 else 0.0
+    sd = max(sd, sigma)
+    return slope, sd / math.sqrt(sxx), tuple(my - slope * mx for mx, my in intercepts)
 
 
 def _troughs(
@@ -664,39 +707,57 @@ def _troughs(
     the first :data:`TROUGH_SHARE` of a period (:func:`_trough_levels`); one level per restart
     piece; least squares with the noise of such a level as the floor of the residual sd
     (troughs of different cycles are independent)."""
-    span = min(max(TROUGH_SHARE * period, 4.0 * interval), 0.5 * period)
-    levels: list[FloatArray] = []
-    times: list[FloatArray] = []
-    spreads: list[FloatArray] = []
-    blocks: list[slice] = []
-    count = 0
-    every = np.asarray(found, dtype=np.intp)
-    for piece in pieces:
-        at_drop, level, spread = _trough_levels(
-            x, y, every[(every >= piece.start) & (every < piece.stop)], piece, span
+    span = min(max(TROUGH_SHARE * period, 4.0 * interval), period)
+    every = np.sort(np.asarray(found, dtype=np.intp))
+    owner = np.searchsorted([p.stop for p in pieces], every, side="right")
+    inside = owner < len(pieces)
+    inside[inside] &= every[inside] >= np.asarray([p.start for p in pieces])[owner[inside]]
+    begins, owner = every[inside], owner[inside]
+    piece_starts = np.asarray([p.start for p in pieces], dtype=np.intp)[owner]
+    piece_stops = np.asarray([p.stop for p in pieces], dtype=np.intp)[owner]
+    stops = np.where(np.r_[owner[1:] == owner[:-1], False], np.r_[begins[1:], 0], piece_stops)
+    previous = np.maximum(begins - 1, 0)
+    # the drop instant: midway between the last high and the first low sample
+    at = np.where(begins > piece_starts, 0.5 * (x[previous] + x[begins]), x[begins])
+    level, spread, _ = _trough_levels(x, y, begins, stops, at, np.full(begins.size, span))
+    # A cycle cut short (the last one of a piece, or one the next drop came early in) is read
+    # over less than the span; on a curved ramp that moves its level. The full cycles read
+    # over the same shorter span tell by how much: the mean difference is added back.
+    short = x[np.maximum(stops - 1, 0)] + interval < x[begins] + span  # one more would be read
+    full = np.flatnonzero(~short & np.isfinite(level))
+    for g in np.flatnonzero(short):
+        have = float(x[stops[g] - 1] - x[begins[g]]) + 0.5 * interval
+        if full.size == 0 or not have > 0:
+            continue
+        again, again_spread, _ = _trough_levels(
+            x, y, begins[full], stops[full], at[full], np.full(full.size, have)
         )
-        if at_drop.size:
-            blocks.append(slice(count, count + at_drop.size))
-            count += at_drop.size
-            times.append(at_drop)
-            levels.append(level)
-            spreads.append(spread)
-    px = np.concatenate(times) if times else np.empty(0)
-    py = np.concatenate(levels) if levels else np.empty(0)
-    spread_all = np.concatenate(spreads) if spreads else np.empty(0)
-    floor = sigma * (float(np.median(spread_all)) if spread_all.size else 1.0)
+        usable = np.isfinite(again)
+        if usable.any():
+            level[g] += float(np.mean(level[full][usable] - again[usable]))
+            extra = float(np.median(again_spread[usable])) ** 2 / int(np.count_nonzero(usable))
+            spread[g] = math.sqrt(spread[g] ** 2 + extra)
+    read = np.isfinite(level)
+    px, py, spread_all, owner = at[read], level[read], spread[read], owner[read]
+    blocks = [
+        slice(int(i), int(j))
+        for i, j in zip(
+            np.searchsorted(owner, np.arange(len(pieces)), side="left"),
+            np.searchsorted(owner, np.arange(len(pieces)), side="right"),
+            strict=True,
+        )
+        if j > i
+    ]
     fit: SlopeFit | None = None
-    try:
-        line = line_fit(px, py, blocks=blocks, variance_factor=1.0, min_sd=floor)
-    except ValueError:
-        line = None
-    if line is not None and line.stderr > 0:
+    line = _weighted_line(px, py, spread_all, blocks, sigma) if px.size else None
+    if line is not None and line[1] > 0:
         z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+        slope, stderr, intercepts = line
         fit = SlopeFit(
-            slope=line.slope,
-            lower=line.slope - z * line.stderr,
-            upper=line.slope + z * line.stderr,
-            intercepts=line.intercepts,
+            slope=slope,
+            lower=slope - z * stderr,
+            upper=slope + z * stderr,
+            intercepts=intercepts,
             points=int(px.size),
             pairs=0,
             confidence=confidence,
