@@ -715,7 +715,10 @@ def _troughs(
     begins, owner = every[inside], owner[inside]
     piece_starts = np.asarray([p.start for p in pieces], dtype=np.intp)[owner]
     piece_stops = np.asarray([p.stop for p in pieces], dtype=np.intp)[owner]
-    stops = np.where(np.r_[owner[1:] == owner[:-1], False], np.r_[begins[1:], 0], piece_stops)
+    same_next = np.zeros(begins.size, dtype=bool)  # the next drop is in the same piece
+    same_next[:-1] = owner[1:] == owner[:-1]
+    stops = piece_stops.copy()
+    stops[same_next] = begins[1:][same_next[:-1]]
     previous = np.maximum(begins - 1, 0)
     # the drop instant: midway between the last high and the first low sample
     at = np.where(begins > piece_starts, 0.5 * (x[previous] + x[begins]), x[begins])
