@@ -237,9 +237,12 @@ def _gaps(x: FloatArray, pieces: list[slice], found: list[int]) -> FloatArray:
 
 
 def _split(pieces: list[slice], cuts: list[int]) -> list[slice]:
+    """``pieces`` cut before each index of ``cuts`` inside them (in the order of ``cuts``)."""
+    at = np.asarray(cuts, dtype=np.intp)
     out = []
     for piece in pieces:
-        edges = [piece.start, *[k for k in cuts if piece.start < k < piece.stop], piece.stop]
+        inner = at[(at > piece.start) & (at < piece.stop)].tolist()
+        edges = [piece.start, *inner, piece.stop]
         out += [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
     return out
 
@@ -704,9 +707,11 @@ def _troughs(
     capped: float | None,
 ) -> GrowthEstimate:
     """The estimate on the troughs: after each drop, the level at the drop from the samples in
-    the first :data:`TROUGH_SHARE` of a period (:func:`_trough_levels`); one level per restart
-    piece; least squares with the noise of such a level as the floor of the residual sd
-    (troughs of different cycles are independent)."""
+    the first :data:`TROUGH_SHARE` of a period (:func:`_trough_levels`: half a cycle, so that
+    a run of two or three cycles still reads each trough from many samples), a cycle cut short
+    corrected by the full ones read over its span; one level per restart piece; weighted least
+    squares with the sample noise as the floor of the residual sd (troughs of different cycles
+    are independent)."""
     span = min(max(TROUGH_SHARE * period, 4.0 * interval), period)
     every = np.sort(np.asarray(found, dtype=np.intp))
     owner = np.searchsorted([p.stop for p in pieces], every, side="right")
