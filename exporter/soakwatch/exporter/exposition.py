@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import queue
 import socket
 import socketserver
 import threading
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Seconds a ``/metrics`` worker thread waits for the next request before it exits.
+WORKER_IDLE_SECONDS = 60.0
 
 
 class Sample(NamedTuple):
@@ -360,10 +363,13 @@ class _Handler(socketserver.StreamRequestHandler):
             self.wfile.write(headers if head else headers + body)
 
 
-class MetricsHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    """A thread per request (daemon threads: a scrape in progress never holds up stop())."""
+class MetricsHTTPServer(socketserver.TCPServer):
+    """Each request on a worker thread, so a slow scraper never holds up another; a worker
+    that finished waits ``WORKER_IDLE_SECONDS`` for the next request before it exits. Why not
+    socketserver's ThreadingMixIn: a thread started per request more than doubles the CPU of a
+    one-process scrape (0.54 against 0.23 ms per request on a 2-core VM, scraped every
+    50 ms). Workers are daemon threads: a scrape in progress never holds up stop()."""
 
-    daemon_threads = True
     allow_reuse_address = True
 
     def __init__(
@@ -372,7 +378,48 @@ class MetricsHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.address_family = family
         self.request_queue_size = backlog
         self.registry = registry
+        self._requests: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
+        self._workers_lock = threading.Lock()
+        self._idle_workers = 0
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._workers_lock:
+            start = self._idle_workers == 0
+            if not start:
+                self._idle_workers -= 1  # that worker takes this request
+        self._requests.put((request, client_address))
+        if start:
+            threading.Thread(target=self._work, name="soak-metrics-worker", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                item = self._requests.get(timeout=WORKER_IDLE_SECONDS)
+            except queue.Empty:
+                with self._workers_lock:
+                    if self._idle_workers > 0:  # no request was promised to this worker
+                        self._idle_workers -= 1
+                        return
+                continue  # one was, and is on its way into the queue
+            if item is None:  # server_close()
+                return
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+            with self._workers_lock:
+                self._idle_workers += 1
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._workers_lock:
+            idle, self._idle_workers = self._idle_workers, 0
+        for _ in range(idle):
+            self._requests.put(None)
 
 
 def start_http_server(
