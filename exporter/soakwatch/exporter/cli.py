@@ -193,8 +193,12 @@ def _run(args: argparse.Namespace, stop_event: threading.Event | None) -> int:
     stop = stop_event or threading.Event()
     _install_stop_handlers(stop.set)
     console.out(f"{PROG}: serving {server.url} for {names}")
+    # POSIX: a signal interrupts the wait and its handler sets ``stop``, so nothing polls (each
+    # wake-up is CPU of a sidecar that is otherwise idle between scrapes). Windows: a wait is
+    # not interrupted by Ctrl-C, so it wakes twice a second.
+    timeout = None if os.name == "posix" else 0.5
     try:
-        while not stop.wait(0.5):
+        while not stop.wait(timeout):
             pass
     except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed: the same clean stop
         pass

@@ -414,6 +414,25 @@ class MetricsHTTPServer(socketserver.TCPServer):
             with self._workers_lock:
                 self._idle_workers += 1
 
+    def serve_forever(self, poll_interval: float | None = None) -> None:
+        """socketserver's loop, by default without its wake-up every 0.5 s (CPU of a sidecar
+        idle between scrapes): select() waits for a connection, and shutdown() makes one."""
+        super().serve_forever(poll_interval)  # type: ignore[arg-type]  # None: no timeout
+
+    def shutdown(self) -> None:
+        stopper = threading.Thread(target=super().shutdown, name="soak-metrics-stop")
+        stopper.start()  # asks the loop to stop, then waits for it
+        while stopper.is_alive():
+            self._wake()
+            stopper.join(0.05)
+
+    def _wake(self) -> None:
+        address: Any = self.server_address
+        host, port = str(address[0]), int(address[1])
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+        with contextlib.suppress(OSError):  # the loop may have closed already
+            socket.create_connection((host, port), timeout=1).close()
+
     def server_close(self) -> None:
         super().server_close()
         with self._workers_lock:
