@@ -20,6 +20,7 @@ import pickle
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
@@ -145,6 +146,23 @@ def _note_sampling(result: Result, series: list[Series]) -> Result:
     if spacing is None or "sample_seconds" in result.details:
         return result
     return replace(result, details={**result.details, "sample_seconds": spacing})
+
+
+def _by_service(series: list[Series]) -> dict[str, list[Series]]:
+    """``series`` by their ``service`` label ("" without one)."""
+    out: dict[str, list[Series]] = {}
+    for s in series:
+        out.setdefault(s.labels.get("service", ""), []).append(s)
+    return out
+
+
+def _candidates(
+    result: Result, series: list[Series], by_service: Mapping[str, list[Series]]
+) -> list[Series]:
+    """The series among which ``result``'s own are: those of its service when it names one
+    (a lookup instead of a scan of the fleet for each result)."""
+    service = result.subject.get("service")
+    return series if service is None else list(by_service.get(service, ()))
 
 
 def _primary_role(rule: Rule) -> str:
@@ -287,8 +305,11 @@ def _judge(
     judged = _Judged(services=seen)
     for name, rule in rules.rules.items():
         primary = _primary(rule, fetched[name])
+        by_service = _by_service(primary)
         results = [
-            _note_sampling(_note_non_finite(r, set_aside[name]), primary)
+            _note_sampling(
+                _note_non_finite(r, set_aside[name]), _candidates(r, primary, by_service)
+            )
             for r in evaluate_rule(rule, fetched[name], start, end, known)
         ]
         results = attach_allocation_sites(
@@ -298,7 +319,9 @@ def _judge(
         window = sliding_window_seconds or rule.sliding_window_seconds
         judged.sliding[name] = (
             [
-                _note_sampling(_note_non_finite(r, set_aside[name]), primary)
+                _note_sampling(
+                    _note_non_finite(r, set_aside[name]), _candidates(r, primary, by_service)
+                )
                 for r in evaluate_sliding(rule, fetched[name], start, end, window, known)
             ]
             if window
@@ -397,16 +420,23 @@ def _sharded(
     if "forkserver" in methods:
         context.set_forkserver_preload(["soakwatch.analyzer.analysis"])
     log.info("judging %d services in %d shards, %d processes", len(services), len(shards), jobs)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(shards)), mp_context=context) as pool:
-        futures = [
-            pool.submit(
-                _judge_shard, _dumps((source, service_rules, start, end, extra, shard, parallel))
-            )
-            for shard in shards
-        ]
-        # meanwhile, the rules not grouped by service, once, here
-        here = _judge(source, other_rules, start, end, extra, parallel=parallel)
-        parts: list[_Judged] = [pickle.loads(f.result()) for f in futures]
+    try:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(shards)), mp_context=context) as pool:
+            futures = [
+                pool.submit(
+                    _judge_shard,
+                    _dumps((source, service_rules, start, end, extra, shard, parallel)),
+                )
+                for shard in shards
+            ]
+            # meanwhile, the rules not grouped by service, once, here
+            here = _judge(source, other_rules, start, end, extra, parallel=parallel)
+            parts: list[_Judged] = [pickle.loads(f.result()) for f in futures]
+    except BrokenProcessPool:
+        # a worker died: killed for memory, or a script that calls analyze() without an
+        # ``if __name__ == "__main__":`` guard (every worker imports the main module)
+        log.warning("a worker process of the analysis died; judging in this process instead")
+        return None
     out: dict[str, list[Result]] = {}
     for name in rules.rules:
         if name not in by_service:

@@ -20,6 +20,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -247,12 +248,16 @@ class PrometheusSource:
         # query -> the step its range queries used
         self._spacing: dict[str, float | None] = {}
         self.steps: dict[str, float] = {}
+        # (size, first, last) -> a read-only times array that series of the same step share
+        self._times: weakref.WeakValueDictionary[tuple[int, float, float], FloatArray] = (
+            weakref.WeakValueDictionary()
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         """What a worker process of :func:`soakwatch.analyzer.analyze` receives: the settings,
         with the session's headers, auth and CA bundle but not its open connections."""
         state = dict(self.__dict__)
-        del state["_count_lock"]
+        del state["_count_lock"], state["_times"]
         session = state.pop("session")
         state["_session_settings"] = (dict(session.headers), session.auth, session.verify)
         return state
@@ -261,6 +266,7 @@ class PrometheusSource:
         headers, auth, verify = state.pop("_session_settings")
         self.__dict__.update(state)
         self._count_lock = threading.Lock()
+        self._times = weakref.WeakValueDictionary()
         self.session = requests.Session()
         self.session.headers.clear()
         self.session.headers.update(headers)
@@ -424,8 +430,21 @@ class PrometheusSource:
             order = np.argsort(t, kind="stable")
             t, v = t[order], v[order]
             keep = np.append(t[1:] != t[:-1], True)
-            result.append(Series(name, dict(key), t[keep], v[keep]))
+            result.append(Series(name, dict(key), self._shared_times(t[keep]), v[keep]))
         return result
+
+    def _shared_times(self, t: FloatArray) -> FloatArray:
+        """``t``, or an equal array already handed out: series read at one step mostly have
+        the same times, and sharing them halves what a fleet's series (and the report's
+        evidence) hold. Shared arrays are read-only."""
+        key = (int(t.size), float(t[0]), float(t[-1]))
+        with self._count_lock:
+            known = self._times.get(key)
+            if known is not None and np.array_equal(known, t):
+                return known
+            t.flags.writeable = False
+            self._times[key] = t
+        return t
 
 
 class RunDirSource:
