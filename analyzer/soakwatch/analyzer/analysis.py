@@ -431,7 +431,11 @@ def _sharded(
             ]
             # meanwhile, the rules not grouped by service, once, here
             here = _judge(source, other_rules, start, end, extra, parallel=parallel)
-            parts: list[_Judged] = [pickle.loads(f.result()) for f in futures]
+            parts: list[_Judged] = []
+            while futures:
+                # popped: a done future holds its pickled answer, which is read now; kept in
+                # the list, every shard's bytes would stay alive until the last one
+                parts.append(pickle.loads(futures.pop(0).result()))
     except BrokenProcessPool:
         # a worker died: killed for memory, or a script that calls analyze() without an
         # ``if __name__ == "__main__":`` guard (every worker imports the main module)
