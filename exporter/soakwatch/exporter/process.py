@@ -348,6 +348,8 @@ class ProcessCollector(Collector):
         """One process's readings by group; None when it vanished. A group the OS refuses
         (AccessDenied) is left out of the reading."""
         process = member.process
+        if self._proc_stat and type(process) is psutil.Process:
+            return self._read_proc(member)
         reading: _Reading = {}
 
         def memory() -> None:
@@ -366,9 +368,7 @@ class ProcessCollector(Collector):
                 reading["fds"] = getattr(process, self._fd_method)()
 
         def start() -> None:
-            # the start time read when the process was picked up: create_time() would read
-            # the boot time from /proc/stat again on every scrape
-            reading["start"] = member.identity[1]
+            reading["start"] = member.identity[1]  # see _read_proc
 
         def detail() -> None:
             found = self._memory_detail(process, member.identity)
@@ -376,22 +376,40 @@ class ProcessCollector(Collector):
                 reading["uss"] = found.unique_bytes
                 reading["pss"] = found.proportional_bytes
 
-        groups: tuple[Callable[[], None], ...] = (memory, cpu, threads, fds, start, detail)
-        if self._proc_stat and type(process) is psutil.Process:
-            # Linux: RSS, VMS, CPU and threads from /proc/PID/stat and statm, where psutil
-            # reads statm, stat and status (the biggest) for the same kernel counters.
-            counters = read_proc_stat(process.pid)
-            if counters is None:
-                return None
-            reading.update(counters)
-            groups = (fds, start, detail)
         try:
             with process.oneshot():
-                for read in groups:
+                for read in (memory, cpu, threads, fds, start, detail):
                     with contextlib.suppress(psutil.AccessDenied):
                         read()
         except psutil.NoSuchProcess:  # includes ZombieProcess
             return None
+        return reading
+
+    def _read_proc(self, member: Member) -> _Reading | None:
+        """``_read`` of a psutil.Process on Linux, from the files psutil would read
+        (/proc/PID/stat, statm, fd/, smaps_rollup) without its per-call wrapping: RSS, VMS,
+        CPU and threads come from two files where psutil reads three (stat, statm, status)."""
+        pid, start = member.identity
+        reading = read_proc_stat(pid)
+        if reading is None:
+            return None
+        reading["start"] = start  # read at pick-up: create_time() reads /proc/stat again
+        if self._fd_method == "num_fds":
+            try:
+                reading["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+            except PermissionError:  # another user's process: the group is left out
+                pass
+            except FileNotFoundError:
+                return None
+        try:
+            found = self._memory_detail(member.process, member.identity)
+        except psutil.AccessDenied:
+            found = None
+        except psutil.NoSuchProcess:
+            return None
+        if found is not None:
+            reading["uss"] = found.unique_bytes
+            reading["pss"] = found.proportional_bytes
         return reading
 
     def _memory_detail(self, process: Any, identity: tuple[int, float]) -> MemoryDetail | None:
