@@ -160,3 +160,30 @@ def test_the_metrics_port_queues_at_least_128_connections_and_150_concurrent_scr
         assert max(seconds) < 1.0
     finally:
         exporter.stop()
+
+
+def test_the_sidecar_text_is_prometheus_clients_text_for_the_same_families():
+    # counters with _created samples, escaped label values, Go-style floats: byte for byte
+    import prometheus_client
+
+    from soakwatch.exporter.exposition import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        generate_latest,
+    )
+
+    class Families:
+        def collect(self):
+            counter = CounterMetricFamily("soak_x", "A counter.", labels=["service"])
+            counter.add_metric(['a "quoted"\\ name\n'], 3.0, created=1700000000.5)
+            counter.add_metric(["b"], 1e6, created=1700000001.0)
+            gauge = GaugeMetricFamily("soak_y", "A gauge\\ with\nlines.", labels=["service"])
+            gauge.add_metric(["a"], 0.1)
+            gauge.add_metric(["b"], float("inf"))
+            yield counter
+            yield gauge
+
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(Families())
+
+    assert generate_latest(registry) == prometheus_client.generate_latest(registry)

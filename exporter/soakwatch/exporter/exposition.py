@@ -304,13 +304,13 @@ def generate_latest(registry: Collectable) -> bytes:
         help_text = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
         output.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
         extra: dict[str, list[str]] = {}
+        apart = {family.name + suffix: suffix for suffix in ("_created", "_gsum", "_gcount")}
         for sample in family.samples:
-            for suffix in ("_created", "_gsum", "_gcount"):
-                if sample.name == family.name + suffix:
-                    extra.setdefault(suffix, []).append(_line(sample))
-                    break
-            else:
+            suffix = apart.get(sample.name)
+            if suffix is None:
                 output.append(_line(sample))
+            else:
+                extra.setdefault(suffix, []).append(_line(sample))
         for suffix, lines in sorted(extra.items()):
             output.append(
                 f"# HELP {family.name}{suffix} {help_text}\n# TYPE {family.name}{suffix} gauge\n"
