@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Literal, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import yaml
-
 from soakwatch.durations import parse_duration, parse_rate
 from soakwatch.errors import ConfigError
 
@@ -85,15 +83,6 @@ def redact_url(url: str) -> str:
     return parts.geturl()
 
 
-# A config is a handful of levels deep; anything near Python's recursion limit is hostile (or a
-# generator gone wrong), and PyYAML composes nodes recursively. The bounds are checked before
-# any Python value is built, so a bad file costs milliseconds, never a RecursionError.
-MAX_DEPTH = 100
-# Aliases let a short file stand for a huge document ("billion laughs"): bounded too, counted as
-# the values the document holds once every alias is expanded.
-MAX_VALUES = 100_000
-
-
 # Anything that looks like a URL, or like ``user:password@host`` without a scheme, in a message.
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
 _USERINFO_IN_TEXT = re.compile(r"(?<![^\s'\"])([^\s'\":/@]*):[^\s'\"@/]+@")
@@ -106,106 +95,6 @@ def redact_urls_in(text: str) -> str:
         return text
     text = _URL_IN_TEXT.sub(lambda found: redact_url(found.group(0)), text)
     return _USERINFO_IN_TEXT.sub(lambda found: f"{found.group(1)}:***@", text)
-
-
-class _DuplicateKeyError(yaml.constructor.ConstructorError):
-    pass
-
-
-class _ShapeError(yaml.composer.ComposerError):
-    """A document too deep, too large or holding itself: its problem is echoed in the error."""
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping (plain YAML keeps the last one
-    silently, so a pasted duplicate would hide the first value). Merge keys (``<<``) may still
-    be overridden, as YAML intends."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[tuple[str, str]] = set()
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
-                continue
-            key = (key_node.tag, key_node.value)
-            if key in seen:
-                raise _DuplicateKeyError(
-                    problem=f"duplicate key {key_node.value!r}", problem_mark=key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        """Compose as PyYAML does, refusing a nesting deeper than ``MAX_DEPTH`` and an alias to
-        a node that holds it (a value that contains itself)."""
-        composing: list[str | None] = self.__dict__.setdefault("_composing", [])
-        event = self._peek()
-        if isinstance(event, yaml.AliasEvent) and event.anchor in composing:
-            raise _shape_error(f"alias *{event.anchor} refers to a value that holds it", event)
-        if not isinstance(event, yaml.CollectionStartEvent):
-            return super().compose_node(parent, index)
-        if len(composing) >= MAX_DEPTH:
-            raise _shape_error(f"nested deeper than {MAX_DEPTH} levels", event)
-        composing.append(event.anchor)
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            composing.pop()
-
-    def _peek(self) -> yaml.Event:
-        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
-        return event
-
-
-def _shape_error(problem: str, where: yaml.Event | yaml.Node) -> _ShapeError:
-    mark: Any = where.start_mark  # yaml.error.Mark, or the C extension's Mark
-    return _ShapeError(problem=problem, problem_mark=mark)
-
-
-def _check_shape(root: yaml.Node) -> None:
-    """Raise _ShapeError when the document, its aliases expanded, is deeper than ``MAX_DEPTH``
-    or holds more than ``MAX_VALUES`` values. Iterative, each node once: aliases share nodes."""
-    depth: dict[int, int] = {}
-    size: dict[int, int] = {}
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        if id(node) in depth:
-            continue
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            children = [part for pair in node.value for part in pair]
-        if not children_done:
-            stack.append((node, True))
-            stack.extend((child, False) for child in children if id(child) not in depth)
-            continue
-        depth[id(node)] = 1 + max((depth[id(c)] for c in children), default=0)
-        size[id(node)] = 1 + sum(size[id(c)] for c in children)
-        if depth[id(node)] > MAX_DEPTH + 1:  # + 1: scalars are not a level of nesting
-            raise _shape_error(f"nested deeper than {MAX_DEPTH} levels (through aliases)", node)
-        if size[id(node)] > MAX_VALUES:
-            raise _shape_error(f"more than {MAX_VALUES} values once its aliases are expanded", node)
-
-
-def _close_matches(key: str, candidates: list[str], cutoff: float = 0.6) -> list[str]:
-    """The candidate most like ``key`` (difflib, imported here: only an error needs it)."""
-    import difflib
-
-    return difflib.get_close_matches(key, candidates, n=1, cutoff=cutoff)
-
-
-def _load_yaml(text: str) -> Any:
-    """The one document of ``text`` as Python values, within the bounds above."""
-    loader = _StrictLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_shape(node)
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
 
 
 # How alike (difflib's ratio) an unread key must be to a missing required key to be called its
@@ -225,6 +114,13 @@ def _number_from_text(value: object) -> object:
     if isinstance(value, str) and _NUMBER_TEXT.match(value.strip()):
         return float(value.strip().replace("_", "").lower().replace(".inf", "inf"))
     return value
+
+
+def _close_matches(key: str, candidates: list[str], cutoff: float = 0.6) -> list[str]:
+    """The candidate most like ``key`` (difflib, imported here: only an error needs it)."""
+    import difflib
+
+    return difflib.get_close_matches(key, candidates, n=1, cutoff=cutoff)
 
 
 class Section:
@@ -263,19 +159,9 @@ class Section:
                 f"not UTF-8 text at line {line} (byte 0x{exc.object[exc.start]:02x})",
                 source=source,
             ) from None
-        try:
-            data = _load_yaml(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            # Only our own problems are echoed: YAML's others are generic, or quote the text.
-            own = isinstance(exc, (_DuplicateKeyError, _ShapeError))
-            detail = f": {exc.problem}" if own and isinstance(exc, yaml.MarkedYAMLError) else ""
-            raise ConfigError(f"not valid YAML{where}{detail}", source=source) from None
-        except (ValueError, RecursionError):
-            # PyYAML's own constructors: an integer of more than 4300 digits (int()'s limit), a
-            # bad !!binary or timestamp. The exception text may quote the value: not echoed.
-            raise ConfigError("not valid YAML: a value cannot be read", source=source) from None
+        from soakwatch.yamlfiles import load_yaml  # only for a file: yaml is 0.9 MB of RSS
+
+        data = load_yaml(text, source)
         return cls(data, source=source)
 
     # -- bookkeeping -------------------------------------------------------------------------

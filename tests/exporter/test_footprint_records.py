@@ -121,3 +121,22 @@ def test_a_sidecar_run_loads_no_module_a_scrape_does_not_use(tmp_path: Path):
     loaded = set(result.stdout.strip().splitlines()[-1].split(","))
     assert "yaml" in loaded  # a config file was given
     assert sorted(loaded.intersection(NOT_FOR_A_SCRAPE)) == []
+
+
+def test_a_sidecar_from_flags_never_loads_yaml():
+    code = (
+        "import sys\n"
+        "from soakwatch.exporter.cli import _config_from_args, _parser\n"
+        "from soakwatch.exporter.server import SidecarExporter\n"
+        "args = _parser().parse_args(['--pid', '1', '--service', 'x', '--listen', '127.0.0.1:0'])\n"
+        "exporter = SidecarExporter(_config_from_args(args))\n"
+        "exporter.start()\n"
+        "exporter.stop()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'yaml'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
