@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from soakwatch.analyzer.quantiles import WindowedHistogram, histogram_quantile
 from soakwatch.analyzer.segments import drops, level_shift
 from soakwatch.analyzer.slopes import (
     line_fit,
@@ -384,3 +385,31 @@ def test_window_medians_when_one_window_holds_nearly_every_sample() -> None:
     full = counts >= 0.5 * float(np.median(counts))
     assert window_points(t, y, 60.0, "median")[1].tolist() == medians[full].tolist()
     assert window_aggregate(t, y, 60.0, "median")[1].tolist() == medians[full].tolist()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_windowed_quantiles_equal_histogram_quantile_one_window_at_a_time(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    t = times(rng, n)
+    bounds = ["0", "0.1", "0.25", "1", "2.5", "+Inf"][int(seed % 2) :]
+    # per-bucket observations, some windows with none, the top bucket sometimes the busiest
+    rates = np.sort(rng.uniform(0, 5, len(bounds)))
+    rates[rng.random(len(bounds)) < 0.3] = 0.0
+    rates[-1] = max(rates[-1], 0.0) + (3.0 if seed % 3 == 0 else 0.0)
+    per = (
+        rng.poisson(np.maximum.accumulate(rates), size=(n, len(bounds)))
+        * (rng.random(n) < 0.8)[:, None]
+    )
+    cumulative = np.maximum.accumulate(np.cumsum(per, axis=0), axis=1).astype(np.float64)
+    if seed % 4 == 0:  # a restart resets every counter
+        cumulative[n // 2 :] -= cumulative[n // 2]
+    histogram = WindowedHistogram((le, t, cumulative[:, k]) for k, le in enumerate(bounds))
+    width = float(rng.choice([60.0, 600.0, 3600.0]))
+    starts = np.arange(t[0] - width / 2, t[-1], width / 2)
+    counts = histogram.counts(starts, starts + width)
+    for q in (0.0, 0.5, 0.95, 0.99, 1.0):
+        values, totals = histogram.quantiles(q, starts, starts + width)
+        expected = [histogram_quantile(q, histogram.bounds, row) for row in counts]
+        assert all(close(a, b) for a, b in zip(values.tolist(), expected, strict=True))
+        assert totals.tolist() == counts[:, -1].tolist()
