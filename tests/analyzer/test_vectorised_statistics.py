@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from soakwatch.analyzer.counters import counter_increase
 from soakwatch.analyzer.quantiles import WindowedHistogram, histogram_quantile
 from soakwatch.analyzer.segments import drops, level_shift
 from soakwatch.analyzer.slopes import (
@@ -413,3 +414,36 @@ def test_windowed_quantiles_equal_histogram_quantile_one_window_at_a_time(seed: 
         expected = [histogram_quantile(q, histogram.bounds, row) for row in counts]
         assert all(close(a, b) for a, b in zip(values.tolist(), expected, strict=True))
         assert totals.tolist() == counts[:, -1].tolist()
+
+
+def reference_counter_increase(t: FloatArray, v: FloatArray, start: float, end: float) -> float:
+    rise = 0.0
+    previous = None
+    for time, value in zip(t.tolist(), v.tolist(), strict=True):
+        if not (start <= time <= end) or not math.isfinite(value):
+            continue
+        if previous is not None:
+            rise += value - previous if value >= previous else value
+        previous = value
+    return rise
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_counter_increase_equals_the_sum_over_samples_in_the_range(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 400))
+    t = times(rng, n, repeats=seed % 3 == 0)
+    v = np.cumsum(rng.poisson(5, n)).astype(np.float64)
+    if n and seed % 2:
+        v[int(rng.integers(0, n)) :] -= v[int(rng.integers(0, n))]  # a reset, maybe two
+        v = np.abs(v)
+    if n and seed % 5 == 0:
+        v[rng.integers(0, n, 3)] = np.nan
+    if seed % 7 == 0:
+        order = rng.permutation(n)
+        t, v = t[order], v[order]  # unsorted samples are counted in their given order
+    edges = [t[0] - 1, t[0], t[n // 3], t[-1], t[-1] + 1] if n else [0.0, 1.0]
+    for start in [-math.inf, *edges, math.nan]:
+        for end in [*edges, math.inf, math.nan]:
+            got = counter_increase(t, v, start, end)
+            assert close(got, reference_counter_increase(t, v, start, end)), (start, end)

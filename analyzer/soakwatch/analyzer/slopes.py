@@ -89,11 +89,16 @@ def theil_sen(
     for n in sizes:  # in block order, as Sen's sum is written
         variance += n * (n - 1) * (2 * n + 5) / 18.0
     inside = index if len(sizes) == lengths.size else index[np.repeat(paired, lengths)]
-    i, j = _pairs(tuple(sizes))
+    partners, j = _pairs(tuple(sizes))
     bx, by = x[inside], y[inside]
-    dx = bx[j] - bx[i]
-    keep = dx != 0
-    slopes = (by[j] - by[i]) / dx if keep.all() else (by[j] - by[i])[keep] / dx[keep]
+    # pair (i, j) for i < j inside a block, i repeated once per partner (np.triu_indices order)
+    dx = bx[j] - np.repeat(bx, partners)
+    dy = by[j] - np.repeat(by, partners)
+    if np.all(bx[1:] > bx[:-1]):  # rising inside every block: no pair shares an x
+        slopes = dy / dx
+    else:
+        keep = dx != 0
+        slopes = dy[keep] / dx[keep]
     total = slopes.size
     if total == 0:
         raise ValueError("no pair of points with distinct x")
@@ -169,7 +174,8 @@ _CACHED_PAIRS = 1 << 17  # 2 MiB of indices; 360 window points make 64,620 pairs
 
 def _pairs(lengths: tuple[int, ...]) -> tuple[IntArray, IntArray]:
     """Every pair (i < j) inside each block of consecutive positions of ``lengths``, in the
-    order of ``np.triu_indices`` block after block, without one call per block. The same
+    order of ``np.triu_indices`` block after block, without one call per block: how many
+    partners each position has (i is repeated that often) and the j of every pair. The same
     layout recurs (the refit with the variance factor, services sampled alike), so layouts of
     up to :data:`_CACHED_PAIRS` pairs are kept (read-only) for the next call."""
     if sum(n * (n - 1) // 2 for n in lengths) <= _CACHED_PAIRS:
@@ -179,10 +185,10 @@ def _pairs(lengths: tuple[int, ...]) -> tuple[IntArray, IntArray]:
 
 @lru_cache(maxsize=32)
 def _cached_pairs(lengths: tuple[int, ...]) -> tuple[IntArray, IntArray]:
-    i, j = _pair_indices(np.array(lengths, dtype=np.int64))
-    i.setflags(write=False)
+    partners, j = _pair_indices(np.array(lengths, dtype=np.int64))
+    partners.setflags(write=False)
     j.setflags(write=False)
-    return i, j
+    return partners, j
 
 
 def _pair_indices(lengths: IntArray) -> tuple[IntArray, IntArray]:
@@ -190,10 +196,9 @@ def _pair_indices(lengths: IntArray) -> tuple[IntArray, IntArray]:
     total = int(lengths.sum())
     local = np.arange(total) - np.repeat(starts, lengths)
     partners = np.repeat(lengths, lengths) - 1 - local
-    i = np.repeat(np.arange(total), partners)
     first = np.cumsum(partners) - partners
-    j = i + 1 + (np.arange(i.size) - np.repeat(first, partners))
-    return i, j
+    j = np.repeat(np.arange(total) + 1 - first, partners) + np.arange(int(partners.sum()))
+    return partners, j
 
 
 def _dot(a: FloatArray, b: FloatArray) -> float:
