@@ -218,3 +218,18 @@ def test_window_points_in_short_restart_segments_carry_their_samples_time() -> N
     result = judge(t, y, starts=starts)
     assert result.status == "fail"
     assert result.details["lower"] <= 42.3 <= result.details["upper"], result.reason
+
+
+def test_a_cache_fill_still_settling_under_heavy_noise_is_not_a_fail() -> None:
+    t = timeline(2)
+    hours = (t - T0) / 3600
+    # 200 MB filled with a time constant of 17 minutes, 10 MB of noise: after the warm-up cut
+    # the samples still rise about 9 MB/h, and along the flat valley of the settling model's
+    # error (tau from 13 to 17 minutes) the growth left once settled goes from 5 MB/h to 0
+    y = 200 * MB + 200 * MB * (1 - np.exp(-hours / 0.28)) + noise(t, 10, seed=38)
+    result = judge(t, y)
+    assert result.status == "inconclusive", result.reason
+    assert "levels off like a warm-up still settling" in result.reason
+    left, lower, upper = result.details["settling"]
+    assert lower <= left <= upper
+    assert lower < 2 < upper
