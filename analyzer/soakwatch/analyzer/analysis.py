@@ -410,9 +410,10 @@ def _sharded(
         rule = rules.rules[name]
         whole = _queries(rule, start, end, extra)
         for shard in shards:
-            for role, (_k, sel, suffix, step) in _queries(rule, start, end, extra, shard).items():
-                if step is None:
-                    source.share_sample_seconds(sel, whole[role][1], start, end, suffix=suffix)
+            # every role: the step of a coarse query also rests on the sample interval (a
+            # series scraped every 5 min is read at 5 min), which must be the fleet's
+            for role, (_k, sel, suffix, _t) in _queries(rule, start, end, extra, shard).items():
+                source.share_sample_seconds(sel, whole[role][1], start, end, suffix=suffix)
     methods = multiprocessing.get_all_start_methods()
     # forkserver: this process may run threads (soak run, a test's servers); fork with
     # threads can deadlock a child

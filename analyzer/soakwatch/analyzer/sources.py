@@ -129,7 +129,8 @@ def decode_answer(content: bytes) -> tuple[Any, list[Samples] | None]:
     fetch's time (issue 16); the ``values`` of a matrix are only ``[time,"value"]`` pairs, and
     ``"values":[`` cannot occur inside a JSON string (its quotes would be escaped)."""
     skeleton: list[bytes] = []
-    segments: list[bytes] = []
+    # where each values array lies (cut out one at a time below, not all held as copies)
+    segments: list[tuple[int, int]] = []
     done = 0
     at = content.find(VALUES_KEY)
     while at >= 0:
@@ -138,7 +139,7 @@ def decode_answer(content: bytes) -> tuple[Any, list[Samples] | None]:
         if end <= 0:
             return orjson.loads(content), None
         skeleton.append(content[done:begin])
-        segments.append(content[begin:end])
+        segments.append((begin, end))
         done = end
         at = content.find(VALUES_KEY, end)
     if not segments:
@@ -156,9 +157,9 @@ def decode_answer(content: bytes) -> tuple[Any, list[Samples] | None]:
     ):
         return orjson.loads(content), None
     samples = []
-    for segment in segments:
+    for begin, end in segments:
         try:
-            flat = _parse_numbers(segment.translate(None, b'[]"'))
+            flat = _parse_numbers(content[begin:end].translate(None, b'[]"'))
         except ValueError:
             return orjson.loads(content), None
         if flat.size % 2:
