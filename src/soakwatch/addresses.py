@@ -11,8 +11,6 @@ caller gives a default port (a Redis target ``redis.local`` means port 6379).
 
 from __future__ import annotations
 
-import ipaddress
-
 from soakwatch.records import Record
 
 __all__ = ["Address", "parse_address"]
@@ -53,6 +51,8 @@ def parse_address(
         host, sep, rest = value[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
             raise ValueError(f"expected [ipv6]:port, got {text!r}")
+        import ipaddress  # only for a bracketed host: 0.45 MB a sidecar otherwise never needs
+
         try:
             ipaddress.IPv6Address(host)
         except ValueError:

@@ -17,7 +17,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Literal, TypeVar, overload
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from soakwatch.durations import parse_duration, parse_rate
 from soakwatch.errors import ConfigError
@@ -63,6 +62,9 @@ _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "token", "secret"})
 def redact_url(url: str) -> str:
     """``url`` with any password (userinfo, or a ``password=`` query parameter as libpq DSNs
     allow) replaced by ``***``, for labels, logs and error messages."""
+    # urllib.parse (with ipaddress, 0.5 MB) imported here: a sidecar config never needs it
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -480,6 +482,8 @@ def check_url(
     value: str, *, schemes: tuple[str, ...] = (), fail: Callable[[str], Exception]
 ) -> None:
     """Raise ``fail(reason)`` unless ``value`` is a URL with a scheme and a host."""
+    from urllib.parse import urlsplit  # see redact_url
+
     shown = redact_url(value)
     try:
         parts = urlsplit(value)
@@ -499,6 +503,8 @@ def check_one_credential(
     and the headers under ``headers_key`` hold an ``Authorization`` header too: a request would
     carry two (HTTP clients refuse it, servers answer 400), so every one would fail at run time.
     The message names the keys only, never the URL or the header's value."""
+    from urllib.parse import urlsplit  # see redact_url
+
     userinfo, at, _hostport = urlsplit(url).netloc.rpartition("@")
     if not (at and userinfo):
         return

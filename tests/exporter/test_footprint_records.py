@@ -106,6 +106,7 @@ NOT_FOR_A_SCRAPE = (
     "shutil",
     "difflib",
     "prometheus_client",
+    "ipaddress",
 )
 
 
@@ -140,3 +141,45 @@ def test_a_sidecar_from_flags_never_loads_yaml():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_pool_addresses_are_canonical_as_ipaddress_writes_them():
+    import ipaddress
+    import random
+
+    from soakwatch.exporter.pools import normalize_address
+
+    def reference(address: str) -> str:  # the implementation before, through ipaddress
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return address
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ip)
+
+    rng = random.Random(16)
+    addresses = [
+        "127.0.0.1",
+        "0.0.0.0",
+        "01.2.3.4",
+        "256.1.1.1",
+        "db.internal",
+        "",
+        "::",
+        "::1",
+        "0:0:0:0:0:0:0:1",
+        "fe80::1%eth0",
+        "::ffff:127.0.0.1",
+        "::1.2.3.4",
+        "::ffff:0:1.2.3.4",
+        "2001:0DB8:0000:0000:0001:0000:0000:0001",
+        "1:0:2:3:4:5:6:7",
+        "1::2::3",
+    ]
+    for _ in range(3000):  # words drawn so that runs of zeros of every length and place occur
+        words = [rng.choice([0, 0, 0, 1, 0xFFFF, rng.randrange(65536)]) for _ in range(8)]
+        addresses.append(":".join(f"{w:x}" for w in words))
+        addresses.append(str(ipaddress.IPv4Address(rng.randrange(2**32))))
+
+    assert [normalize_address(a) for a in addresses] == [reference(a) for a in addresses]

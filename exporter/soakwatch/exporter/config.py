@@ -22,7 +22,6 @@ file; command-line flags override both. Every error names the file (or variable)
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import socket
@@ -182,6 +181,8 @@ class PoolSpec(Record):
 
 def resolve_host(host: object) -> frozenset[str]:
     """Every address ``host`` stands for, in the canonical text form psutil reports."""
+    import ipaddress  # only for a pool's host: 0.45 MB a sidecar otherwise never needs
+
     if not isinstance(host, str) or not host:
         raise ValueError(f"expected a host name or address, got {host!r}")
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host

@@ -10,8 +10,8 @@ is down or the OS refuses to list its sockets.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+import socket
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -28,15 +28,29 @@ __all__ = ["PoolCollector", "count_pool_connections", "normalize_address"]
 log = logging.getLogger(__name__)
 
 
+_IPV4_MAPPED = bytes(10) + b"\xff\xff"
+
+
 def normalize_address(address: str) -> str:
-    """The canonical text of an IP address; an IPv4-mapped IPv6 address becomes IPv4."""
+    """The canonical text of an IP address; an IPv4-mapped IPv6 address becomes IPv4.
+
+    Through inet_pton/inet_ntop, which write what ``str(ipaddress.ip_address(...))`` does
+    (RFC 5952 for IPv6), without importing ipaddress (0.45 MB) into the sidecar."""
+    bare = address.split("%", 1)[0]
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
+        packed = socket.inet_pton(family, bare)
+    except OSError:
         return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
+    if family == socket.AF_INET6:
+        if packed[:12] == _IPV4_MAPPED:
+            return socket.inet_ntop(socket.AF_INET, packed[12:])
+        if packed[:12] == bytes(12) and packed[12:14] != b"\0\0":
+            # inet_ntop writes this (deprecated IPv4-compatible) form as ::a.b.c.d, ipaddress
+            # and so the configured host (config.resolve_host) in hexadecimal
+            high, low = packed[12] << 8 | packed[13], packed[14] << 8 | packed[15]
+            return f"::{high:x}:{low:x}"
+    return socket.inet_ntop(family, packed)
 
 
 def count_pool_connections(
