@@ -349,10 +349,11 @@ def _dumps(payload: object) -> bytes:
     return buffer.getvalue()
 
 
-def _judge_shard(payload: bytes) -> bytes:
-    """In a worker process: :func:`_judge` on one shard, pickled back."""
+def _judge_shard(payload: bytes) -> _Judged:
+    """In a worker process: :func:`_judge` on one shard (its results hold no read-only
+    mappings, so the pool's own pickling sends them back: one copy, not three)."""
     source, rules, start, end, extra, shard, parallel = pickle.loads(payload)
-    return _dumps(_judge(source, rules, start, end, extra, parallel=parallel, shard=shard))
+    return _judge(source, rules, start, end, extra, parallel=parallel, shard=shard)
 
 
 def _merged(parts: list[list[tuple[int, Subject, Result]]]) -> list[Result] | None:
@@ -432,11 +433,7 @@ def _sharded(
             ]
             # meanwhile, the rules not grouped by service, once, here
             here = _judge(source, other_rules, start, end, extra, parallel=parallel)
-            parts: list[_Judged] = []
-            while futures:
-                # popped: a done future holds its pickled answer, which is read now; kept in
-                # the list, every shard's bytes would stay alive until the last one
-                parts.append(pickle.loads(futures.pop(0).result()))
+            parts: list[_Judged] = [future.result() for future in futures]
     except BrokenProcessPool:
         # a worker died: killed for memory, or a script that calls analyze() without an
         # ``if __name__ == "__main__":`` guard (every worker imports the main module)
