@@ -109,7 +109,7 @@ def level_shift(y: FloatArray, *, ratio: float = 6.0, min_run: int = 3) -> int |
     d = np.diff(y)
     per_point = median(d)
     # medians[i] = np.median(y[i:i+m]), every window from one sort along its rows
-    ranked = np.sort(np.lib.stride_tricks.sliding_window_view(y, m), axis=1)
+    ranked = np.sort(y[np.arange(n - m + 1)[:, None] + np.arange(m)], axis=1)
     medians = (ranked[:, (m - 1) // 2] + ranked[:, m // 2]) / 2.0
     medians[np.isnan(ranked[:, -1])] = np.nan
     candidates = np.arange(m, n - m + 1)
@@ -118,7 +118,7 @@ def level_shift(y: FloatArray, *, ratio: float = 6.0, min_run: int = 3) -> int |
     # (page-sized steps of an allocator) the spread is tiny and the memory rule would otherwise
     # report "steps" along a straight line. One point's worth of trend is the smallest jump
     # that is told apart from the slope.
-    floor = max(1e-9 * max(float(np.max(np.abs(y))), 1.0), abs(per_point))
+    floor = max(1e-9 * max(float(np.abs(y).max()), 1.0), abs(per_point))
     # the spread of the statistic without a jump: from the statistics themselves, or from the
     # first differences (one jump moves one of them) through the spread of a median of m
     # points, 1.2533 sigma / sqrt(m); the smaller wins (a false cut costs power, not bias)
@@ -178,7 +178,7 @@ def drops(y: FloatArray, pieces: list[slice], *, ratio: float = 6.0) -> list[int
     d_all = np.concatenate(diffs)
     scale = _robust_scale(d_all)
     step = quantum(np.concatenate([y[p] for p in pieces]))
-    floor = 1e-9 * max(float(np.max(np.abs(y))), 1.0)
+    floor = 1e-9 * max(float(np.abs(y).max()), 1.0)
     limit = max(ratio * scale, 8.0 * step, floor)
     starts = np.array([p.start for p in pieces], dtype=np.int64)
     stops = np.array([p.stop for p in pieces], dtype=np.int64)
