@@ -17,6 +17,8 @@ import math
 import multiprocessing
 import os
 import pickle
+import signal
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -53,10 +55,12 @@ def parse_label_selector(text: str | None) -> tuple[LabelMatcher, ...]:
 
 
 # Services per shard over SHARD_RANGE_SECONDS (fewer over longer ranges, so a shard's samples
-# stay bounded): 100 services x 48 h are about 3.3 M samples, some 150 MB in a worker, and a
-# fleet of 1,000 is ten shards, enough for two workers to stay busy to the end.
-SHARD_SERVICES = 100
+# stay bounded): 50 services x 48 h are about 1.6 M samples, some 150 MB at a worker's peak
+# (1,000 x 48 h with two workers: 1.10 GB for the process tree with shards of 100, 1.00 GB
+# with 50, the same time), and a fleet of 1,000 is twenty shards.
+SHARD_SERVICES = 50
 SHARD_RANGE_SECONDS = 48 * 3600.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 # Default worker processes: one per core, at most this many (each holds a shard's series).
 MAX_DEFAULT_JOBS = 4
 # A result's place among those of its rule (evaluate_rule's order): subjects with the primary
@@ -349,6 +353,17 @@ def _dumps(payload: object) -> bytes:
     return buffer.getvalue()
 
 
+def _end_with(parent: int) -> None:
+    """Worker initializer: end when the analysing process ``parent`` does, even killed (on
+    Linux, through the parent-death signal), instead of judging a shard for nobody."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it ended before the signal was asked for
+        os._exit(1)
+
+
 def _judge_shard(payload: bytes) -> _Judged:
     """In a worker process: :func:`_judge` on one shard (its results hold no read-only
     mappings, so the pool's own pickling sends them back: one copy, not three)."""
@@ -415,30 +430,37 @@ def _sharded(
             # series scraped every 5 min is read at 5 min), which must be the fleet's
             for role, (_k, sel, suffix, _t) in _queries(rule, start, end, extra, shard).items():
                 source.share_sample_seconds(sel, whole[role][1], start, end, suffix=suffix)
-    methods = multiprocessing.get_all_start_methods()
-    # forkserver: this process may run threads (soak run, a test's servers); fork with
-    # threads can deadlock a child
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
-        context.set_forkserver_preload(["soakwatch.analyzer.analysis"])
+    # spawn: this process may run threads (soak run, a test's servers), and a forked child
+    # of a threaded process can deadlock; workers are its own children, so they can end with it
+    context = multiprocessing.get_context("spawn")
     log.info("judging %d services in %d shards, %d processes", len(services), len(shards), jobs)
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(shards)),
+        mp_context=context,
+        initializer=_end_with,
+        initargs=(os.getpid(),),
+    )
     try:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(shards)), mp_context=context) as pool:
-            futures = [
-                pool.submit(
-                    _judge_shard,
-                    _dumps((source, service_rules, start, end, extra, shard, parallel)),
-                )
-                for shard in shards
-            ]
-            # meanwhile, the rules not grouped by service, once, here
-            here = _judge(source, other_rules, start, end, extra, parallel=parallel)
-            parts: list[_Judged] = [future.result() for future in futures]
+        futures = [
+            pool.submit(
+                _judge_shard, _dumps((source, service_rules, start, end, extra, shard, parallel))
+            )
+            for shard in shards
+        ]
+        # meanwhile, the rules not grouped by service, once, here
+        here = _judge(source, other_rules, start, end, extra, parallel=parallel)
+        parts: list[_Judged] = [future.result() for future in futures]
     except BrokenProcessPool:
         # a worker died: killed for memory, or a script that calls analyze() without an
         # ``if __name__ == "__main__":`` guard (every worker imports the main module)
+        pool.shutdown(wait=False, cancel_futures=True)
         log.warning("a worker process of the analysis died; judging in this process instead")
         return None
+    except BaseException:
+        # an error or Ctrl-C: the shards not started are dropped, the running not waited for
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     out: dict[str, list[Result]] = {}
     for name in rules.rules:
         if name not in by_service:

@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs",
         metavar="N",
         type=int,
-        help="worker processes judging a fleet of more than 100 services in shards (default: "
+        help="worker processes judging a fleet of more than 50 services in shards (default: "
         "one per core, at most 4; 1: none); the results are the same",
     )
     parser.add_argument(
