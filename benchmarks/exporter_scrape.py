@@ -330,13 +330,16 @@ def main(argv: list[str]) -> int:
             if other:
                 ours, theirs = own["soakwatch"], own["process_exporter"]
                 own["ratio_rss"] = ratio(ours["peak_rss_mb"], theirs["peak_rss_mb"])
+                # not judged, shown: process-exporter's RSS falls after each Go GC
+                own["ratio_rss_last"] = ratio(ours["rss_mb"], theirs["rss_mb"])
                 own["ratio_cpu"] = ratio(ours["cpu_seconds"], theirs["cpu_seconds"])
                 project = own["soakwatch_project_venv"]
                 own["ratio_rss_project_venv"] = ratio(project["peak_rss_mb"], theirs["peak_rss_mb"])
                 own["ratio_cpu_project_venv"] = ratio(project["cpu_seconds"], theirs["cpu_seconds"])
                 print(
                     f"ratios soakwatch/process-exporter at {count}: peak RSS "
-                    f"{own['ratio_rss']:.2f} (project venv {own['ratio_rss_project_venv']:.2f}), "
+                    f"{own['ratio_rss']:.2f} (project venv {own['ratio_rss_project_venv']:.2f}; "
+                    f"last readings {own['ratio_rss_last']:.2f}), "
                     f"CPU {own['ratio_cpu']:.2f} (project venv "
                     f"{own['ratio_cpu_project_venv']:.2f})",
                     flush=True,
