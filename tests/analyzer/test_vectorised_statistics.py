@@ -313,6 +313,8 @@ def test_median_equals_np_median(seed: int) -> None:
     v = np.round(rng.normal(0, 3, int(rng.integers(1, 50))))  # ties, odd and even counts
     assert median(v) == float(np.median(v))
     assert median(v.astype(np.int64)) == float(np.median(v.astype(np.int64)))
+    table = np.resize(v, (3, v.size))
+    assert median(table) == float(np.median(table))
     v[0] = np.nan
     assert math.isnan(median(v))
     assert math.isnan(median(np.empty(0)))

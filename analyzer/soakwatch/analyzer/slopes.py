@@ -212,10 +212,10 @@ def _dot(a: FloatArray, b: FloatArray) -> float:
 
 
 def median(values: npt.ArrayLike) -> float:
-    """``np.median`` of a 1-D array (NaN when it holds a NaN or nothing), from one
+    """``np.median`` of all the values (NaN when one is NaN or there are none), from one
     ``np.partition``: the same figure without np.median's fixed cost of some 15 us, which
     the memory rule pays thousands of times per series."""
-    v = np.asarray(values, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64).ravel()
     n = v.size
     if n == 0:
         return math.nan
