@@ -51,7 +51,14 @@ class Prefork:
 
     def workers(self) -> list[psutil.Process]:
         master = psutil.Process(self.popen.pid)
-        return [p for p in master.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+        alive = []
+        for p in master.children(recursive=True):
+            try:  # a worker may exit between the listing and its status
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                continue
+        return alive
 
     def wait_workers(self, workers: int, timeout: float = 30.0) -> None:
         """Until the master runs this many workers, sending no request (a request may make
