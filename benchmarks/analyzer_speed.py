@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import resource
 import shutil
 import sys
@@ -339,7 +340,16 @@ def child_analyze(url: str, start: float, end: float, jobs: int | None) -> dict[
         "digest": _digest(report),
         # the analysing process alone, the report it holds included (KiB on Linux)
         "own_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "cpu_seconds": _cpu_seconds(),
     }
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its ended children (the workers, once their pool has
+    closed): what the analysis costs whatever else the machine runs."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def child_reference(url: str, start: float, end: float) -> dict[str, Any]:
@@ -410,6 +420,7 @@ def child_reference(url: str, start: float, end: float) -> dict[str, Any]:
         "http_requests": inner.requests_made,
         "results": len(report.results),
         "digest": _digest(report),
+        "cpu_seconds": _cpu_seconds(),
     }
 
 
@@ -454,15 +465,19 @@ def measure(store: str, services: int, hours: int, jobs: int | None) -> dict[str
         _progress(
             f"reference (one process, unsharded): {reference['seconds']:.2f} s = fetch "
             f"{reference['fetch_seconds']:.2f} s (decoding {reference['decode_seconds']:.2f} s) "
-            f"+ compute {reference['compute_seconds']:.2f} s; "
+            f"+ compute {reference['compute_seconds']:.2f} s "
+            f"({reference['cpu_seconds']:.0f} CPU-s with the compute pass); "
             f"{reference['samples'] / 1e6:.1f} M samples, {reference['http_requests']} requests"
         )
         jobs_args = ["--jobs", str(jobs)] if jobs else []
         runs = [run_measured([*python, "--child-analyze", *window, *jobs_args]) for _ in range(2)]
         deriv_seconds = time_deriv(server.url, start, end)
+        load_average = os.getloadavg()[0]
     best, peak = min(runs, key=lambda run: run[0]["seconds"])
     same = all(run[0]["digest"] == reference["digest"] for run in runs)
-    seconds = " / ".join(f"{answer['seconds']:.2f}" for answer, _rss in runs)
+    seconds = " / ".join(
+        f"{answer['seconds']:.2f} ({answer['cpu_seconds']:.0f} CPU-s)" for answer, _rss in runs
+    )
     peaks = " / ".join(
         f"{rss / 1e6:.0f} (its own {answer['own_peak_rss_bytes'] / 1e6:.0f})"
         for answer, rss in runs
@@ -473,7 +488,8 @@ def measure(store: str, services: int, hours: int, jobs: int | None) -> dict[str
         f"  analysis: {seconds} s, peak RSS {peaks} MB; {best['results']} results, "
         f"{best['verdict']}; the reference's results: {'identical' if same else 'DIFFERENT'}; "
         f"{speedup:.1f}x faster than the reference; {to_deriv:.0f}x the store's deriv() "
-        f"({deriv_seconds * 1e3:.0f} ms)",
+        f"({deriv_seconds * 1e3:.0f} ms); load average {load_average:.1f} on "
+        f"{os.cpu_count()} cores",
         flush=True,
     )
     return {
@@ -483,6 +499,9 @@ def measure(store: str, services: int, hours: int, jobs: int | None) -> dict[str
         "load_seconds": load_seconds,
         "analysis_seconds": [run[0]["seconds"] for run in runs],
         "analysis_peak_rss_bytes": [run[1] for run in runs],
+        "analysis_own_peak_rss_bytes": [run[0]["own_peak_rss_bytes"] for run in runs],
+        "analysis_cpu_seconds": [run[0]["cpu_seconds"] for run in runs],
+        "load_average_1m": load_average,
         "seconds": best["seconds"],
         "peak_rss_bytes": peak,
         "results": best["results"],
