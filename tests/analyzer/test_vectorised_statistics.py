@@ -232,6 +232,33 @@ def test_theil_sen_order_statistics_are_exact_where_a_sample_of_the_slopes_misle
     assert upper < 1000.0
 
 
+def test_theil_sen_is_the_same_on_a_second_call_with_the_same_layout() -> None:
+    # the pair layout is cached: a second series of the same shape must not see the first's
+    rng = np.random.default_rng(3)
+    x = np.arange(50.0)
+    first = theil_sen(x, values(rng, 50), blocks=[slice(0, 20), slice(20, 50)])
+    y = values(rng, 50)
+    second = theil_sen(x, y, blocks=[slice(0, 20), slice(20, 50)])
+    assert second.slope == reference_theil_sen(x, y, [slice(0, 20), slice(20, 50)], 0.95, 1)[0]
+    assert first.slope != second.slope
+
+
+@pytest.mark.parametrize("n", [40, 300])
+def test_theil_sen_refits_of_the_same_points_and_of_changed_points_are_exact(n: int) -> None:
+    # the slopes of the last point sets are kept: a refit with another variance factor reuses
+    # them, and points changed in place since (same array, new values) must not
+    rng = np.random.default_rng(5)
+    x, y = times(rng, n), values(rng, n)
+    for factor in (1.0, 3.0, 1.0):
+        fit = theil_sen(x, y, variance_factor=factor)
+        expected = reference_theil_sen(x, y, [slice(0, n)], 0.95, factor)
+        assert (fit.slope, fit.lower, fit.upper) == expected[:3]
+    y[n // 2 :] += 5000.0
+    fit = theil_sen(x, y)
+    expected = reference_theil_sen(x, y, [slice(0, n)], 0.95, 1.0)
+    assert (fit.slope, fit.lower, fit.upper) == expected[:3]
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_long_run_factor_equals_the_loop_over_parts_and_lags(seed: int) -> None:
     rng = np.random.default_rng(seed)

@@ -89,16 +89,7 @@ def theil_sen(
     for n in sizes:  # in block order, as Sen's sum is written
         variance += n * (n - 1) * (2 * n + 5) / 18.0
     inside = index if len(sizes) == lengths.size else index[np.repeat(paired, lengths)]
-    partners, j = _pairs(tuple(sizes))
-    bx, by = x[inside], y[inside]
-    # pair (i, j) for i < j inside a block, i repeated once per partner (np.triu_indices order)
-    dx = bx[j] - bx.repeat(partners)
-    dy = by[j] - by.repeat(partners)
-    if (bx[1:] > bx[:-1]).all():  # rising inside every block: no pair shares an x
-        slopes = dy / dx
-    else:
-        keep = dx != 0
-        slopes = dy[keep] / dx[keep]
+    slopes = _pair_slopes(x[inside], y[inside], tuple(sizes))
     total = slopes.size
     if total == 0:
         raise ValueError("no pair of points with distinct x")
@@ -122,12 +113,41 @@ def theil_sen(
     )
 
 
+def _pair_slopes(bx: FloatArray, by: FloatArray, sizes: tuple[int, ...]) -> FloatArray:
+    """The slopes of every pair inside each block of consecutive points of ``sizes`` (pairs
+    with the same x left out), read-only when they come from :func:`_cached_slopes`."""
+    if sum(n * (n - 1) // 2 for n in sizes) <= _CACHED_PAIRS:
+        return _cached_slopes(bx.tobytes(), by.tobytes(), sizes)
+    return _slopes_of(bx, by, sizes)
+
+
+@lru_cache(maxsize=8)
+def _cached_slopes(bx: bytes, by: bytes, sizes: tuple[int, ...]) -> FloatArray:
+    """The memory rule fits the same points several times over (the fit, its refit with the
+    variance factor, the regime that is the whole series, its slope per block): the slopes
+    of the last few point sets are kept, keyed by their exact bytes, for the next fit."""
+    slopes = _slopes_of(np.frombuffer(bx), np.frombuffer(by), sizes)
+    slopes.setflags(write=False)
+    return slopes
+
+
+def _slopes_of(bx: FloatArray, by: FloatArray, sizes: tuple[int, ...]) -> FloatArray:
+    partners, j = _pairs(sizes)
+    # pair (i, j) for i < j inside a block, i repeated once per partner (np.triu_indices order)
+    dx = bx[j] - bx.repeat(partners)
+    dy = by[j] - by.repeat(partners)
+    if (bx[1:] > bx[:-1]).all():  # rising inside every block: no pair shares an x
+        return np.asarray(dy / dx, dtype=np.float64)
+    keep = dx != 0
+    return np.asarray(dy[keep] / dx[keep], dtype=np.float64)
+
+
 _BRACKETED = 1 << 13  # fewer slopes are partitioned whole: a bracket would not pay
 
 
 def _ranked(values: FloatArray, ranks: tuple[int, ...]) -> tuple[list[float], bool]:
-    """The values at ``ranks`` of sorted ``values`` (which it reorders; NaN sorts last), and
-    whether any value is NaN.
+    """The values at ``ranks`` of sorted ``values`` (which it may reorder, unless they are
+    read-only; NaN sorts last), and whether any value is NaN.
 
     Only a band of ranks is needed (Sen's interval spans a few percent of the slopes), so a
     sorted strided sample brackets the band and only the slopes inside the bracket are
@@ -152,6 +172,8 @@ def _ranked(values: FloatArray, ranks: tuple[int, ...]) -> tuple[list[float], bo
         if skipped <= low and high < skipped + band.size:
             band.partition(sorted({r - skipped for r in ranks}))
             return [float(band[r - skipped]) for r in ranks], False
+    if not values.flags.writeable:
+        values = values.copy()  # slopes kept for the next call stay as they are
     values.partition(sorted({*ranks, total - 1}))
     return [float(values[r]) for r in ranks], bool(np.isnan(values[-1]))
 
