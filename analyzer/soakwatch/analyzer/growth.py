@@ -10,7 +10,7 @@
    drops by at least half of what each drop gave back, it is a *cycle* (a GC or cache sawtooth
    of any period, or a leak reset by restarts nobody reported; a drop must also give back at
    least a quarter of what a cycle climbs): the estimate then follows the troughs, the level at
-   each drop from the line through the next half period, and its slope is the slope of the
+   each drop from the line through the next period, and its slope is the slope of the
    troughs (``mode="troughs"``). Drops after which the series stays flat are one-off falls:
    they only cut the series into pieces with their own level, like restarts.
 4. Otherwise (``mode="trend"``) each piece is reduced to window medians placed at the mean time
@@ -68,7 +68,7 @@ MIN_CYCLES = 10  # troughs a cycle needs before flat troughs pass
 SLOWING_Z = 3.09  # one-sided 0.1 %: a straight leak reads as slowing down once in a thousand
 SETTLING_Z = 3.0  # a settling term this many standard errors deep marks a warm-up tail
 SETTLING_TAUS = 48  # time constants tried for it, geometric from 2 windows to half the span
-TROUGH_SHARE = 0.5  # a trough is read from the samples in this share of a period after a drop
+TROUGH_SHARE = 1.0  # a trough is read from the samples in this share of a period after a drop
 SHIFT_MIN_POINTS = 24  # a restart segment with fewer points is never cut at a level shift
 MAX_FALLS = 3  # at most this many drops without a climb back cut the series like restarts
 
@@ -720,11 +720,13 @@ def _troughs(
     capped: float | None,
 ) -> GrowthEstimate:
     """The estimate on the troughs: after each drop, the level at the drop from the samples in
-    the first :data:`TROUGH_SHARE` of a period (:func:`_trough_levels`: half a cycle, so that
-    a run of two or three cycles still reads each trough from many samples), a cycle cut short
-    corrected by the full ones read over its span; one level per restart piece; weighted least
-    squares with the sample noise as the floor of the residual sd (troughs of different cycles
-    are independent)."""
+    the first :data:`TROUGH_SHARE` of a period (:func:`_trough_levels`: a whole cycle, as
+    many samples as a trough has; the level is the line's end, whose variance is four times
+    the cycle mean's, so half a cycle doubled it and left a 2x leak under a 5-minute GC
+    sawtooth with 4 MB of noise undecided over 2 h), a cycle cut short corrected by the full
+    ones read over its span; one level per restart piece; weighted least squares with the
+    sample noise as the floor of the residual sd (troughs of different cycles are
+    independent)."""
     span = min(max(TROUGH_SHARE * period, 4.0 * interval), period)
     every = np.sort(np.asarray(found, dtype=np.intp))
     owner = np.searchsorted([p.stop for p in pieces], every, side="right")
