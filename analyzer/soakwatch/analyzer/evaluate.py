@@ -443,6 +443,7 @@ def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Resul
         "restarts": [float(x) for x in restarts],
         "warmup_ends": estimate.warmup_ends,
         "warmup_capped_seconds": estimate.warmup_capped,
+        "warmup_shared_seconds": estimate.warmup_shared,
         "steps": estimate.step_times,
         "drops": estimate.drop_times,
         "segment_slopes": [
@@ -500,6 +501,11 @@ def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Resul
             f"{format_duration(estimate.warmup_capped)} ({rule.max_warmup_fraction:.0%} of "
             "a segment)"
         )
+        if estimate.warmup_shared is not None:
+            reason += (
+                f", in segments begun by a restart at {format_duration(estimate.warmup_shared)}"
+                " (where their shared shape settles)"
+            )
     if estimate.segments > 1:
         reason += f"; {_counted(estimate.segments - 1, 'restarts')}, judged within segments"
     if status == "inconclusive":

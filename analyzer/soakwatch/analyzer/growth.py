@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -70,6 +70,9 @@ SETTLING_Z = 3.0  # a settling term this many standard errors deep marks a warm-
 SETTLING_TAUS = 48  # time constants tried for it, geometric from 2 windows to half the span
 TROUGH_SHARE = 1.0  # a trough is read from the samples in this share of a period after a drop
 SHIFT_MIN_POINTS = 24  # a restart segment with fewer points is never cut at a level shift
+SHARED_Z = 2.0  # a shared warm-up ends where keeping more moves the slope by this many errors
+SHARED_MARGIN = 1.5  # a shared warm-up found by that test is kept this much longer
+MIN_SHARED = 6  # restart segments whose mean profile may judge their shared warm-up
 MAX_FALLS = 3  # at most this many drops without a climb back cut the series like restarts
 
 
@@ -128,6 +131,9 @@ class GrowthEstimate:
     variance_factor: float = 1.0
     noise: float = 0.0
     warmup_capped: float | None = None  # the fixed warm-up actually skipped, when capped
+    # the warm-up skipped instead in restart segments too short for the fixed one, read from
+    # their shared shape (:func:`_shared_warmup`)
+    warmup_shared: float | None = None
     drop_times: list[float] = field(default_factory=list)
     cycle: Cycle | None = None
     covered_seconds: float = 0.0  # after the fixed warm-up, before any detected one
@@ -237,6 +243,94 @@ def _gaps(x: FloatArray, pieces: list[slice], found: list[int]) -> FloatArray:
     return np.concatenate(out) if out else np.empty(0)
 
 
+def _period(gaps: FloatArray) -> float:
+    """The period of a cycle from the intervals between its drops: the median of those at
+    most 1.5 times their lower quartile. Under noise some drops of a shallow sawtooth go
+    unseen and their intervals are two or three periods; the plain median of a sawtooth with
+    half its drops missed was twice the period, so each trough was read across a drop."""
+    typical = 1.5 * float(np.quantile(gaps, 0.25))
+    return float(np.median(gaps[gaps <= typical]))
+
+
+def _shared_warmup(
+    x: FloatArray,
+    y: FloatArray,
+    segments: list[slice],
+    warmup_seconds: float,
+    max_fraction: float,
+    interval: float,
+) -> float | None:
+    """The warm-up of restart segments too short for the fixed one, judged by their shape:
+    seconds from a segment's first sample from which on the mean profile of all such segments
+    (each less its own median after the capped warm-up, sample by sample since the start)
+    has the slope of its settled part (after the capped warm-up): starting one sample
+    earlier would move that slope by more than :data:`SHARED_Z` standard errors of the
+    difference. The slope, not each sample's distance from the line, because a tail of the
+    warm-up a little under the noise on each of a few samples still tilts the line through
+    them. None with fewer than :data:`MIN_SHARED` such segments.
+
+    Why: a process restarted every 5 minutes with a fixed 15-minute warm-up capped at half a
+    segment loses 150 s of each 300, though its warm-up (tau 15 s) is over in about 100 s;
+    the slope's standard error grows as the kept span to the power -3/2. One segment's start
+    is too noisy to judge alone; the same process restarted many times shows the same
+    warm-up, and their mean has the noise divided by the root of their number. The result is
+    never longer than the capped warm-up (``max_fraction`` of the longest such segment), and a
+    segment skips the shorter of the two."""
+    short = [
+        seg
+        for seg in segments
+        if seg.stop - seg.start >= 4 and warmup_seconds > max_fraction * float(np.ptp(x[seg]))
+    ]
+    if len(short) < MIN_SHARED:
+        return None
+    longest = max(float(np.ptp(x[seg])) for seg in short)
+    cap = max_fraction * longest
+    steps = round(cap / interval)
+    if steps < 2:
+        return None
+    size = round(longest / interval) + 1
+    total, count = np.zeros(size), np.zeros(size)
+    for seg in short:
+        u = np.rint((x[seg] - x[seg][0]) / interval).astype(np.intp)
+        inside = u < size
+        u, v = u[inside], y[seg][inside]
+        settled = u >= steps
+        if np.count_nonzero(settled) < 2:
+            continue
+        np.add.at(total, u, v - float(np.median(v[settled])))
+        np.add.at(count, u, 1.0)
+    seen = count >= MIN_SHARED
+    k = np.flatnonzero(seen)
+    tail = k[k >= steps]
+    if tail.size < 3 or not seen[:steps].all():
+        return None
+    profile = total[seen] / count[seen]
+    weight = count[seen]
+    sigma = noise_sd(y, [slice(seg.start + steps, seg.stop) for seg in short])
+    u = k.astype(np.float64)
+
+    def line(c: int) -> tuple[float, float]:
+        """Weighted slope of the profile from position c on, and 1 / its weighted Sxx."""
+        w, a, b = weight[c:], u[c:], profile[c:]
+        mean = float(np.dot(w, a) / w.sum())
+        sxx = float(np.dot(w, (a - mean) ** 2))
+        return float(np.dot(w, (a - mean) * b) / sxx), 1.0 / sxx
+
+    settled_slope, settled_inverse = line(steps)
+    first = 0
+    for c in range(steps - 1, -1, -1):
+        slope, inverse = line(c)
+        # nested least squares: the difference has the variance of the smaller set less that
+        # of the larger one
+        spread = sigma * math.sqrt(max(settled_inverse - inverse, 0.0))
+        if abs(slope - settled_slope) > SHARED_Z * spread:
+            first = c + 1
+            break
+    # the test misses a tail that tilts the slope by less than its error; half as long again
+    # leaves an exponential tail at the power 3/2 of what was missed
+    return float(min(SHARED_MARGIN * first * interval, cap))
+
+
 def _split(pieces: list[slice], cuts: list[int]) -> list[slice]:
     """``pieces`` cut before each index of ``cuts`` inside them (in the order of ``cuts``)."""
     at = np.asarray(cuts, dtype=np.intp)
@@ -300,15 +394,24 @@ def estimate_growth(
     boundaries = np.asarray(restarts if restarts is not None else [], dtype=np.float64) - origin
     restart_segments = split_at(x, boundaries)
     interval = float(np.median(np.diff(x))) if x.size > 1 else window_seconds
-    # fixed warm-up at the start of every segment, at most max_warmup_fraction of it
+    # fixed warm-up at the start of every segment, at most max_warmup_fraction of it; in
+    # segments begun by a restart and shorter than the warm-up, the warm-up their shared
+    # shape shows
+    shared = (
+        _shared_warmup(x, y, restart_segments[1:], warmup_seconds, max_warmup_fraction, interval)
+        if warmup_seconds > 0 and len(restart_segments) > 1
+        else None
+    )
     pieces: list[slice] = []
     capped: float | None = None
-    for seg in restart_segments:
+    for index, seg in enumerate(restart_segments):
         span = float(x[seg][-1] - x[seg][0])
         skip = warmup_seconds
         if skip > 0 and skip > max_warmup_fraction * span:
             skip = max_warmup_fraction * span
             capped = skip if capped is None else max(capped, skip)
+            if shared is not None and index > 0:
+                skip = min(shared, skip)
         keep = np.flatnonzero(x[seg] >= x[seg][0] + skip)
         if keep.size:
             pieces.append(slice(seg.start + int(keep[0]), seg.stop))
@@ -331,6 +434,7 @@ def estimate_growth(
             analysed_seconds=0.0,
             noise=sigma,
             warmup_capped=capped,
+            warmup_shared=shared,
             covered_seconds=covered,
             **extra,  # type: ignore[arg-type]  # only the keyword fields of the dataclass
         )
@@ -346,15 +450,20 @@ def estimate_growth(
     if found:
         cycle_pieces = _split(pieces, found)
         depths = _depths(y, found)
+        gaps = _gaps(x, pieces, found)
+        period = _period(gaps) if gaps.size else float(x[pieces[-1].stop - 1] - x[found[-1]])
+        # the climb within cycles, from the pieces no longer than 1.5 periods: under noise
+        # some drops of a shallow sawtooth go unseen, and a piece holding one climbs far less
+        # than a cycle does (a third of the depth per period, for a sawtooth of 35 MB under
+        # 4 MB noise with a third of its drops missed), which read as no cycle at all
+        climbs = [p for p in cycle_pieces if p.stop - p.start > 1]
+        # (without two drops in a piece there is no period to hold a piece to)
+        whole = [p for p in climbs if float(x[p.stop - 1] - x[p.start]) <= 1.5 * period]
+        whole = whole if gaps.size else climbs
         try:
-            within = line_fit(x, y, blocks=[p for p in cycle_pieces if p.stop - p.start > 1])
+            within = line_fit(x, y, blocks=whole or climbs)
         except ValueError:
             within = None
-        gaps = _gaps(x, pieces, found)
-        if gaps.size:
-            period = float(np.median(gaps))
-        else:
-            period = float(x[pieces[-1].stop - 1] - x[found[-1]])
         # a cycle climbs back at least half of what a drop gives back, and a drop gives back
         # at least a quarter of what a cycle climbed: a small fall in a long climb is no cycle
         # (amplitudes that change 4-fold mid-run still are one)
@@ -367,20 +476,23 @@ def estimate_growth(
             else None
         )
         if climbing is not None:
-            return _troughs(
-                x,
-                y,
-                t,
-                origin,
-                pieces,
-                found,
-                period,
-                climbing,
-                interval,
-                sigma,
-                confidence,
-                restart_segments,
-                capped,
+            return replace(
+                _troughs(
+                    x,
+                    y,
+                    t,
+                    origin,
+                    pieces,
+                    found,
+                    period,
+                    climbing,
+                    interval,
+                    sigma,
+                    confidence,
+                    restart_segments,
+                    capped,
+                ),
+                warmup_shared=shared,
             )
         if len(found) <= MAX_FALLS:
             # a few falls the series does not climb back from: pieces with their own level
@@ -529,6 +641,7 @@ def estimate_growth(
         variance_factor=factor,
         noise=sigma,
         warmup_capped=capped,
+        warmup_shared=shared,
         drop_times=drop_times,
         covered_seconds=covered,
         slowing=slowing,
