@@ -46,14 +46,17 @@ def test_one_worker_serves_request_after_request_and_leaves_at_close():
     before = {t.ident for t in threading.enumerate()}
     httpd = start(MetricsHTTPServer)
 
-    assert [get(httpd) for _ in range(5)] == [200] * 5
+    assert [get(httpd) for _ in range(20)] == [200] * 20
     time.sleep(0.1)  # the last worker back in the queue
     workers = [
         t
         for t in threading.enumerate()
         if t.name == "soak-metrics-worker" and t.ident not in before
     ]
-    assert len(workers) == 1
+    # one request after the other: the worker is reused (a thread per request would make 20;
+    # a request that arrives while the worker is still closing the last one may start a
+    # second on a loaded machine)
+    assert 1 <= len(workers) <= 3
     httpd.shutdown()
     httpd.server_close()
     for worker in workers:

@@ -87,7 +87,14 @@ def test_soak_load_with_workers_stops_all_of_them_on_sigterm_and_writes_one_summ
             assert time.monotonic() < deadline, "the workers did not start"
             time.sleep(0.1)
         workers = psutil.Process(process.pid).children()
-        time.sleep(1.5)
+        # until both send (on a loaded machine a worker's imports take seconds), then 1 s more
+        while not all(
+            any(c.raddr and c.raddr[1] == load_app.port for c in w.net_connections("tcp"))
+            for w in workers
+        ):
+            assert time.monotonic() < deadline, "the workers sent no request"
+            time.sleep(0.1)
+        time.sleep(1.0)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     finally:
