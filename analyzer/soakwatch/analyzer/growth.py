@@ -68,6 +68,7 @@ MIN_CYCLES = 10  # troughs a cycle needs before flat troughs pass
 SLOWING_Z = 3.09  # one-sided 0.1 %: a straight leak reads as slowing down once in a thousand
 SETTLING_Z = 3.0  # a settling term this many standard errors deep marks a warm-up tail
 SETTLING_TAUS = 48  # time constants tried for it, geometric from 2 windows to half the span
+SETTLING_BLOCK_VALUES = 1 << 18  # design values per block of taus fitted together
 TROUGH_SHARE = 1.0  # a trough is read from the samples in this share of a period after a drop
 SHIFT_MIN_POINTS = 24  # a restart segment with fewer points is never cut at a level shift
 SHARED_Z = 2.0  # a shared warm-up ends where keeping more moves the slope by this many errors
@@ -703,7 +704,10 @@ def _settling(
     cache fill under 10 MB of noise) s goes from 5 MB/h to 0. So the interval is the union of
     the intervals of s over every tau whose squared error is within the profile bound of the
     best (Delta SSE <= z^2 f SSE_min / dof, the likelihood-ratio set for one parameter), not
-    the interval at the best tau alone, which read a warm-up tail as steady growth."""
+    the interval at the best tau alone, which read a warm-up tail as steady growth.
+
+    The taus are fitted together, a block at a time: one stacked QR of the designs (tau,
+    samples, 3) gives the least-squares solutions (lstsq's, to rounding) and (D'D)^-1."""
     if x.size < 24:
         return None
     u = x - x[0]
@@ -711,36 +715,49 @@ def _settling(
     if not span > 8 * window:
         return None
     taus = np.geomspace(2 * window, span / 2, SETTLING_TAUS)
-    fits = []
-    for tau in taus:
-        design: FloatArray = np.c_[np.ones(u.size), u / span, np.exp(-u / tau)]
-        solution = np.linalg.lstsq(design, y, rcond=None)
-        coefficients: FloatArray = np.asarray(solution[0], dtype=np.float64)
-        residuals = y - design @ coefficients
-        try:
-            inverse = np.linalg.inv(design.T @ design)
-        except np.linalg.LinAlgError:
+    # taus a block at a time: three (block, samples, 3) arrays stay under ~25 MB for 7 days
+    block = max(1, min(taus.size, SETTLING_BLOCK_VALUES // u.size))
+    parts: list[tuple[FloatArray, FloatArray, FloatArray, FloatArray]] = []
+    for first in range(0, taus.size, block):
+        tried = taus[first : first + block]
+        design = np.empty((tried.size, u.size, 3))
+        design[:, :, 0] = 1.0
+        design[:, :, 1] = u / span
+        np.exp(-u[None, :] / tried[:, None], out=design[:, :, 2])
+        q, r = np.linalg.qr(design)
+        solvable = np.abs(np.diagonal(r, axis1=1, axis2=2)).min(axis=1) > 0
+        if not solvable.any():
             continue
-        fits.append((float(np.dot(residuals, residuals)), coefficients, inverse, residuals))
-    if not fits:
+        q, r, design = q[solvable], r[solvable], design[solvable]
+        found = np.linalg.solve(r, np.einsum("tni,n->ti", q, y)[:, :, None])[:, :, 0]
+        residuals = y[None, :] - np.einsum("tni,ti->tn", design, found)
+        r_inverse = np.linalg.inv(r)
+        squares = np.einsum("tn,tn->t", residuals, residuals)
+        inverse = np.einsum("tij,tkj->tik", r_inverse, r_inverse)  # (D'D)^-1 = R^-1 R^-T
+        parts.append((found, squares, inverse, residuals[int(np.argmin(squares))]))
+    if not parts:
         return None
+    coefficients = np.concatenate([p[0] for p in parts])
+    sses = np.concatenate([p[1] for p in parts])
+    inverses = np.concatenate([p[2] for p in parts])
+    best = int(np.argmin(sses))
+    # the best tau's residuals: kept from its block (the first minimum, as np.argmin takes)
+    owner = int(np.searchsorted(np.cumsum([p[1].size for p in parts]), best, side="right"))
+    best_residuals = parts[owner][3]
     dof = u.size - 4
-    sse, coefficients, inverse, residuals = min(fits, key=lambda f: f[0])
-    factor = long_run_factor(residuals)
+    sse = float(sses[best])
+    factor = long_run_factor(best_residuals)
     variance = sse / dof * factor
-    se_b = math.sqrt(max(variance * float(inverse[2, 2]), 0.0))
-    if not (se_b > 0 and float(coefficients[2]) < -SETTLING_Z * se_b):
+    se_b = math.sqrt(max(variance * float(inverses[best, 2, 2]), 0.0))
+    if not (se_b > 0 and float(coefficients[best, 2]) < -SETTLING_Z * se_b):
         return None
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
     bound = sse + z * z * variance
-    low, high = math.inf, -math.inf
-    for other_sse, other, other_inverse, _ in fits:
-        if other_sse > bound:
-            continue
-        slope_here = float(other[1]) / span * HOUR
-        half = z * math.sqrt(max(variance * float(other_inverse[1, 1]), 0.0)) / span * HOUR
-        low, high = min(low, slope_here - half), max(high, slope_here + half)
-    slope = float(coefficients[1]) / span * HOUR
+    inside = sses <= bound
+    slopes_here = coefficients[inside, 1] / span * HOUR
+    halves = z * np.sqrt(np.maximum(variance * inverses[inside, 1, 1], 0.0)) / span * HOUR
+    low, high = float(np.min(slopes_here - halves)), float(np.max(slopes_here + halves))
+    slope = float(coefficients[best, 1]) / span * HOUR
     return slope, low, high
 
 
