@@ -233,3 +233,21 @@ def test_restart_segments_shorter_than_the_warm_up_skip_what_their_shared_shape_
             assert estimate.lower_per_hour > THRESHOLD
         else:
             assert estimate.upper_per_hour < THRESHOLD
+
+
+def test_a_cycle_whose_ramp_steepens_midway_has_every_trough_read_over_half_a_period() -> None:
+    # a 30-minute sawtooth whose amplitude goes from 33 to 131 MB 14 minutes into a cycle
+    # (load raised): the line through that whole cycle ends 30 MB below its trough, and
+    # the troughs read over whole cycles rose 25 MB/h; the half reads disagree, so all
+    # troughs are read over half a period
+    t = hours(2)
+    x = t - t[0]
+    amplitude = np.where(x < 2700, 33 * MB, 131 * MB)
+    for seed in range(5):
+        noise = np.random.default_rng(seed).normal(0, 1 * MB, t.size)
+        y = 200 * MB + ((x + 1715) % 1785) / 1785 * amplitude + noise
+        estimate = estimate_growth(t, y, warmup_seconds=900)
+        assert estimate.mode == "troughs"
+        assert abs(estimate.window_seconds - 1785 / 2) < 30
+        assert estimate.lower_per_hour < THRESHOLD
+        assert estimate.slope_per_hour < 10 * MB

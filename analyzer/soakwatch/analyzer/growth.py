@@ -70,6 +70,7 @@ SETTLING_Z = 3.0  # a settling term this many standard errors deep marks a warm-
 SETTLING_TAUS = 48  # time constants tried for it, geometric from 2 windows to half the span
 SETTLING_BLOCK_VALUES = 1 << 18  # design values per block of taus fitted together
 TROUGH_SHARE = 1.0  # a trough is read from the samples in this share of a period after a drop
+KINK_Z = 3.0  # a trough read over a whole cycle this far from its first half's read is bent
 SHIFT_MIN_POINTS = 24  # a restart segment with fewer points is never cut at a level shift
 SHARED_Z = 2.0  # a shared warm-up ends where keeping more moves the slope by this many errors
 SHARED_MARGIN = 1.5  # a shared warm-up found by that test is kept this much longer
@@ -873,6 +874,22 @@ def _troughs(
     # the drop instant: midway between the last high and the first low sample
     at = np.where(begins > piece_starts, 0.5 * (x[previous] + x[begins]), x[begins])
     level, spread, _ = _trough_levels(x, y, begins, stops, at, np.full(begins.size, span))
+    # A ramp that bends within a cycle (the load, and so the amplitude, changed mid-cycle)
+    # moves the end of a line through the whole cycle; the first half still reads the
+    # trough. When any trough's two reads differ by more than KINK_Z standard errors of their
+    # difference (nested: the variance of the half read less that of the whole), every
+    # trough is read over half a period: one read for all, since on a curved ramp the two
+    # reads differ by a constant and mixing them would move troughs against each other.
+    half = max(0.5 * span, 4.0 * interval)
+    if half < span:
+        level_half, spread_half, _ = _trough_levels(
+            x, y, begins, stops, at, np.full(begins.size, half)
+        )
+        apart = sigma * np.sqrt(np.maximum(spread_half**2 - spread**2, 0.0))
+        with np.errstate(invalid="ignore"):
+            bent = np.abs(level - level_half) > KINK_Z * apart
+        if bool(np.any(bent & np.isfinite(level_half))):
+            span, level, spread = half, level_half, spread_half
     # A cycle cut short (the last one of a piece, or one the next drop came early in) is read
     # over less than the span; on a curved ramp that moves its level. The full cycles read
     # over the same shorter span tell by how much: the mean difference is added back.
