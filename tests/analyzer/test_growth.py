@@ -251,3 +251,54 @@ def test_a_cycle_whose_ramp_steepens_midway_has_every_trough_read_over_half_a_pe
         assert abs(estimate.window_seconds - 1785 / 2) < 30
         assert estimate.lower_per_hour < THRESHOLD
         assert estimate.slope_per_hour < 10 * MB
+
+
+def _five_minute_restarts(
+    tau: float, size: float, leak: float, noise: float, seed: int, n_hours: float = 12
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Restarts every 5 minutes at a random phase, each followed by a warm-up rise
+    size (1 - exp(-since / tau)) and a leak reset by the restart; the restart times are the
+    first sample after each (as a start-time series read at that sample shows them)."""
+    rng = np.random.default_rng(seed)
+    t = hours(n_hours)
+    since = (t - t[0] + rng.uniform(0, 300)) % 300
+    restarts = t[1:][since[1:] < since[:-1]]
+    y = 200 * MB + size * (1 - np.exp(-since / tau)) + leak * since / 3600
+    return t, y + rng.normal(0, noise, t.size), restarts
+
+
+def test_restart_segments_that_all_settle_after_their_start_pass() -> None:
+    # issue 11 item 3: a 60 s warm-up of 30 MB in every 5-minute segment; the fixed warm-up
+    # capped at half a segment left its tail in each, read as steady growth (30 of 30 such
+    # runs failed over 12 h)
+    for seed in range(3):
+        t, y, restarts = _five_minute_restarts(60, 30 * MB, 0.0, 0.1 * MB, seed)
+        estimate = estimate_growth(t, y, restarts=restarts, warmup_seconds=900)
+        assert estimate.segment_settling is not None
+        assert 45 <= estimate.segment_settling[0] <= 80
+        assert estimate.upper_per_hour < THRESHOLD
+    # a deeper warm-up (80 MB, tau 40 s) under more noise leaves s too unsure to pass, but
+    # it no longer reads as growth
+    t, y, restarts = _five_minute_restarts(40, 80 * MB, 0.0, 1 * MB, 0)
+    estimate = estimate_growth(t, y, restarts=restarts, warmup_seconds=900)
+    assert estimate.segment_settling is not None
+    assert estimate.lower_per_hour < 0 < estimate.upper_per_hour
+
+
+def test_a_straight_leak_in_every_restart_segment_still_fails() -> None:
+    # no warm-up: nothing levels off, the slope is judged as before
+    for seed in range(3):
+        t, y, restarts = _five_minute_restarts(40, 0.0, 20 * MB, 1 * MB, seed)
+        estimate = estimate_growth(t, y, restarts=restarts, warmup_seconds=900)
+        assert estimate.segment_settling is None
+        assert estimate.lower_per_hour > THRESHOLD
+
+
+def test_a_leak_under_a_warm_up_in_every_restart_segment_still_fails() -> None:
+    # the warm-up is modelled, the leak beside it stays: 20 MB/h under a 15 s warm-up of 30 MB
+    for seed in range(3):
+        t, y, restarts = _five_minute_restarts(15, 30 * MB, 20 * MB, 0.5 * MB, seed)
+        estimate = estimate_growth(t, y, restarts=restarts, warmup_seconds=900)
+        assert estimate.segment_settling is not None
+        assert estimate.lower_per_hour <= 20 * MB <= estimate.upper_per_hour
+        assert estimate.lower_per_hour > THRESHOLD
