@@ -233,3 +233,22 @@ def test_a_cache_fill_still_settling_under_heavy_noise_is_not_a_fail() -> None:
     left, lower, upper = result.details["settling"]
     assert lower <= left <= upper
     assert lower < 2 < upper
+
+
+def test_restart_segments_that_settle_pass_and_say_so_in_the_reason_and_details() -> None:
+    # 5-minute restarts, each followed by a 30 MB warm-up levelling off with tau 60 s: the
+    # shape of every segment's start is modelled, not read as growth (issue 11 item 3)
+    t = timeline(12)
+    since, starts, _ = restarting(t, 300.0)
+    y = 200 * MB + 30 * MB * (1 - np.exp(-since / 60.0)) + noise(t, 0.1, 5)
+    result = judge(t, y, starts=starts)
+    assert result.status == "pass", result.reason
+    assert "each restart segment settles after its start (tau ~ " in result.reason
+    settling = result.details["segment_settling"]
+    assert 45 <= settling["tau_seconds"] <= 80
+    assert settling["lower"] <= settling["slope"] <= settling["upper"] < 2.0  # MB/h
+    # a leak restarted with the process is no settling and still fails
+    leaking = 200 * MB + 20 * MB * since / 3600 + noise(t, 1.0, 6)
+    result = judge(t, leaking, starts=starts)
+    assert result.status == "fail", result.reason
+    assert result.details["segment_settling"] is None

@@ -444,6 +444,18 @@ def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Resul
         "warmup_ends": estimate.warmup_ends,
         "warmup_capped_seconds": estimate.warmup_capped,
         "warmup_shared_seconds": estimate.warmup_shared,
+        "segment_settling": None
+        if estimate.segment_settling is None
+        else dict(
+            zip(
+                ("tau_seconds", "slope", "lower", "upper"),
+                (
+                    estimate.segment_settling[0],
+                    *(_show(rule, v) for v in estimate.segment_settling[1:]),
+                ),
+                strict=True,
+            )
+        ),
         "steps": estimate.step_times,
         "drops": estimate.drop_times,
         "segment_slopes": [
@@ -506,6 +518,11 @@ def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Resul
                 f", in segments begun by a restart at {format_duration(estimate.warmup_shared)}"
                 " (where their shared shape settles)"
             )
+    if estimate.segment_settling is not None:
+        reason += (
+            f"; each restart segment settles after its start (tau ~ "
+            f"{estimate.segment_settling[0]:.0f} s); judged on the slope beside it"
+        )
     if estimate.segments > 1:
         reason += f"; {_counted(estimate.segments - 1, 'restarts')}, judged within segments"
     if status == "inconclusive":
