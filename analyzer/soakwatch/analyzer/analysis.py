@@ -411,9 +411,11 @@ def _sharded(
         or any(rules.rules[n].sliding_window_seconds for n in by_service)
     ):
         return None
-    plans = [_queries(rules.rules[n], start, end, extra) for n in by_service]
+    plans = {n: _queries(rules.rules[n], start, end, extra) for n in by_service}
     selectors = {
-        sel.promql(suffix=suffix) for plan in plans for _k, sel, suffix, _t in plan.values()
+        sel.promql(suffix=suffix)
+        for plan in plans.values()
+        for _k, sel, suffix, _t in plan.values()
     }
     services = source.label_values("service", selectors, start, end)
     size = max(1, round(shard_services * min(1.0, SHARD_RANGE_SECONDS / (end - start))))
@@ -422,9 +424,8 @@ def _sharded(
     shards = _shards(services, size)
     service_rules = rules.select(by_service)
     other_rules = rules.select([n for n in rules.rules if n not in by_service])
-    for name in by_service:
+    for name, whole in plans.items():
         rule = rules.rules[name]
-        whole = _queries(rule, start, end, extra)
         for shard in shards:
             # every role: the step of a coarse query also rests on the sample interval (a
             # series scraped every 5 min is read at 5 min), which must be the fleet's

@@ -140,7 +140,7 @@ def _sum_members(members: list[Series]) -> tuple[Series, str | None]:
     }
     grid = np.unique(np.concatenate([m.t for m in members]))
     reference = max(members, key=lambda m: m.t.size)
-    spacing = float(np.median(np.diff(reference.t))) if reference.t.size > 1 else 0.0
+    spacing = _sample_interval(reference.t)
     gaps = np.diff(grid)
     if spacing <= 0 or gaps.size == 0 or float(np.min(gaps)) >= spacing / 2:
         total = np.zeros(grid.size)
