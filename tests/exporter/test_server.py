@@ -187,3 +187,39 @@ def test_the_sidecar_text_is_prometheus_clients_text_for_the_same_families():
     registry.register(Families())
 
     assert generate_latest(registry) == prometheus_client.generate_latest(registry)
+
+
+def test_between_scrapes_the_scan_sleeps_while_every_watched_process_lives(spawn_child):
+    child = spawn_child()
+    exporter = SidecarExporter(
+        config_for([{"name": "demo", "match": {"pid": child.pid}}], scan_interval="0.1s")
+    )
+    exporter.start()
+    try:
+        time.sleep(1.5)  # a scan on its timer would have looked 15 times
+        assert exporter._exits.available, "this test needs pidfds (Linux 5.3+)"
+        assert exporter.scan_rounds == 0
+    finally:
+        exporter.stop()
+
+
+def test_an_exit_is_seen_at_once_not_a_scan_interval_later(spawn_child):
+    first = spawn_child()
+    exporter = SidecarExporter(
+        config_for([{"name": "demo", "match": {"cmdline": first.marker}}], scan_interval="30s")
+    )
+    exporter.start()
+    tracker = exporter.trackers["demo"]
+    try:
+        assert tracker.watched()
+        first.kill()  # left a zombie (not reaped yet): exited all the same
+        wait_until(lambda: tracker.watched() == (), timeout=3.0)
+        assert exporter.scan_rounds >= 1
+        # while the service has no process the scan looks on its timer again (30 s here):
+        # its successor is found by the next look, not by the exit
+        second = spawn_child(marker=first.marker)
+        exporter._exits.wake()
+        wait_until(lambda: tracker.identity is not None and tracker.identity[0] == second.pid)
+        assert tracker.restarts == 1
+    finally:
+        exporter.stop()

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import re
+import select
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ __all__ = [
     "CallableMatcher",
     "Children",
     "CmdlineMatcher",
+    "ExitWatch",
     "Matcher",
     "Member",
     "PidMatcher",
@@ -417,6 +419,15 @@ class ProcessTracker:
         """(PID, start time) of the last process picked up, without looking again."""
         return self._identity
 
+    def watched(self) -> tuple[tuple[int, float], ...]:
+        """(PID, start time) of the live process and of the group's members as last seen,
+        without looking again; empty while no process is watched."""
+        if self._process is None or self._identity is None:
+            return ()
+        with self._members_lock:
+            members = sorted(self._slots) if self.children != "none" else []
+        return (self._identity, *members)
+
     def current(self, *, max_age_seconds: float = 0.0) -> Any:
         """The live process being watched, or None while none matches. With
         ``max_age_seconds``, a process found alive that recently is trusted without reading
@@ -629,3 +640,83 @@ class ProcessTracker:
         self._identity = identity
         self._process = process
         self._alive_at = self._clock()
+
+
+class ExitWatch:
+    """Sleeps until a watched process exits, a timeout passes or ``wake()`` is called,
+    without waking on a timer in between: one pidfd per watched process (Linux 5.3+), polled
+    together with a pipe that ``wake()`` writes to. A pidfd refers to the process, not the
+    PID, so a reused PID never looks alive. Where pidfds are missing (another OS, an older
+    kernel, a seccomp filter) ``available`` is False and ``wait`` is a plain timed wait.
+
+    Why: the sidecar's background scan used to look at every watched process every
+    ``scan_interval`` (5 s) to count restarts between scrapes. That was most of its CPU
+    between scrapes (up to 0.04 CPU-s a minute with 50 processes, more than four scrapes
+    a minute cost); with pidfds an idle, healthy service costs nothing between scrapes and an
+    exit is seen at once instead of up to 5 s later."""
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        self._poll.register(self._wake_read, select.POLLIN)
+        self._fds: dict[tuple[int, float], int] = {}  # identity -> pidfd
+        self._fired: set[int] = set()  # pidfds of exited processes, no longer polled
+        self.available = hasattr(os, "pidfd_open")
+        self.exited_unseen = False  # a process to watch was gone before its pidfd opened
+
+    def track(self, identities: Iterable[tuple[int, float]]) -> None:
+        """Watch exactly these processes ((PID, start time) as the trackers know them)."""
+        wanted = set(identities)
+        for identity in [i for i in self._fds if i not in wanted]:
+            self._close(self._fds.pop(identity))
+        if not self.available:
+            return
+        self.exited_unseen = False
+        for identity in wanted - self._fds.keys():
+            try:
+                fd = os.pidfd_open(identity[0])
+            except ProcessLookupError:
+                self.exited_unseen = True  # gone already: the next look must come soon
+                continue
+            except OSError as exc:  # ENOSYS, EPERM: no pidfds here; poll on the timer
+                log.info("no pidfd for pid %d (%s): restart scan on its timer", identity[0], exc)
+                self.available = False
+                self.close_processes()
+                return
+            self._fds[identity] = fd
+            self._poll.register(fd, select.POLLIN)
+
+    def wait(self, timeout_seconds: float) -> None:
+        """Return when a watched process has exited, ``wake()`` was called, or after
+        ``timeout_seconds``."""
+        events = self._poll.poll(max(timeout_seconds, 0.0) * 1000.0)
+        for fd, _ in events:
+            if fd == self._wake_read:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 64)
+            else:  # an exited process stays readable: poll it no more (``track`` closes it)
+                self._poll.unregister(fd)
+                self._fired.add(fd)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_write, b"x")
+
+    def _close(self, fd: int) -> None:
+        if fd in self._fired:
+            self._fired.discard(fd)
+        else:
+            self._poll.unregister(fd)
+        os.close(fd)
+
+    def close_processes(self) -> None:
+        for fd in self._fds.values():
+            self._close(fd)
+        self._fds.clear()
+
+    def close(self) -> None:
+        self.close_processes()
+        for fd in (self._wake_read, self._wake_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -22,7 +22,7 @@ from soakwatch.exporter.exposition import (
     merge_families,
     start_http_server,
 )
-from soakwatch.exporter.matching import ProcessTracker, matcher_for, scan_round
+from soakwatch.exporter.matching import ExitWatch, ProcessTracker, matcher_for, scan_round
 from soakwatch.exporter.pools import PoolCollector
 from soakwatch.exporter.process import ProcessCollector
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
 __all__ = [
+    "IDLE_LOOK_SECONDS",
     "LISTEN_BACKLOG",
     "MergedCollector",
     "MetricsServer",
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 # start_http_server keeps socketserver's 5: 200 scrapers overflowed it (ListenOverflows, then
 # 1 s and 7 s SYN retries). The kernel caps it at net.core.somaxconn.
 LISTEN_BACKLOG = max(128, socket.SOMAXCONN)
+
+# The background scan's look while nothing has exited (see SidecarExporter._scan): a backstop,
+# not the detector (that is the exit of a watched process, seen at once).
+IDLE_LOOK_SECONDS = 60.0
 
 
 def start_metrics_http_server(
@@ -170,6 +175,9 @@ class SidecarExporter:
         self.pprof_collector = _pprof_collector(config, self.registry)
         self.server: MetricsServer | None = None
         self._stopping = threading.Event()
+        self._exits = ExitWatch()
+        #: background scan rounds so far (each reads the watched processes once)
+        self.scan_rounds = 0
         self._scanner = threading.Thread(target=self._scan, name="soak-exporter-scan", daemon=True)
 
     def start(self) -> MetricsServer:
@@ -187,16 +195,35 @@ class SidecarExporter:
     def _scan(self) -> None:
         # Look for exited and restarted processes between scrapes, so a restart is counted
         # even when it happens twice between two scrapes (a scrape only sees the latest).
-        while not self._stopping.wait(self.config.scan_interval_seconds):
+        # While every service has its process and the last look changed nothing, sleep until
+        # one of the watched processes exits (ExitWatch) or IDLE_LOOK_SECONDS pass; while one
+        # is missing, or just after a change (a recycled worker's successor may not be up
+        # yet), look every scan_interval as before.
+        interval = self.config.scan_interval_seconds
+        exits = self._exits
+        last = [tracker.watched() for tracker in self.trackers.values()]  # as start() left them
+        exits.track(identity for group in last for identity in group)
+        busy = not all(last) or exits.exited_unseen
+        while not self._stopping.is_set():
+            idle = not busy and exits.available
+            exits.wait(max(IDLE_LOOK_SECONDS, interval) if idle else interval)
+            if self._stopping.is_set():
+                return
+            self.scan_rounds += 1
             with scan_round():
                 for tracker in self.trackers.values():
                     try:
                         tracker.refresh()
                     except Exception:  # never let the scanner die; the scrape still works
                         log.exception("scan failed for %s", tracker.matcher.describe())
+            seen = [tracker.watched() for tracker in self.trackers.values()]
+            exits.track(identity for group in seen for identity in group)
+            busy = seen != last or not all(seen) or exits.exited_unseen
+            last = seen
 
     def stop(self) -> None:
         self._stopping.set()
+        self._exits.wake()
         for runner in self.probe_runners:
             runner.stop()
         if self.pprof_collector is not None:
@@ -206,3 +233,5 @@ class SidecarExporter:
             self.server = None
         if self._scanner.is_alive():
             self._scanner.join(timeout=5)
+        if not self._scanner.is_alive():
+            self._exits.close()
