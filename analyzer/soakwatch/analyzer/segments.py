@@ -265,12 +265,13 @@ def change_points(
         return []
     xc = (x - x.mean()) / max(float(np.ptp(x)), 1e-12)
     yc = y - median(y)
+    # cumulative sums with a leading 0 (np.concatenate: np.r_ costs 15 us a call)
     zero = np.zeros(1)
-    cx = np.r_[zero, np.cumsum(xc)]
-    cy = np.r_[zero, np.cumsum(yc)]
-    cxx = np.r_[zero, np.cumsum(xc * xc)]
-    cxy = np.r_[zero, np.cumsum(xc * yc)]
-    cyy = np.r_[zero, np.cumsum(yc * yc)]
+    cx = np.concatenate((zero, np.cumsum(xc)))
+    cy = np.concatenate((zero, np.cumsum(yc)))
+    cxx = np.concatenate((zero, np.cumsum(xc * xc)))
+    cxy = np.concatenate((zero, np.cumsum(xc * yc)))
+    cyy = np.concatenate((zero, np.cumsum(yc * yc)))
     cuts: list[int] = []
     pending = [(0, n)]
     while pending and len(cuts) + 1 < max_segments:
@@ -283,6 +284,9 @@ def change_points(
         best = int(np.argmin(split))
         k = int(ks[best])
         whole = float(_line_sse(cx, cy, cxx, cxy, cyy, a, b))
+        floor = 1e-18 * max(float(np.max(np.abs(yc[a:b]))), 1.0) ** 2 * (b - a)
+        if not whole - float(split[best]) > floor:
+            continue  # below the floor whatever the noise: no need to fit the two lines
         residuals = []
         for lo, hi in ((a, k), (k, b)):
             px, py = xc[lo:hi], yc[lo:hi]
@@ -292,7 +296,6 @@ def change_points(
         s2 = _robust_scale(r) ** 2
         s2 = max(s2, float(np.mean(r * r)) * 0.25)  # quantised values: MAD may be 0
         f = long_run_factor(r, blocks=[slice(0, k - a), slice(k - a, b - a)])
-        floor = 1e-18 * max(float(np.max(np.abs(yc[a:b]))), 1.0) ** 2 * (b - a)
         if whole - float(split[best]) > max(penalty * np.log(b - a) * s2 * f, floor):
             cuts.append(k)
             pending += [(a, k), (k, b)]
