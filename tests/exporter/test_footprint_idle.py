@@ -43,15 +43,13 @@ def test_the_serve_loop_sleeps_until_a_connection_and_stops_at_once():
 
 
 def test_one_worker_serves_request_after_request_and_leaves_at_close():
-    before = {t.ident for t in threading.enumerate()}
+    before = set(threading.enumerate())  # threads, not idents: an ident is reused once free
     httpd = start(MetricsHTTPServer)
 
     assert [get(httpd) for _ in range(20)] == [200] * 20
     time.sleep(0.1)  # the last worker back in the queue
     workers = [
-        t
-        for t in threading.enumerate()
-        if t.name == "soak-metrics-worker" and t.ident not in before
+        t for t in threading.enumerate() if t.name == "soak-metrics-worker" and t not in before
     ]
     # one request after the other: the worker is reused (a thread per request would make 20;
     # a request that arrives while the worker is still closing the last one may start a
