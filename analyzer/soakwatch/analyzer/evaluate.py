@@ -41,6 +41,7 @@ __all__ = [
 RoleData = Mapping[str, list[Series]]
 Subject = tuple[tuple[str, str], ...]
 FloatArray = npt.NDArray[np.float64]
+COMPANION_ROLES = ("start_time", "restarts", "up")  # the series a slope's restarts come from
 
 
 def _show(rule: Rule, base_value: float) -> float:
@@ -169,15 +170,58 @@ def _sum_members(members: list[Series]) -> tuple[Series, str | None]:
     return Series(name, common, grid, total), note
 
 
-def _companion(target: Series, candidates: list[Series]) -> Series | None:
-    """The candidate series (start time, restarts, up) of the same process as ``target``:
-    all shared labels equal, most shared labels wins."""
-    best, best_shared = None, -1
-    for c in candidates:
-        shared = set(c.labels) & set(target.labels)
-        if all(c.labels[k] == target.labels[k] for k in shared) and len(shared) > best_shared:
-            best, best_shared = c, len(shared)
-    return best
+class _Companions:
+    """The candidate series of one role (start time, restarts, up), indexed to find the one of
+    the same process as a target: all shared labels equal, most shared labels wins, the first
+    candidate among equals.
+
+    Why: scanning every candidate for every subject was O(subjects x series) per rule (a fleet
+    of 1,000 services compared a million label sets). The candidates are grouped by their
+    label names; within a group the shared names are the same for every target with the same
+    names, so one dictionary per (group, shared names) answers each target in one look-up per
+    group."""
+
+    def __init__(self, candidates: list[Series]) -> None:
+        self._groups: dict[frozenset[str], list[tuple[int, Series]]] = {}
+        for index, c in enumerate(candidates):
+            self._groups.setdefault(frozenset(c.labels), []).append((index, c))
+        self._tables: dict[
+            tuple[frozenset[str], frozenset[str]],
+            tuple[tuple[str, ...], dict[tuple[str, ...], tuple[int, Series]]],
+        ] = {}
+
+    def of(self, target: Series) -> Series | None:
+        names = frozenset(target.labels)
+        best: tuple[int, int, Series] | None = None  # (shared names, index, series)
+        for group, members in self._groups.items():
+            shared = group & names
+            known = self._tables.get((group, shared))
+            if known is None:
+                keys = tuple(sorted(shared))
+                table: dict[tuple[str, ...], tuple[int, Series]] = {}
+                for index, c in members:
+                    table.setdefault(tuple(c.labels[k] for k in keys), (index, c))
+                known = self._tables[(group, shared)] = (keys, table)
+            keys, table = known
+            found = table.get(tuple(target.labels[k] for k in keys))
+            if found is not None and (best is None or (len(keys), -found[0]) > (best[0], -best[1])):
+                best = (len(keys), found[0], found[1])
+        return best[2] if best is not None else None
+
+
+class _BySubject:
+    """The series of each role grouped by subject on first use: one pass per role and rule
+    instead of one filter over every series per subject."""
+
+    def __init__(self, data: RoleData) -> None:
+        self._data = data
+        self._groups: dict[tuple[str, tuple[str, ...]], dict[Subject, list[Series]]] = {}
+
+    def of(self, role: str, group_by: tuple[str, ...], subject: Subject) -> list[Series]:
+        key = (role, group_by)
+        if key not in self._groups:
+            self._groups[key] = _group(self._data.get(role, []), group_by)
+        return self._groups[key].get(subject, [])
 
 
 def _counted(count: int, plural: str) -> str:
@@ -406,11 +450,19 @@ def _slope_verdict(rule: Rule, estimate: GrowthEstimate) -> tuple[Status, str]:
     return status, reason
 
 
-def _slope(rule: Rule, subject: Subject, value: Series, data: RoleData) -> Result:
+def _slope(
+    rule: Rule,
+    subject: Subject,
+    value: Series,
+    data: RoleData,
+    companions: Mapping[str, _Companions] | None = None,
+) -> Result:
     labels = dict(subject)
+    if companions is None:
+        companions = {role: _Companions(data.get(role, [])) for role in COMPANION_ROLES}
 
     def companion(role: str) -> tuple[FloatArray, FloatArray] | None:
-        found = _companion(value, data.get(role, []))
+        found = companions[role].of(value)
         return (found.t, found.v) if found is not None else None
 
     restarts = restart_times(companion("start_time"), companion("restarts"), companion("up"))
@@ -622,16 +674,18 @@ def _slope_evidence(
 
 
 def _counter_ratio(
-    rule: Rule, subject: Subject, data: RoleData, start: float, end: float
+    rule: Rule,
+    subject: Subject,
+    data: RoleData,
+    start: float,
+    end: float,
+    by_subject: _BySubject | None = None,
 ) -> Result:
     labels = dict(subject)
     begin = start + rule.warmup_seconds
-    denominators = [
-        s for s in data.get("denominator", []) if subject_of(s.labels, rule.group_by) == subject
-    ]
-    numerators = [
-        s for s in data.get("numerator", []) if subject_of(s.labels, rule.group_by) == subject
-    ]
+    by_subject = by_subject or _BySubject(data)
+    denominators = by_subject.of("denominator", rule.group_by, subject)
+    numerators = by_subject.of("numerator", rule.group_by, subject)
     same_metric = rule.metrics["numerator"].metric == rule.metrics["denominator"].metric
     if not numerators and not same_metric:
         return _result(rule, labels, "inconclusive", "the numerator series are missing")
@@ -909,7 +963,13 @@ def _milliseconds(seconds: float, *, signed: bool = True) -> str:
 
 
 def _increase(
-    rule: Rule, subject: Subject, value: Series | None, data: RoleData, start: float, end: float
+    rule: Rule,
+    subject: Subject,
+    value: Series | None,
+    data: RoleData,
+    start: float,
+    end: float,
+    by_subject: _BySubject | None = None,
 ) -> Result:
     labels = dict(subject)
     counter = 0.0
@@ -924,9 +984,7 @@ def _increase(
         covered = float(inside.t[-1] - inside.t[0]) if inside.t.size else 0.0
         interval = _sample_interval(inside.t)
         series_for_plot.append((value.label_text(), value.t, value.v))
-    starts_found = [
-        s for s in data.get("start_time", []) if subject_of(s.labels, rule.group_by) == subject
-    ]
+    starts_found = (by_subject or _BySubject(data)).of("start_time", rule.group_by, subject)
     start_changes = 0
     for s in starts_found:
         inside = s.between(start, end)
@@ -1096,6 +1154,9 @@ def evaluate_rule(
     primary = data.get(_primary_role(rule), [])
     groups = _group(primary, rule.group_by)
     results: list[Result] = []
+    # indexed once per rule, not searched per subject
+    companions = {role: _Companions(data.get(role, [])) for role in COMPANION_ROLES}
+    by_subject = _BySubject(data)
     for subject, members in sorted(groups.items()):
         service = dict(subject).get("service")
         effective = rule.for_service(service)
@@ -1106,10 +1167,11 @@ def evaluate_rule(
             continue
         if effective.kind == "slope":
             results += [
-                _slope(effective, sub, s, data) for sub, s in _split_subjects(subject, members)
+                _slope(effective, sub, s, data, companions)
+                for sub, s in _split_subjects(subject, members)
             ]
         elif effective.kind == "counter_ratio":
-            results.append(_counter_ratio(effective, subject, data, start, end))
+            results.append(_counter_ratio(effective, subject, data, start, end, by_subject))
         elif effective.kind == "variation" and effective.sum_over:
             results += [
                 _variation(effective, sub, group, start, end)
@@ -1124,7 +1186,7 @@ def evaluate_rule(
             results.append(_quantile_change(effective, subject, members, start, end))
         elif effective.kind == "increase":
             results += [
-                _increase(effective, sub, s, data, start, end)
+                _increase(effective, sub, s, data, start, end, by_subject)
                 for sub, s in _split_subjects(subject, members)
             ]
         elif effective.kind == "failure_fraction":
@@ -1149,6 +1211,7 @@ def evaluate_rule(
                         data,
                         start,
                         end,
+                        by_subject,
                     )
                 )
     missing_services = (
