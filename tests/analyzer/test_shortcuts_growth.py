@@ -74,7 +74,8 @@ def test_theil_sen_counted_by_level_equals_the_pairs_built_and_ranked(
     except ValueError:
         fast = None
     with monkeypatch.context() as patch:
-        patch.setattr(slopes, "_FEW_LEVELS", -1)  # every series takes the full path
+        # no counts by level (nor cached ones): every series takes the full path
+        patch.setattr(slopes, "_cached_sign_counts", lambda *_args: None)
         try:
             full = theil_sen(x, y, blocks=blocks, confidence=confidence, variance_factor=factor)
         except ValueError:
@@ -194,3 +195,20 @@ def test_change_points_of_a_flat_count_are_none_and_a_step_is_still_cut(seed: in
     y = 40.0 + np.where(np.arange(n) >= at, 1.0, 0.0)
     cuts = change_points(x, y)
     assert cuts and min(abs(c - at) for c in cuts) <= 1
+
+
+def test_the_full_path_of_the_comparison_builds_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The patch the comparisons above use really sends a flat series down the full path."""
+    built: list[int] = []
+    original = slopes._pair_slopes
+
+    def counting(bx: FloatArray, by: FloatArray, sizes: tuple[int, ...]) -> FloatArray:
+        built.append(bx.size)
+        return original(bx, by, sizes)
+
+    monkeypatch.setattr(slopes, "_pair_slopes", counting)
+    theil_sen(np.arange(50.0), np.full(50, 3.0))
+    assert built == []
+    monkeypatch.setattr(slopes, "_cached_sign_counts", lambda *_args: None)
+    assert theil_sen(np.arange(50.0), np.full(50, 3.0)).slope == 0.0
+    assert built == [50]

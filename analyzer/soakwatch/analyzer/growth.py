@@ -781,7 +781,7 @@ def _slowing(
     offset = 0
     for b in used:
         u = (x[b] - x[used[0].start]) / scale
-        columns.append(np.c_[u - u.mean(), u * u - (u * u).mean()])
+        columns.append(np.column_stack((u - u.mean(), u * u - (u * u).mean())))  # np.c_, cheaper
         target.append(y[b] - y[b].mean())
         edges.append(slice(offset, offset + u.size))
         offset += u.size

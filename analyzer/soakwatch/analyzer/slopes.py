@@ -90,7 +90,7 @@ def theil_sen(
         variance += n * (n - 1) * (2 * n + 5) / 18.0
     inside = index if len(sizes) == lengths.size else index[np.repeat(paired, lengths)]
     bx, by = x[inside], y[inside]
-    signs = _sign_counts(bx, by, tuple(sizes))
+    signs = _cached_sign_counts(bx.tobytes(), by.tobytes(), tuple(sizes))
     slopes = None
     if signs is None:
         slopes = _pair_slopes(bx, by, tuple(sizes))
@@ -127,6 +127,15 @@ def theil_sen(
 _FEW_LEVELS = 16  # distinct values up to which pairs are counted by level, not built
 
 
+@lru_cache(maxsize=8)
+def _cached_sign_counts(
+    bx: bytes, by: bytes, sizes: tuple[int, ...]
+) -> tuple[int, int, int] | None:
+    """:func:`_sign_counts` of the last few point sets, keyed by their exact bytes: a flat
+    count's points are fitted several times over (the fit, its regime, its block's slope)."""
+    return _sign_counts(np.frombuffer(bx), np.frombuffer(by), sizes)
+
+
 def _sign_counts(
     bx: FloatArray, by: FloatArray, sizes: tuple[int, ...]
 ) -> tuple[int, int, int] | None:
@@ -139,6 +148,9 @@ def _sign_counts(
     are mostly zero, and when the ranks Sen's interval needs all fall among the zeros every
     figure is 0 without building and partitioning 64k slopes."""
     if by.size < 2 or not (bx[1:] > bx[:-1]).all():
+        return None
+    # a noisy series shows many levels in its first few values: no full np.unique for it
+    if by.size > 4 * _FEW_LEVELS and np.unique(by[: 4 * _FEW_LEVELS]).size > _FEW_LEVELS:
         return None
     levels, codes = np.unique(by, return_inverse=True)
     if levels.size > _FEW_LEVELS or not np.isfinite(levels).all():
