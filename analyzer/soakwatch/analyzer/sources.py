@@ -424,14 +424,21 @@ class PrometheusSource:
                 parts.setdefault(key, (name, []))[1].append(samples)
         result = []
         for key, (name, chunks) in parts.items():
-            t = np.concatenate([c[0] for c in chunks])
+            if len(chunks) == 1:
+                t, v = chunks[0]
+            else:
+                t = np.concatenate([c[0] for c in chunks])
+                v = np.concatenate([c[1] for c in chunks])
             if not t.size:
                 continue
-            v = np.concatenate([c[1] for c in chunks])
-            order = np.argsort(t, kind="stable")
-            t, v = t[order], v[order]
-            keep = np.append(t[1:] != t[:-1], True)
-            result.append(Series(name, dict(key), self._shared_times(t[keep]), v[keep]))
+            # the store answers in time order: sort (and drop repeated times, the last kept)
+            # only when it did not, instead of copying every series twice more
+            if not np.all(t[1:] > t[:-1]):
+                order = np.argsort(t, kind="stable")
+                t, v = t[order], v[order]
+                keep = np.append(t[1:] != t[:-1], True)
+                t, v = t[keep], v[keep]
+            result.append(Series(name, dict(key), self._shared_times(t), v))
         return result
 
     def _shared_times(self, t: FloatArray) -> FloatArray:
