@@ -44,6 +44,7 @@ from soakwatch.analyzer.slopes import (
     SlopeFit,
     line_fit,
     long_run_factor,
+    median,
     theil_sen,
     window_points,
 )
@@ -398,7 +399,7 @@ def estimate_growth(
     x = t - origin
     boundaries = np.asarray(restarts if restarts is not None else [], dtype=np.float64) - origin
     restart_segments = split_at(x, boundaries)
-    interval = float(np.median(np.diff(x))) if x.size > 1 else window_seconds
+    interval = median(x[1:] - x[:-1]) if x.size > 1 else window_seconds
     # fixed warm-up at the start of every segment, at most max_warmup_fraction of it; in
     # segments begun by a restart and shorter than the warm-up, the warm-up their shared
     # shape shows
@@ -472,7 +473,7 @@ def estimate_growth(
         # a cycle climbs back at least half of what a drop gives back, and a drop gives back
         # at least a quarter of what a cycle climbed: a small fall in a long climb is no cycle
         # (amplitudes that change 4-fold mid-run still are one)
-        depth = float(np.median(depths))
+        depth = median(depths)
         climbing = (
             within.slope
             if within is not None
@@ -538,7 +539,7 @@ def estimate_growth(
             used_windows.append(window)
     if not pts_t:
         return empty(drop_times=drop_times)
-    window = float(np.median(used_windows))
+    window = median(used_windows)
 
     regimes_bounds: list[tuple[int, int]] = []  # (start, stop) into the concatenated points
     steps: list[float] = []
@@ -836,6 +837,8 @@ def _settling(
     v = u / span
     vc = v - v.mean()
     yc = y - y.mean()
+    if not yc.any():
+        return None  # a constant count: s = b = 0 exactly at every tau, no settling term
     svv, svy = float(np.dot(vc, vc)), float(np.dot(vc, yc))
     # taus a block at a time: the (block, samples) arrays stay under ~2 MB for 7 days
     block = max(1, min(taus.size, SETTLING_BLOCK_VALUES // u.size))
