@@ -833,12 +833,12 @@ def _settling(
     span = float(u[-1])
     if not span > 8 * window:
         return None
-    taus = np.geomspace(2 * window, span / 2, SETTLING_TAUS)
-    v = u / span
-    vc = v - v.mean()
     yc = y - y.mean()
     if not yc.any():
         return None  # a constant count: s = b = 0 exactly at every tau, no settling term
+    taus = np.geomspace(2 * window, span / 2, SETTLING_TAUS)
+    v = u / span
+    vc = v - v.mean()
     svv, svy = float(np.dot(vc, vc)), float(np.dot(vc, yc))
     # taus a block at a time: the (block, samples) arrays stay under ~2 MB for 7 days
     block = max(1, min(taus.size, SETTLING_BLOCK_VALUES // u.size))

@@ -69,8 +69,9 @@ def restart_times(
     if up is not None and up[0].size > 1:
         t, v = (np.asarray(a, dtype=np.float64) for a in up)
         times.append(t[1:][(v[1:] > 0) & (v[:-1] <= 0)])
+    times = [found for found in times if found.size]
     if not times:
-        return np.empty(0)
+        return np.empty(0)  # the usual case, without np.unique's fixed cost
     merged = np.unique(np.concatenate(times))
     return merged
 
