@@ -90,7 +90,11 @@ def theil_sen(
         variance += n * (n - 1) * (2 * n + 5) / 18.0
     inside = index if len(sizes) == lengths.size else index[np.repeat(paired, lengths)]
     bx, by = x[inside], y[inside]
-    signs = _cached_sign_counts(bx.tobytes(), by.tobytes(), tuple(sizes))
+    signs = (
+        _cached_sign_counts(bx.tobytes(), by.tobytes(), tuple(sizes))
+        if sum(n * (n - 1) // 2 for n in sizes) >= _COUNTED_PAIRS
+        else None
+    )
     slopes = None
     if signs is None:
         slopes = _pair_slopes(bx, by, tuple(sizes))
@@ -125,6 +129,7 @@ def theil_sen(
 
 
 _FEW_LEVELS = 16  # distinct values up to which pairs are counted by level, not built
+_COUNTED_PAIRS = 1 << 11  # fewer pairs are built: counting them would cost more
 
 
 @lru_cache(maxsize=8)
