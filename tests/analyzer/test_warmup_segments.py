@@ -81,3 +81,12 @@ def test_a_steady_leak_with_page_sized_wobble_has_no_level_shift() -> None:
     assert level_shift(y) is None
     y[6:] += 2e7  # a real jump on that leak is still found
     assert level_shift(y) == 6
+
+
+def test_series_without_any_restart_give_no_restart_times_and_one_restart_is_kept() -> None:
+    t = np.arange(10.0) * 15
+    steady = restart_times((t, np.full(10, 100.0)), (t, np.zeros(10)), (t, np.ones(10)))
+    assert steady.dtype == np.float64 and steady.size == 0
+    counter = np.array([0.0] * 7 + [1.0] * 3)
+    only = restart_times((t, np.full(10, 100.0)), (t, counter), (t, np.ones(10)))
+    assert only.tolist() == [105.0]
