@@ -62,6 +62,8 @@ def parse_label_selector(text: str | None) -> tuple[LabelMatcher, ...]:
 SHARD_SERVICES = 50
 SHARD_RANGE_SECONDS = 48 * 3600.0
 PR_SET_PDEATHSIG = 1  # prctl(2)
+M_MMAP_THRESHOLD = -3  # mallopt(3)
+MMAP_THRESHOLD_BYTES = 1 << 20
 # Default worker processes: one per core, at most this many (each holds a shard's series).
 MAX_DEFAULT_JOBS = 4
 # A result's place among those of its rule (evaluate_rule's order): subjects with the primary
@@ -354,13 +356,20 @@ def _dumps(payload: object) -> bytes:
     return buffer.getvalue()
 
 
-def _end_with(parent: int) -> None:
+def _start_worker(parent: int) -> None:
     """Worker initializer: end when the analysing process ``parent`` does, even killed (on
-    Linux, through the parent-death signal), instead of judging a shard for nobody."""
+    Linux, through the parent-death signal), instead of judging a shard for nobody; and
+    allocate every block of MMAP_THRESHOLD_BYTES or more (answers, a shard's big arrays)
+    as its own mapping, returned to the system when freed. glibc's default threshold rises
+    to the largest block freed (up to 32 MB), after which such blocks come from the heap,
+    which fragments: a worker grew from 110 to 200 MB over six shards, with it 95-125 MB."""
     if sys.platform.startswith("linux"):
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        with contextlib.suppress(AttributeError):  # a libc other than glibc (musl)
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     if os.getppid() != parent:  # it ended before the signal was asked for
         os._exit(1)
 
@@ -376,7 +385,7 @@ def _judge_shard(payload: bytes) -> _Judged:
 
 def _release_freed_memory() -> None:
     """Give the heap this shard freed back to the system before the next shard (glibc keeps
-    it, in one arena per fetching thread: a worker's RSS grew shard after shard)."""
+    it, in one arena per fetching thread)."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -451,7 +460,7 @@ def _sharded(
     pool = ProcessPoolExecutor(
         max_workers=min(jobs, len(shards)),
         mp_context=context,
-        initializer=_end_with,
+        initializer=_start_worker,
         initargs=(os.getpid(),),
     )
     try:
