@@ -140,16 +140,22 @@ def _note_non_finite(result: Result, set_aside: list[tuple[Mapping[str, str], in
     )
 
 
-def _note_sampling(result: Result, series: list[Series]) -> Result:
+def _note_sampling(
+    result: Result, series: list[Series], spacings: dict[int, float | None]
+) -> Result:
     """``result`` with ``details.sample_seconds``: the sample interval of the series it judged
     (those of its subject), as fetched: the query step from Prometheus, the recorded interval
-    from a run directory."""
-    mine = [
-        s.t
-        for s in series
-        if all(s.labels.get(key, "") == value for key, value in result.subject.items())
-    ]
-    spacing = sample_spacing(mine)
+    from a run directory. ``spacings``: each times array's interval by its ``id``, for the
+    results of one rule (whose series all live meanwhile): series fetched at one step share
+    their times, and a fleet's results read it once instead of once per service."""
+    found = []
+    for s in series:
+        if all(s.labels.get(key, "") == value for key, value in result.subject.items()):
+            key = id(s.t)
+            if key not in spacings:
+                spacings[key] = sample_spacing([s.t])
+            found.append(spacings[key])
+    spacing = min((x for x in found if x is not None), default=None)
     if spacing is None or "sample_seconds" in result.details:
         return result
     return replace(result, details={**result.details, "sample_seconds": spacing})
@@ -313,9 +319,12 @@ def _judge(
     for name, rule in rules.rules.items():
         primary = _primary(rule, fetched[name])
         by_service = _by_service(primary)
+        spacings: dict[int, float | None] = {}
         results = [
             _note_sampling(
-                _note_non_finite(r, set_aside[name]), _candidates(r, primary, by_service)
+                _note_non_finite(r, set_aside[name]),
+                _candidates(r, primary, by_service),
+                spacings,
             )
             for r in evaluate_rule(rule, fetched[name], start, end, known)
         ]
@@ -327,7 +336,9 @@ def _judge(
         judged.sliding[name] = (
             [
                 _note_sampling(
-                    _note_non_finite(r, set_aside[name]), _candidates(r, primary, by_service)
+                    _note_non_finite(r, set_aside[name]),
+                    _candidates(r, primary, by_service),
+                    spacings,
                 )
                 for r in evaluate_sliding(rule, fetched[name], start, end, window, known)
             ]
