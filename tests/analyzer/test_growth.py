@@ -302,3 +302,38 @@ def test_a_leak_under_a_warm_up_in_every_restart_segment_still_fails() -> None:
         assert estimate.segment_settling is not None
         assert estimate.lower_per_hour <= 20 * MB <= estimate.upper_per_hour
         assert estimate.lower_per_hour > THRESHOLD
+
+
+def test_a_gc_sawtooth_riding_on_a_settling_cache_fill_does_not_fail() -> None:
+    # a 5-minute 40 MB sawtooth over a cache fill of 150 MB (tau 15 min), 2 MB of noise, 2 h:
+    # the troughs rise fast, then flatten; their straight line failed these runs (troughs
+    # 10-25 MB/h, lower bound above 2 MB/h)
+    t = hours(2)
+    fill = 150 * MB * (1 - np.exp(-(t - t[0]) / 900.0))
+    failed = settled = 0
+    for seed in range(10):
+        noise = np.random.default_rng(seed).normal(0, 2 * MB, t.size)
+        saw = ((t - t[0] + 41) % 300) / 300 * 40 * MB
+        estimate = estimate_growth(t, 300 * MB + fill + saw + noise, warmup_seconds=900)
+        assert estimate.mode == "troughs"
+        failed += estimate.lower_per_hour > THRESHOLD
+        settled += estimate.settling is not None
+    assert failed == 0
+    assert settled >= 8
+
+
+def test_a_leak_under_a_gc_sawtooth_is_not_read_as_a_settling_fill() -> None:
+    # the same sawtooth leaking 20 MB/h with no fill: the troughs rise straight, no settling
+    # term is significant and the leak fails
+    t = hours(2)
+    failed = settled = 0
+    for seed in range(10):
+        noise = np.random.default_rng(seed).normal(0, 2 * MB, t.size)
+        saw = ((t - t[0] + 41) % 300) / 300 * 40 * MB
+        y = 300 * MB + saw + 20 * MB * per_hour(t) + noise
+        estimate = estimate_growth(t, y, warmup_seconds=900)
+        assert estimate.mode == "troughs"
+        failed += estimate.lower_per_hour > THRESHOLD
+        settled += estimate.settling is not None
+    assert failed == 10
+    assert settled <= 1
