@@ -1087,11 +1087,12 @@ def _pooled_levels(
 
 
 def _slow_cycle(
-    px: FloatArray, py: FloatArray, spread: FloatArray, sigma: float
+    px: FloatArray, py: FloatArray, spread: FloatArray, sigma: float, climb: float
 ) -> tuple[npt.NDArray[np.intp], float, float] | None:
     """A slower cycle in the troughs themselves (two sawtooths of different periods, a cache
     rebuilt under a GC sawtooth): the troughs fall back (by more than 6 robust sd of their
-    successive differences and 6 standard errors of the two levels) and climb again between
+    successive differences, 6 standard errors of the two levels and a quarter of what a cycle
+    climbs, ``climb``: a trough misread by a little is no fall) and climb again between
     the falls by at least half of what a fall gave back (and at most four times), at a slope
     significantly above zero. Then the indices of the troughs that begin each slower cycle
     (the first after each fall), its period (the median interval between the falls, or the
@@ -1111,6 +1112,7 @@ def _slow_cycle(
     limit = np.maximum(
         6.0 * _robust_scale(diffs), 6.0 * sigma * np.sqrt(spread[1:] ** 2 + spread[:-1] ** 2)
     )
+    limit = np.maximum(limit, 0.25 * climb)
     after = np.r_[py[2:], -np.inf]
     low = (diffs < -limit) & (after < py[:-1] - 0.5 * limit)
     falls = (np.flatnonzero(low) + 1).tolist()
@@ -1222,12 +1224,17 @@ def _troughs(
             span, level, spread = half, level_half, spread_half
     # The full cycles' levels with the slope they share, when they share one
     # (:func:`_pooled_levels`): half the standard error of a cycle's own line end.
-    short = x[np.maximum(stops - 1, 0)] + interval < x[begins] + span  # one more would be read
-    whole = np.flatnonzero(~short & np.isfinite(level))
+    # Cycles short of the span by a sample or two (the period is the median interval, so
+    # half the cycles are a sample shorter) are as good as whole for it: the shared slope
+    # reads each at its own mean time.
+    last = x[np.maximum(stops - 1, 0)]
+    short = last + interval < x[begins] + span  # one more would be read
+    whole = np.flatnonzero((last + interval >= x[begins] + 0.9 * span) & np.isfinite(level))
     pooled = _pooled_levels(x, y, begins[whole], stops[whole], at[whole], span)
     if pooled is not None:
         usable = np.isfinite(pooled[0])
         level[whole[usable]], spread[whole[usable]] = pooled[0][usable], pooled[1][usable]
+        short[whole[usable]] = False
     # A cycle cut short (the last one of a piece, or one the next drop came early in) is read
     # over less than the span; on a curved ramp that moves its level. The full cycles read
     # over the same shorter span tell by how much: the mean difference is added back.
@@ -1295,7 +1302,7 @@ def _troughs(
             settling = (left * HOUR, low * HOUR, high * HOUR)
     # troughs that fall back and climb again: the slower cycle's floor is judged instead
     slow = (
-        _slow_cycle(px, py, spread_all, sigma)
+        _slow_cycle(px, py, spread_all, sigma, within_slope * period)
         if fit is not None and len(blocks) == 1 and fit.lower > 0
         else None
     )
