@@ -966,7 +966,7 @@ def _trough_settling(
     each trough weighing 1/spread², the residual sd at least ``sigma``. When b is negative (a
     rise levelling off) by more than :data:`SETTLING_Z` standard errors at the best tau:
     (s, lower, upper) per second, the interval the union over every plausible tau as in
-    :func:`_settling`; None otherwise, or with fewer than 8 troughs.
+    :func:`_settling`; None otherwise, or with fewer than 5 troughs.
 
     Why: a GC sawtooth riding on a cache that fills (tau 5-20 minutes) has troughs that rise
     fast and then flatten; their straight line read the fill as a leak (13 of 20 leak-free
