@@ -252,3 +252,19 @@ def test_restart_segments_that_settle_pass_and_say_so_in_the_reason_and_details(
     result = judge(t, leaking, starts=starts)
     assert result.status == "fail", result.reason
     assert result.details["segment_settling"] is None
+
+
+def test_a_gc_sawtooth_on_a_settling_cache_fill_passes_and_the_reason_names_the_fill() -> None:
+    # troughs of a 5-minute 40 MB sawtooth rise fast, then flatten (a 150 MB fill, tau 15 min):
+    # judged beside a settling term, which the reason must name (a straight line through those
+    # troughs failed)
+    t = timeline(2)
+    fill = 150 * MB * (1 - np.exp(-(t - t[0]) / 900.0))
+    saw = ((t - t[0] + 41) % 300) / 300 * 40 * MB
+    statuses, named = set(), 0
+    for seed in range(5):
+        result = judge(t, 300 * MB + fill + saw + noise(t, 2, seed))
+        statuses.add(result.status)
+        named += "beside a warm-up still settling under the cycle" in result.reason
+    assert "fail" not in statuses
+    assert named >= 4

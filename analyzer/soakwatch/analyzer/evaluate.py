@@ -361,6 +361,8 @@ def _slope_verdict(rule: Rule, estimate: GrowthEstimate) -> tuple[Status, str]:
             f"{_show(rule, lower):.3g}..{_show(rule, upper):.3g}) over "
             f"{_counted(cycle.troughs, 'cycles')} of about {period}"
         )
+        if estimate.settling is not None:
+            troughs += " beside a warm-up still settling under the cycle"
         if lower > limit:
             return "fail", f"{troughs}: the floor rises, lower bound above {unit_t}"
         if cycle.enough and upper < limit:
