@@ -315,10 +315,19 @@ class PrometheusSource:
             try:
                 with self._count_lock:
                     self.requests_made += 1
-                response = self.session.get(url, params=params, timeout=self.timeout_seconds)
+                with self.session.get(
+                    url, params=params, timeout=self.timeout_seconds, stream=True
+                ) as response:
+                    # the body in one read: .content reads it 10 kB at a time, which cost
+                    # twice the CPU (13.5 MB from Prometheus: 21-36 ms -> 14-15 ms)
+                    content = b"".join(response.iter_content(chunk_size=None))
             except requests.exceptions.SSLError as exc:
                 raise SourceError(f"TLS error talking to {shown}: {exc}") from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,  # the body broke off
+            ) as exc:
                 last_problem = f"{type(exc).__name__}"
                 log.warning("request to %s failed (%s), attempt %d", shown, exc, attempt + 1)
                 continue
@@ -327,7 +336,7 @@ class PrometheusSource:
                 log.warning("%s answered %s, attempt %d", shown, last_problem, attempt + 1)
                 continue
             try:
-                body, samples = decode_answer(response.content)
+                body, samples = decode_answer(content)
             except ValueError:
                 raise SourceError(
                     f"{shown} answered HTTP {response.status_code} without JSON: is this the "
