@@ -1,5 +1,6 @@
-"""Retries with backoff on 5xx. A real Prometheus does not answer 503 on demand, so this test
-uses a small local HTTP server that fails a set number of times, then answers like the API."""
+"""Retries with backoff on 5xx and on answers cut short. A real Prometheus does not answer 503
+(or break off a body) on demand, so this test uses a small local HTTP server that fails a set
+number of times, then answers like the API."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ BODY = {
 
 class FlakyAPI(ThreadingHTTPServer):
     failures_left = 0
+    cut_short_left = 0  # answers that promise 1,000 bytes and close after a few
     seen_auth: list[str | None]
 
 
@@ -41,6 +43,14 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         payload = json.dumps(BODY).encode()
+        if self.server.cut_short_left > 0:
+            self.server.cut_short_left -= 1
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(payload[:27])
+            self.close_connection = True
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -103,3 +113,21 @@ def test_the_backoff_comes_from_the_environment_unless_given(
 
     assert len(series) == 1
     assert 0.02 + 0.04 + 0.08 <= waited < 1.5  # 20, 40, 80 ms, not 0.5 + 1 + 2 s
+
+
+def test_an_answer_cut_short_is_retried_and_the_next_whole_one_is_used(flaky_api: FlakyAPI) -> None:
+    flaky_api.cut_short_left = 1
+    api = source(flaky_api)
+    series = api.fetch(MetricSelector("m"), 0, 30)
+    assert api.requests_made == 2
+    assert [s.v.tolist() for s in series] == [[1.0, 2.0]]
+
+
+def test_answers_that_keep_breaking_off_are_a_source_error_not_a_traceback(
+    flaky_api: FlakyAPI,
+) -> None:
+    flaky_api.cut_short_left = 100
+    api = source(flaky_api, retries=2)
+    with pytest.raises(SourceError, match=r"after 3 attempts"):
+        api.fetch(MetricSelector("m"), 0, 30)
+    assert api.requests_made == 3
