@@ -268,3 +268,29 @@ def test_a_gc_sawtooth_on_a_settling_cache_fill_passes_and_the_reason_names_the_
         named += "beside a warm-up still settling under the cycle" in result.reason
     assert "fail" not in statuses
     assert named >= 4
+
+
+# -- drops hidden under the noise (issue 11 items 2 and 5) ---------------------------------------
+def doubling_sawtooth(t: Array, period: float) -> Array:
+    """A 20 MB GC sawtooth whose amplitude doubles over the run (load rising), troughs flat."""
+    return sawtooth(t, period, 20 * MB * (1 + (t - t[0]) / (t[-1] - t[0])))
+
+
+def test_a_sawtooth_whose_hidden_drops_and_doubling_amplitude_never_fail() -> None:
+    # its drops (20..40 MB) are below the limit of one difference under 4 MB of noise (6 sd of
+    # a difference, 34 MB): judged as a trend its rising mean failed 21 of 40 such runs
+    t = timeline(2)
+    for seed in range(6):
+        period = 180.0 + 30.0 * seed
+        result = judge(t, 300 * MB + doubling_sawtooth(t, period) + noise(t, 4, 40 + seed))
+        assert result.status != "fail", (seed, result.reason)
+        assert result.details["mode"] == "troughs", (seed, result.reason)
+
+
+def test_a_leak_under_a_sawtooth_whose_drops_hide_under_the_noise_still_fails() -> None:
+    t = timeline(2)
+    h = (t - T0) / 3600
+    for seed in range(3):
+        y = 300 * MB + doubling_sawtooth(t, 240.0) + 20 * MB * h + noise(t, 4, 50 + seed)
+        result = judge(t, y)
+        assert result.status == "fail", (seed, result.reason)

@@ -6,6 +6,7 @@ import numpy as np
 
 from soakwatch.analyzer.segments import (
     counter_reset_times,
+    drops,
     level_shift,
     restart_times,
     split_at,
@@ -90,3 +91,27 @@ def test_series_without_any_restart_give_no_restart_times_and_one_restart_is_kep
     counter = np.array([0.0] * 7 + [1.0] * 3)
     only = restart_times((t, np.full(10, 100.0)), (t, counter), (t, np.ones(10)))
     assert only.tolist() == [105.0]
+
+
+def test_a_flat_series_with_5_mb_of_noise_has_no_drops() -> None:
+    # false drops would turn noise into a sawtooth: the window drops are held to one chance
+    # in a thousand per series, over every sample and window size
+    for hours, seeds in ((2, range(20)), (48, range(3))):
+        n = int(hours * 240)
+        for seed in seeds:
+            y = 300e6 + np.random.default_rng(seed).normal(0, 5e6, n)
+            assert drops(y, [slice(0, n)]) == [], (hours, seed)
+
+
+def test_drops_under_the_noise_of_one_difference_are_found_by_matched_windows() -> None:
+    # a 25 MB sawtooth with a 5-minute period under 4 MB of noise: each drop is 4.4 sd of a
+    # first difference, under the limit of 6 (one difference saw 1 to 4 of 23), but the means
+    # of 4 to 16 samples a side see nearly all of them, each where it is
+    n = 480
+    k = np.arange(n)
+    true = k[1:][(k[1:] % 20) == 0]
+    for seed in range(5):
+        y = 300e6 + (k % 20) / 20 * 25e6 + np.random.default_rng(seed).normal(0, 4e6, n)
+        found = drops(y, [slice(0, n)])
+        assert len(found) >= 0.8 * true.size, seed
+        assert all(np.min(np.abs(true - i)) <= 2 for i in found), seed

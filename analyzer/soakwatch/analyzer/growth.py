@@ -15,7 +15,9 @@
    in time) read their troughs with it; troughs that level off are judged beside a settling
    term, and troughs that themselves fall back and climb are a slower cycle whose floor is
    judged. Drops after which the series stays flat are one-off falls:
-   they only cut the series into pieces with their own level, like restarts.
+   they only cut the series into pieces with their own level, like restarts. Drops only
+   matched windows see may establish a cycle (more than :data:`MAX_FALLS` of them), never a
+   cut: without a cycle the drops one difference sees decide.
 4. Otherwise (``mode="trend"``) each piece is reduced to window medians placed at the mean time
    of their samples; windows are as short as the data allows (at most :data:`POINT_BUDGET`
    points in all, at most the rule's window), so short runs keep their samples. A single piece
@@ -454,71 +456,87 @@ def estimate_growth(
         return empty()
 
     # -- drops: cycles (follow the troughs) or one-off falls (cut there) --------------------
+    # Drops that only matched windows see (segments.drops) may establish a cycle; when they
+    # do not, the series is decided by the drops one difference sees, as if the others were
+    # unseen: a cycle of which windows saw 3 of 6 drops under 9.5 MB of noise, cut there as
+    # one-off falls, read each ramp as growth (a false fail at 35 MB/h), and a leak reset by
+    # one restart must still be cut at its fall; and they need more than MAX_FALLS drops (one
+    # window drop under 38 MB of noise on a 48-hour leak read as "one cycle seen")
     found = drops(y, pieces)
-    drop_times = [float(t[k]) for k in found]
+    attempts = [found]
+    if found:
+        clear = drops(y, pieces, windows=False)
+        if len(found) <= MAX_FALLS:
+            attempts = [clear]  # a cycle seen by windows alone needs more than a few drops
+        elif clear != found:
+            attempts.append(clear)
     split_by_drops = False
     between: tuple[float, float, int] | None = None
-    if found:
-        cycle_pieces = _split(pieces, found)
-        depths = _depths(y, found)
-        gaps = _gaps(x, pieces, found)
-        period = _period(gaps) if gaps.size else float(x[pieces[-1].stop - 1] - x[found[-1]])
-        # the climb within cycles, from the pieces no longer than 1.5 periods: under noise
-        # some drops of a shallow sawtooth go unseen, and a piece holding one climbs far less
-        # than a cycle does (a third of the depth per period, for a sawtooth of 35 MB under
-        # 4 MB noise with a third of its drops missed), which read as no cycle at all
-        climbs = [p for p in cycle_pieces if p.stop - p.start > 1]
-        # (without two drops in a piece there is no period to hold a piece to)
-        whole = [p for p in climbs if float(x[p.stop - 1] - x[p.start]) <= 1.5 * period]
-        whole = whole if gaps.size else climbs
-        try:
-            within = line_fit(x, y, blocks=whole or climbs)
-        except ValueError:
-            within = None
-        # a cycle climbs back at least half of what a drop gives back, and a drop gives back
-        # at least a quarter of what a cycle climbed: a small fall in a long climb is no cycle
-        # (amplitudes that change 4-fold mid-run still are one)
-        depth = median(depths)
-        climbing = (
-            within.slope
-            if within is not None
-            and within.slope - 2.0 * within.stderr > 0
-            and 0.5 * depth <= within.slope * period <= 4.0 * depth
-            else None
-        )
-        if climbing is not None:
-            return replace(
-                _troughs(
-                    x,
-                    y,
-                    t,
-                    origin,
-                    pieces,
-                    found,
-                    period,
-                    climbing,
-                    interval,
-                    sigma,
-                    confidence,
-                    restart_segments,
-                    capped,
-                ),
-                warmup_shared=shared,
+    for found in attempts:
+        drop_times = [float(t[k]) for k in found]
+        if found:
+            cycle_pieces = _split(pieces, found)
+            depths = _depths(y, found)
+            gaps = _gaps(x, pieces, found)
+            period = _period(gaps) if gaps.size else float(x[pieces[-1].stop - 1] - x[found[-1]])
+            # the climb within cycles, from the pieces no longer than 1.5 periods: under noise
+            # some drops of a shallow sawtooth go unseen, and a piece holding one climbs far less
+            # than a cycle does (a third of the depth per period, for a sawtooth of 35 MB under
+            # 4 MB noise with a third of its drops missed), which read as no cycle at all
+            climbs = [p for p in cycle_pieces if p.stop - p.start > 1]
+            # (without two drops in a piece there is no period to hold a piece to)
+            whole = [p for p in climbs if float(x[p.stop - 1] - x[p.start]) <= 1.5 * period]
+            whole = whole if gaps.size else climbs
+            try:
+                within = line_fit(x, y, blocks=whole or climbs)
+            except ValueError:
+                within = None
+            # a cycle climbs back at least half of what a drop gives back, and a drop gives back
+            # at least a quarter of what a cycle climbed: a small fall in a long climb is no cycle
+            # (amplitudes that change 4-fold mid-run still are one)
+            depth = median(depths)
+            climbing = (
+                within.slope
+                if within is not None
+                and within.slope - 2.0 * within.stderr > 0
+                and 0.5 * depth <= within.slope * period <= 4.0 * depth
+                else None
             )
-        if len(found) <= MAX_FALLS:
-            # a few falls the series does not climb back from: pieces with their own level
-            pieces = cycle_pieces
-            split_by_drops = True
-        elif within is not None:
-            # many falls without a clear climb between them: a noisy or partly seen cycle, or
-            # restarts nobody reported; judged as one trend (its periodic residuals carried by
-            # the variance factor), the slope between the falls kept to say so
-            z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-            between = (
-                within.slope * HOUR,
-                (within.slope - z * within.stderr) * HOUR,
-                len(found),
-            )
+            if climbing is not None:
+                return replace(
+                    _troughs(
+                        x,
+                        y,
+                        t,
+                        origin,
+                        pieces,
+                        found,
+                        period,
+                        climbing,
+                        interval,
+                        sigma,
+                        confidence,
+                        restart_segments,
+                        capped,
+                    ),
+                    warmup_shared=shared,
+                )
+            if found is not attempts[-1]:
+                continue  # no cycle with the window drops: decided by those of one difference
+            if len(found) <= MAX_FALLS:
+                # a few falls the series does not climb back from: pieces with their own level
+                pieces = cycle_pieces
+                split_by_drops = True
+            elif within is not None:
+                # many falls without a clear climb between them: a noisy or partly seen cycle, or
+                # restarts nobody reported; judged as one trend (its periodic residuals carried by
+                # the variance factor), the slope between the falls kept to say so
+                z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+                between = (
+                    within.slope * HOUR,
+                    (within.slope - z * within.stderr) * HOUR,
+                    len(found),
+                )
 
     # -- window medians, as short as the point budget allows --------------------------------
     analysed = sum(float(x[p][-1] - x[p][0]) for p in pieces)
