@@ -902,14 +902,31 @@ def _settling(
     se_b = math.sqrt(max(variance * float(inverses[best, 1]), 0.0))
     if not (se_b > 0 and float(coefficients[best, 1]) < -SETTLING_Z * se_b):
         return None
+    return _over_plausible_taus(
+        coefficients[:, 0], inverses[:, 0], sses, best, variance, confidence, span, HOUR
+    )
+
+
+def _over_plausible_taus(
+    slopes: FloatArray,
+    inverse: FloatArray,
+    sses: FloatArray,
+    best: int,
+    variance: float,
+    confidence: float,
+    span: float,
+    unit: float,
+) -> tuple[float, float, float]:
+    """(s, lower, upper) of a settling fit, ``slopes`` being s·span per tau and ``inverse``
+    their (D'D)^-1 entries, in ``unit`` (HOUR: per hour; 1: per second): s at the best tau,
+    the interval the union of the intervals of s over every tau whose squared error is within
+    the profile bound of the best (Delta SSE <= z^2 variance)."""
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-    bound = sse + z * z * variance
-    inside = sses <= bound
-    slopes_here = coefficients[inside, 0] / span * HOUR
-    halves = z * np.sqrt(np.maximum(variance * inverses[inside, 0], 0.0)) / span * HOUR
+    inside = sses <= float(sses[best]) + z * z * variance
+    slopes_here = slopes[inside] / span * unit
+    halves = z * np.sqrt(np.maximum(variance * inverse[inside], 0.0)) / span * unit
     low, high = float(np.min(slopes_here - halves)), float(np.max(slopes_here + halves))
-    slope = float(coefficients[best, 0]) / span * HOUR
-    return slope, low, high
+    return float(slopes[best]) / span * unit, low, high
 
 
 def _trough_levels(
@@ -953,6 +970,32 @@ def _trough_levels(
         level[g] = float(np.median(y[begins[g] : ends[g]]))
         spread[g] = 1.2533 / math.sqrt(int(counts[g]))
     return level, spread, counts
+
+
+def _trough_fit(
+    px: FloatArray,
+    py: FloatArray,
+    spread: FloatArray,
+    blocks: list[slice],
+    sigma: float,
+    confidence: float,
+) -> SlopeFit | None:
+    """The troughs' :func:`_weighted_line` as a fit with its normal interval; None without a
+    line or with a zero standard error."""
+    line = _weighted_line(px, py, spread, blocks, sigma)
+    if line is None or not line[1] > 0:
+        return None
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    slope, stderr, intercepts = line
+    return SlopeFit(
+        slope=slope,
+        lower=slope - z * stderr,
+        upper=slope + z * stderr,
+        intercepts=intercepts,
+        points=int(px.size),
+        pairs=0,
+        confidence=confidence,
+    )
 
 
 def _weighted_line(
@@ -1037,14 +1080,8 @@ def _trough_settling(
     se_b = math.sqrt(max(variance * float(inverse[best, 2, 2]), 0.0))
     if not (se_b > 0 and float(found[best, 2]) < -SETTLING_Z * se_b):
         return None
-    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-    inside = sses <= float(sses[best]) + z * z * variance
-    slopes = found[inside, 1] / span
-    halves = z * np.sqrt(np.maximum(variance * inverse[inside, 1, 1], 0.0)) / span
-    return (
-        float(found[best, 1]) / span,
-        float(np.min(slopes - halves)),
-        float(np.max(slopes + halves)),
+    return _over_plausible_taus(
+        found[:, 1], inverse[:, 1, 1], sses, best, variance, confidence, span, 1.0
     )
 
 
@@ -1313,21 +1350,9 @@ def _troughs(
         )
         if j > i
     ]
-    fit: SlopeFit | None = None
-    line = _weighted_line(px, py, spread_all, blocks, sigma) if px.size else None
+    fit = _trough_fit(px, py, spread_all, blocks, sigma, confidence) if px.size else None
     settling: tuple[float, float, float] | None = None
-    if line is not None and line[1] > 0:
-        z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-        slope, stderr, intercepts = line
-        fit = SlopeFit(
-            slope=slope,
-            lower=slope - z * stderr,
-            upper=slope + z * stderr,
-            intercepts=intercepts,
-            points=int(px.size),
-            pairs=0,
-            confidence=confidence,
-        )
+    if fit is not None:
         # troughs levelling off (a warm-up under the cycle): judged on the slope beside it;
         # only before a fail can stand (troughs rising significantly), as in the trend
         found_settling = (
@@ -1352,20 +1377,7 @@ def _troughs(
         px, py, spread_all = _slow_levels(px, py, spread_all, keep)
         blocks = [slice(0, int(keep.size))]
         settling = None
-        fit = None
-        line = _weighted_line(px, py, spread_all, blocks, sigma) if px.size > 2 else None
-        if line is not None and line[1] > 0:
-            z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-            slope, stderr, intercepts = line
-            fit = SlopeFit(
-                slope=slope,
-                lower=slope - z * stderr,
-                upper=slope + z * stderr,
-                intercepts=intercepts,
-                points=int(px.size),
-                pairs=0,
-                confidence=confidence,
-            )
+        fit = _trough_fit(px, py, spread_all, blocks, sigma, confidence) if px.size > 2 else None
     covered = sum(float(x[p][-1] - x[p][0]) + interval for p in pieces)
     first = float(px[0]) if px.size else 0.0
     regimes = []
