@@ -459,12 +459,9 @@ def _slope(
     rule: Rule,
     subject: Subject,
     value: Series,
-    data: RoleData,
-    companions: Mapping[str, _Companions] | None = None,
+    companions: Mapping[str, _Companions],
 ) -> Result:
     labels = dict(subject)
-    if companions is None:
-        companions = {role: _Companions(data.get(role, [])) for role in COMPANION_ROLES}
 
     def companion(role: str) -> tuple[FloatArray, FloatArray] | None:
         found = companions[role].of(value)
@@ -681,14 +678,12 @@ def _slope_evidence(
 def _counter_ratio(
     rule: Rule,
     subject: Subject,
-    data: RoleData,
     start: float,
     end: float,
-    by_subject: _BySubject | None = None,
+    by_subject: _BySubject,
 ) -> Result:
     labels = dict(subject)
     begin = start + rule.warmup_seconds
-    by_subject = by_subject or _BySubject(data)
     denominators = by_subject.of("denominator", rule.group_by, subject)
     numerators = by_subject.of("numerator", rule.group_by, subject)
     same_metric = rule.metrics["numerator"].metric == rule.metrics["denominator"].metric
@@ -971,10 +966,9 @@ def _increase(
     rule: Rule,
     subject: Subject,
     value: Series | None,
-    data: RoleData,
     start: float,
     end: float,
-    by_subject: _BySubject | None = None,
+    by_subject: _BySubject,
 ) -> Result:
     labels = dict(subject)
     counter = 0.0
@@ -989,7 +983,7 @@ def _increase(
         covered = float(inside.t[-1] - inside.t[0]) if inside.t.size else 0.0
         interval = _sample_interval(inside.t)
         series_for_plot.append((value.label_text(), value.t, value.v))
-    starts_found = (by_subject or _BySubject(data)).of("start_time", rule.group_by, subject)
+    starts_found = by_subject.of("start_time", rule.group_by, subject)
     start_changes = 0
     for s in starts_found:
         inside = s.between(start, end)
@@ -1172,11 +1166,11 @@ def evaluate_rule(
             continue
         if effective.kind == "slope":
             results += [
-                _slope(effective, sub, s, data, companions)
+                _slope(effective, sub, s, companions)
                 for sub, s in _split_subjects(subject, members)
             ]
         elif effective.kind == "counter_ratio":
-            results.append(_counter_ratio(effective, subject, data, start, end, by_subject))
+            results.append(_counter_ratio(effective, subject, start, end, by_subject))
         elif effective.kind == "variation" and effective.sum_over:
             results += [
                 _variation(effective, sub, group, start, end)
@@ -1191,7 +1185,7 @@ def evaluate_rule(
             results.append(_quantile_change(effective, subject, members, start, end))
         elif effective.kind == "increase":
             results += [
-                _increase(effective, sub, s, data, start, end, by_subject)
+                _increase(effective, sub, s, start, end, by_subject)
                 for sub, s in _split_subjects(subject, members)
             ]
         elif effective.kind == "failure_fraction":
@@ -1213,7 +1207,6 @@ def evaluate_rule(
                         rule.for_service(dict(subject).get("service")),
                         subject,
                         None,
-                        data,
                         start,
                         end,
                         by_subject,
