@@ -266,3 +266,34 @@ def test_local_prometheus_scrapes_the_run_and_serves_the_analysis(
     assert memory["subject"] == {"service": "backend"} and memory["details"]["samples"] >= 5
     assert (run_dir / "prometheus" / "prometheus.yml").exists()
     assert not alive(info["pids"]["prometheus"])
+
+
+@pytest.mark.slow
+@pytest.mark.requires_binary("prometheus", "prometheus")
+def test_a_load_driver_that_ends_on_time_seconds_before_the_recording_is_no_dying_child(
+    tmp_path: Path, sample_service_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load driver starts before the local Prometheus, so when Prometheus is slow to come
+    up the load (planned for the duration) ends seconds before the recording does. That is an
+    on-time end, not a child that died (CI once saw "soak-load exited unexpectedly" and no
+    analysis). The real Prometheus is started 4 s late here: a slow start cannot be made to
+    happen on demand, the delay stands in for it."""
+    from soakwatch.run import prometheus
+
+    start = prometheus.start_local_prometheus
+
+    def slow_start(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(4.0)
+        return start(*args, **kwargs)
+
+    monkeypatch.setattr(prometheus, "start_local_prometheus", slow_start)
+    service = sample_service_factory()
+    config = soak_config(tmp_path, service, duration="8s")
+    run_dir = tmp_path / "run"
+    code = main(["--config", str(config), "--out", str(run_dir), "--local-prometheus"])
+    info = json.loads((run_dir / "run.json").read_text())
+    assert code in (0, 1, 3), info
+    assert info["state"] == "finished"
+    assert info["load"]["after_seconds"] < info["planned_duration_seconds"] + 4.0
+    assert (run_dir / "verdict.json").exists()
+    assert (run_dir / "logs" / "analyze.log").exists()
