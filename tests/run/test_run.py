@@ -294,6 +294,8 @@ def test_a_load_driver_that_ends_on_time_seconds_before_the_recording_is_no_dyin
     info = json.loads((run_dir / "run.json").read_text())
     assert code in (0, 1, 3), info
     assert info["state"] == "finished"
-    assert info["load"]["after_seconds"] < info["planned_duration_seconds"] + 4.0
+    # the case at hand: the load driver ended well (exit 0) and over a second before the run
+    assert info["load"]["exit"] == 0
+    assert info["ended"] - info["started"] - info["load"]["after_seconds"] > 1.0
     assert (run_dir / "verdict.json").exists()
     assert (run_dir / "logs" / "analyze.log").exists()
