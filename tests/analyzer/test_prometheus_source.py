@@ -16,7 +16,7 @@ from soakwatch.analyzer import PrometheusSource, RunDirSource, analyze
 from soakwatch.analyzer.cli import main
 from soakwatch.recording import export_openmetrics, iter_samples
 from soakwatch.rules import load_rules
-from soakwatch.rules.model import MetricSelector
+from soakwatch.rules.model import MetricSelector, parse_selector
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +84,32 @@ def test_victoriametrics_gives_the_verdicts_of_the_run_directory(
     remote = analyze(PrometheusSource(url), rules, start, end, selector=selector)
     got = verdicts(remote)
     assert got == verdicts(expected)
+
+
+@pytest.mark.parametrize("store", ["prometheus", "victoriametrics"])
+def test_gzip_answers_read_from_the_connection_give_the_samples_of_plain_ones(
+    store: str,
+    prometheus_url: str,
+    victoriametrics_run: tuple[str, str],
+    leaky_run: Path,
+) -> None:
+    # the body is read from the connection in one go and decompressed there: a gzip answer
+    # (what a store across a network sends) must give every sample a plain one gives
+    url, labels = (prometheus_url, "") if store == "prometheus" else victoriametrics_run
+    start, end = RunDirSource(leaky_run).time_range()
+    selector = parse_selector(f"soak_process_resident_memory_bytes{labels}")
+    gzip = PrometheusSource(url, compression=True)
+    plain = PrometheusSource(url, compression=False)
+    query = {"query": selector.promql(), "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "60"}
+    with gzip.session.get(f"{url}/api/v1/query_range", params=query, stream=True) as answer:
+        assert answer.headers.get("Content-Encoding") == "gzip"  # the store did compress
+    a = {s.labels["service"]: s for s in gzip.fetch(selector, start, end)}
+    b = {s.labels["service"]: s for s in plain.fetch(selector, start, end)}
+    assert a.keys() == b.keys() == {"api", "worker"}
+    for service in a:
+        assert a[service].t.size > 100
+        assert a[service].t.tolist() == b[service].t.tolist()
+        assert a[service].v.tolist() == b[service].v.tolist()
 
 
 def test_range_queries_are_split_to_respect_the_points_per_series_limit(

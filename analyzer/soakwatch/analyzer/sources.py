@@ -15,6 +15,7 @@ spacing; :func:`sample_spacing` gives the same figure for any fetched series.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -30,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import requests
+import urllib3
 
 from soakwatch.analyzer.series import Series
 from soakwatch.configfile import env_override, redact_url
@@ -59,6 +61,9 @@ DEFAULT_BACKOFF_SECONDS = 0.5
 # soak-analyze and soak run read it, and tests against a closed port make it short.
 BACKOFF_VARIABLE = "SOAK_PROMETHEUS_BACKOFF"
 VALUES_KEY = b'"values":['
+# the characters that make a JSON number other than an integer (found by memchr: a regular
+# expression's character class took as long as orjson's reading of the numbers)
+_FRACTION_MARKS = (b".", b"e", b"E")
 FloatArray = npt.NDArray[np.float64]
 Samples = tuple[FloatArray, FloatArray]
 
@@ -109,11 +114,19 @@ def _parse_numbers(flat: bytes) -> FloatArray:
     """``1700000000,123.4,1700000015,NaN`` as float64. orjson reads plain numbers without a
     Python float per sample surviving; NaN, +Inf and integers beyond a double (not JSON
     numbers for orjson) go through numpy's own float parsing, which the same text gives the
-    same doubles (both round correctly)."""
+    same doubles (both round correctly).
+
+    Text without a decimal point or an exponent holds only integers (the usual answer: byte
+    sizes, counts, whole-second times), which numpy reads from orjson's list as int64 in C
+    and converts in one pass, each rounded to the nearest double as ``float()`` rounds it
+    (``np.fromiter`` of the list: 0.61 ms for one series of 11,000 samples, so 0.41 ms)."""
     if not flat:
         return np.empty(0, dtype=np.float64)
     try:
         numbers = orjson.loads(b"[" + flat + b"]")
+        if not any(mark in flat for mark in _FRACTION_MARKS):
+            with contextlib.suppress(OverflowError):  # beyond int64: float() of each, below
+                return np.array(numbers, dtype=np.int64).astype(np.float64)
         return np.fromiter(numbers, dtype=np.float64, count=len(numbers))
     except (orjson.JSONDecodeError, TypeError, OverflowError):
         return np.array(flat.split(b","), dtype=np.float64)
@@ -318,15 +331,18 @@ class PrometheusSource:
                 with self.session.get(
                     url, params=params, timeout=self.timeout_seconds, stream=True
                 ) as response:
-                    # the body in one read: .content reads it 10 kB at a time, which cost
-                    # twice the CPU (13.5 MB from Prometheus: 21-36 ms -> 14-15 ms)
-                    content = b"".join(response.iter_content(chunk_size=None))
-            except requests.exceptions.SSLError as exc:
+                    # the body in one read of the connection (decompressed when gzip):
+                    # .content reads it 10 kB at a time and iter_content(None) chunk by
+                    # chunk, each a copy (13.8 MB from Prometheus: 32-43 ms of CPU with
+                    # iter_content, 12-21 ms so)
+                    content = response.raw.read(decode_content=True)
+            except (requests.exceptions.SSLError, urllib3.exceptions.SSLError) as exc:
                 raise SourceError(f"TLS error talking to {shown}: {exc}") from None
             except (
                 requests.ConnectionError,
                 requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,  # the body broke off
+                # the body broke off, or stalled past the timeout, read from the connection
+                urllib3.exceptions.HTTPError,
             ) as exc:
                 last_problem = f"{type(exc).__name__}"
                 log.warning("request to %s failed (%s), attempt %d", shown, exc, attempt + 1)
