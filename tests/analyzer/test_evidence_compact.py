@@ -120,3 +120,38 @@ def test_the_plot_of_the_compact_series_is_the_plot_of_every_sample(
     thinned = _pixels(series)
     lost = np.any(np.abs(thinned.astype(int) - full.astype(int)) > 48, axis=2)
     assert lost.mean() > differ.mean()
+
+
+def _m4_by_hand(t: np.ndarray, v: np.ndarray, edges: list[float]) -> np.ndarray:
+    """The samples M4 keeps, bucket by bucket in plain Python: first, last, the first at the
+    lowest and the first at the highest value; both sides of every drop (at most 256) and of
+    every edge."""
+    bucket = np.minimum(((t - t[0]) * (EVIDENCE_BUCKETS / (t[-1] - t[0]))).astype(int), 799)
+    kept: set[int] = set()
+    for b in np.unique(bucket):
+        members = np.flatnonzero(bucket == b)
+        values = v[members]
+        kept |= {members[0], members[-1]}
+        kept |= {members[np.argmin(values)], members[np.argmax(values)]}
+    drops = [i for i in range(t.size - 1) if v[i + 1] < v[i]]
+    if len(drops) <= report.EVIDENCE_RESETS:
+        kept |= {i for d in drops for i in (d, d + 1)}
+    for edge in edges:
+        after = int(np.searchsorted(t, edge))
+        kept |= {min(max(i, 0), t.size - 1) for i in (after - 1, after)}
+    return np.array(sorted(kept))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_kept_samples_are_exactly_those_m4_and_the_edges_name(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.unique(START + rng.uniform(0.0, 48 * 3600.0, int(rng.integers(3300, 20_000))))
+    # whole values with many ties (so "the first at its extreme" matters), some drops
+    v = np.round(rng.normal(0.0, 2.0, t.size)) + np.arange(t.size) // 500
+    if seed % 2:
+        v = np.maximum.accumulate(v)  # a counter: few drops, all kept
+        v[t.size // 3 :] -= 50.0
+    edges = list(rng.uniform(t[0] - 60.0, t[-1] + 60.0, 3))
+    kept_t, kept_v = compact_series(t, v, edges)
+    expected = _m4_by_hand(t, v, edges)
+    assert np.array_equal(kept_t, t[expected]) and np.array_equal(kept_v, v[expected])

