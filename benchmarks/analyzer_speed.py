@@ -22,7 +22,9 @@ in another's):
 
 - the analysis as soak-analyze runs it (the step read from the data, default ``jobs``): the
   wall time of ``analyze()`` and the peak RSS of the child's whole process tree (its worker
-  processes and forkserver included), sampled every 20 ms; best of two runs;
+  processes and forkserver included), sampled every 20 ms, the CPU seconds of that tree and
+  of the store serving it (which shares the cores: on a loaded machine compare these, the
+  wall time moves with the load); best of two runs;
 - the reference, in the same run: the same analysis in one process, unsharded, one query at
   a time, split into fetch (HTTP and decoding), decoding alone, and compute (the same answers
   judged again from memory); its results must be the measured ones, digest for digest;
@@ -344,6 +346,12 @@ def child_analyze(url: str, start: float, end: float, jobs: int | None) -> dict[
     }
 
 
+def _process_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds ``pid`` has used so far (a store serving the analysis)."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def _cpu_seconds() -> float:
     """CPU seconds of this process and its ended children (the workers, once their pool has
     closed): what the analysis costs whatever else the machine runs."""
@@ -470,13 +478,20 @@ def measure(store: str, services: int, hours: int, jobs: int | None) -> dict[str
             f"{reference['samples'] / 1e6:.1f} M samples, {reference['http_requests']} requests"
         )
         jobs_args = ["--jobs", str(jobs)] if jobs else []
-        runs = [run_measured([*python, "--child-analyze", *window, *jobs_args]) for _ in range(2)]
+        runs = []
+        store_cpu = []
+        for _ in range(2):
+            # the store's own CPU while it serves the analysis: it shares the machine's cores
+            before = _process_cpu_seconds(server.pid)
+            runs.append(run_measured([*python, "--child-analyze", *window, *jobs_args]))
+            store_cpu.append(_process_cpu_seconds(server.pid) - before)
         deriv_seconds = time_deriv(server.url, start, end)
         load_average = os.getloadavg()[0]
     best, peak = min(runs, key=lambda run: run[0]["seconds"])
     same = all(run[0]["digest"] == reference["digest"] for run in runs)
     seconds = " / ".join(
-        f"{answer['seconds']:.2f} ({answer['cpu_seconds']:.0f} CPU-s)" for answer, _rss in runs
+        f"{answer['seconds']:.2f} ({answer['cpu_seconds']:.1f} CPU-s, the store {store:.1f})"
+        for (answer, _rss), store in zip(runs, store_cpu, strict=True)
     )
     peaks = " / ".join(
         f"{rss / 1e6:.0f} (its own {answer['own_peak_rss_bytes'] / 1e6:.0f})"
@@ -501,6 +516,7 @@ def measure(store: str, services: int, hours: int, jobs: int | None) -> dict[str
         "analysis_peak_rss_bytes": [run[1] for run in runs],
         "analysis_own_peak_rss_bytes": [run[0]["own_peak_rss_bytes"] for run in runs],
         "analysis_cpu_seconds": [run[0]["cpu_seconds"] for run in runs],
+        "store_cpu_seconds": store_cpu,
         "load_average_1m": load_average,
         "seconds": best["seconds"],
         "peak_rss_bytes": peak,
