@@ -65,6 +65,8 @@ VALUES_KEY = b'"values":['
 # expression's character class took as long as orjson's reading of the numbers)
 _FRACTION_MARKS = (b".", b"e", b"E")
 FloatArray = npt.NDArray[np.float64]
+# the samples stacked at once by sample_spacing (8 MB of times, as many of spacings)
+SPACING_BLOCK_SAMPLES = 1 << 20
 Samples = tuple[FloatArray, FloatArray]
 
 
@@ -99,14 +101,29 @@ class Source(Protocol):
 def sample_spacing(times: Iterable[npt.NDArray[np.float64]]) -> float | None:
     """The sample interval of series sampled at ``times`` (one array per series): the median
     spacing of each series' samples, the finest over the series (None when no series has two
-    samples)."""
+    samples).
+
+    Series of the same length (a fleet's, read over the same minutes) are stacked and their
+    medians taken in one call per block of rows: the same figures as one ``np.median`` per
+    series (the same middle values, averaged the same way), without numpy's per-call cost
+    (1,000 x 48 h: 13,000 series of raw samples, 0.47 of the analysing process' CPU-s)."""
     spacings = []
+    by_size: dict[int, list[FloatArray]] = {}
     for t in times:
         if t.size > 1:
-            d = np.diff(t)
-            d = d[d > 0]
-            if d.size:
-                spacings.append(float(np.median(d)))
+            by_size.setdefault(t.size, []).append(t)
+    for size, group in by_size.items():
+        rows = max(1, SPACING_BLOCK_SAMPLES // size)
+        for first in range(0, len(group), rows):
+            d = np.diff(np.stack(group[first : first + rows]), axis=1)
+            increasing = (d > 0).all(axis=1)
+            if increasing.any():
+                spacings.append(float(np.median(d[increasing], axis=1).min()))
+            # repeated times: each such series on its own, its positive spacings only
+            for row in d[~increasing]:
+                row = row[row > 0]
+                if row.size:
+                    spacings.append(float(np.median(row)))
     return min(spacings) if spacings else None
 
 
