@@ -431,12 +431,16 @@ def _slope_verdict(rule: Rule, estimate: GrowthEstimate) -> tuple[Status, str]:
             f"{_fmt(rule, falls[0])} between the falls: a leak reset by restarts nobody "
             "reported? the start-time series (restarts) would decide"
         )
-    if status == "fail" and estimate.settling is not None and estimate.settling[1] <= limit:
+    settling = estimate.settling
+    if status == "fail" and settling is not None and settling[1] <= limit:
         status = "inconclusive"
-        left, low, high = estimate.settling
+        left, low, high = settling
+        seen = (
+            " (seen from the last third of the warm-up on)" if estimate.settling_from_warmup else ""
+        )
         reason += (
-            f"; but it levels off like a warm-up still settling: the growth left once it has "
-            f"settled is {_fmt(rule, left)} ({_show(rule, low):.3g}..{_show(rule, high):.3g})"
+            f"; but it levels off like a warm-up still settling{seen}: the growth left once it "
+            f"has settled is {_fmt(rule, left)} ({_show(rule, low):.3g}..{_show(rule, high):.3g})"
         )
     if status == "fail" and estimate.slowing is not None and estimate.slowing[1] <= limit:
         status = "inconclusive"
