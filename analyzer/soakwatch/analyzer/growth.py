@@ -58,6 +58,7 @@ from soakwatch.analyzer.warmup import warmup_end
 __all__ = [
     "MIN_CYCLES",
     "POINT_BUDGET",
+    "SETTLING_LEAD",
     "SUSTAINED_SHARE",
     "Cycle",
     "GrowthEstimate",
@@ -73,7 +74,7 @@ SUSTAINED_SHARE = 0.2  # a regime judged on its own spans at least this share of
 MIN_CYCLES = 10  # troughs a cycle needs before flat troughs pass
 SLOWING_Z = 3.09  # one-sided 0.1 %: a straight leak reads as slowing down once in a thousand
 SETTLING_Z = 3.0  # a settling term this many standard errors deep marks a warm-up tail
-SETTLING_LEAD = 1 / 3  # a settling term may also be read from this last share of the warm-up
+SETTLING_LEAD = 0.5  # a settling term may also be read from this last share of the warm-up
 SETTLING_TAUS = 48  # time constants tried for it, geometric from 2 windows to half the span
 SETTLING_BLOCK_VALUES = 1 << 18  # design values per block of taus fitted together
 TROUGH_SHARE = 1.0  # a trough is read from the samples in this share of a period after a drop
@@ -158,6 +159,9 @@ class GrowthEstimate:
     # (SETTLING_LEAD): samples the slope does not judge, so it overrules a fail only when the
     # growth left once settled is itself under the threshold, not merely its lower bound
     settling_from_warmup: bool = False
+    # ... and then the slope its modelled tail alone puts on the judged points, per hour: a
+    # fail it cannot account for stands
+    settling_tail_per_hour: float = 0.0
     # (slope, lower bound) per hour between drops, and the drops, when the series fell back
     # more than MAX_FALLS times without a clear climb and was judged as one trend
     between_falls: tuple[float, float, int] | None = None
@@ -646,6 +650,7 @@ def estimate_growth(
         else None
     )
     settling_lead = False
+    tail_slope = 0.0
     if (
         settling is None
         and fit is not None
@@ -665,8 +670,10 @@ def estimate_growth(
         lead_x, lead_y = window_points(
             x[begin : pieces[0].stop], y[begin : pieces[0].stop], window, "median"
         )
-        settling = _settling(lead_x, lead_y, confidence, window)
-        settling_lead = settling is not None
+        tail_found = _settling_tail(lead_x, lead_y, confidence, window, all_t[judged_from:])
+        if tail_found is not None:
+            settling, tail_slope = tail_found
+            settling_lead = True
     regimes: list[Regime] = []
     for index, (a, b) in enumerate(regimes_bounds):
         part, _ = _fit(all_t[a:b], all_y[a:b], [slice(0, b - a)], confidence)
@@ -722,6 +729,7 @@ def estimate_growth(
         slowing=slowing,
         settling=settling,
         settling_from_warmup=settling_lead,
+        settling_tail_per_hour=tail_slope,
         between_falls=between,
         segment_settling=segment_settling,
     )
@@ -866,11 +874,21 @@ def _slowing(
 def _settling(
     x: FloatArray, y: FloatArray, confidence: float, window: float
 ) -> tuple[float, float, float] | None:
+    """:func:`_settling_tail`'s (s, lower, upper) per hour."""
+    found = _settling_tail(x, y, confidence, window, x)
+    return found[0] if found is not None else None
+
+
+def _settling_tail(
+    x: FloatArray, y: FloatArray, confidence: float, window: float, judged_x: FloatArray
+) -> tuple[tuple[float, float, float], float] | None:
     """A warm-up still settling: least squares of y = a + s x + b exp(-(x - x0) / tau) over a
     grid of tau (2 windows .. half the span, refined twice around the best near a term); when
     b is negative (a rise levelling off) by more than :data:`SETTLING_Z` standard errors at
     the best tau, the slope s there with an interval (long-run variance factor applied), per
-    hour; None when no such term is significant.
+    hour; and the growth per hour the fitted tail b exp(-(x - x0) / tau) at the best tau
+    alone puts on the points at ``judged_x`` (least-squares slope): what the tail accounts
+    for there. None when no such term is significant.
 
     s leans on tau: along a flat valley of the squared error (tau from 13 to 17 minutes on a
     cache fill under 10 MB of noise) s goes from 5 MB/h to 0. So the interval is the union of
@@ -956,9 +974,16 @@ def _settling(
     coefficients = np.concatenate([p[0] for p in parts])
     sses = np.concatenate([p[1] for p in parts])
     inverses = np.concatenate([p[2] for p in parts])
-    return _over_plausible_taus(
+    interval = _over_plausible_taus(
         coefficients[:, 0], inverses[:, 0], sses, at, variance, confidence, span, HOUR
     )
+    centred = judged_x - judged_x.mean()
+    sxx = float(np.dot(centred, centred))
+    if not sxx > 0:
+        return interval, 0.0
+    tau = float(np.concatenate([p[4] for p in parts])[at])
+    tail = float(coefficients[at, 1]) * np.exp(-(judged_x - x[0]) / tau)
+    return interval, float(np.dot(centred, tail)) / sxx * HOUR
 
 
 def _over_plausible_taus(
