@@ -156,11 +156,9 @@ class GrowthEstimate:
     # when the settling term is significant: the growth left once the warm-up is over
     settling: tuple[float, float, float] | None = None
     # the settling term was found only with the second half of the fixed warm-up
-    # (SETTLING_LEAD): samples the slope does not judge, so it overrules a fail only when the
-    # growth left once settled is itself under the threshold, not merely its lower bound
+    # (SETTLING_LEAD), samples the slope does not judge; and then the slope its fitted tail
+    # alone puts on the judged points, per hour: a fail that tail cannot account for stands
     settling_from_warmup: bool = False
-    # ... and then the slope its modelled tail alone puts on the judged points, per hour: a
-    # fail it cannot account for stands
     settling_tail_per_hour: float = 0.0
     # (slope, lower bound) per hour between drops, and the drops, when the series fell back
     # more than MAX_FALLS times without a clear climb and was judged as one trend
@@ -663,9 +661,9 @@ def estimate_growth(
         # warm-up's tail decays with the time constant it had in the warm-up, where it is
         # deeper. From the judged data alone, a creep of 20-60 MB with tau 10-20 minutes left
         # 5-28 MB after a 15-minute warm-up, 1.5-3 standard errors deep under 10 MB of noise,
-        # and failed 10 of 200 leak-free 2-hour runs; from half the warm-up on, none did. The
-        # slope judged still starts after the whole warm-up. (The first half of a warm-up is
-        # often another, faster shape: JIT, pools opening.)
+        # and failed 10 of 200 leak-free 2-hour runs; from half the warm-up on, 3 of 800 (four
+        # seeds). The slope judged still starts after the whole warm-up. (The first half of a
+        # warm-up is often another, faster shape: JIT, pools opening.)
         begin = int(np.searchsorted(x, (1.0 - SETTLING_LEAD) * first_skip))
         lead_x, lead_y = window_points(
             x[begin : pieces[0].stop], y[begin : pieces[0].stop], window, "median"
