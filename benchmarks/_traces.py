@@ -97,6 +97,17 @@ def warmup(rng: np.random.Generator, hours: float, leak: float, noise: float) ->
     return _trace(t, BASE + size * (1 - np.exp(-x / tau)), leak * x, rng.normal(0, noise, t.size))
 
 
+def warmup_tail(rng: np.random.Generator, hours: float, leak: float, noise: float) -> Trace:
+    """A smaller fill that is still settling after the warm-up: +20..200 MB approached with a
+    time constant of 4..20 minutes, then flat. Up to 95 MB is left after a 15-minute warm-up,
+    often no deeper than the noise: a tail a straight line reads as growth."""
+    t = timeline(hours)
+    x = _hours(t)
+    size = rng.uniform(20, 200) * MB
+    tau = rng.uniform(4, 20) / 60.0
+    return _trace(t, BASE + size * (1 - np.exp(-x / tau)), leak * x, rng.normal(0, noise, t.size))
+
+
 def step(rng: np.random.Generator, hours: float, leak: float, noise: float) -> Trace:
     """One step up of 30..200 MB somewhere between 20 % and 80 % of the run, then flat."""
     t = timeline(hours)
@@ -287,6 +298,7 @@ FAMILIES: dict[str, Family] = {
         Family("flat", flat, True, CLASSIC, (0.5, 2.0, 10.0)),
         Family("sawtooth", sawtooth, True, CLASSIC, (0.5, 2.0, 10.0)),
         Family("warmup", warmup, True, None, (0.5, 2.0, 10.0)),
+        Family("warmup_tail", warmup_tail, True, None, (1.0, 5.0, 10.0)),
         Family("step", step, True, None, (0.5, 2.0, 10.0)),
         Family("spikes", spikes, True, None, (0.5, 2.0, 10.0)),
         Family("restarts", restarts, True, CLASSIC, (0.5, 2.0, 10.0)),

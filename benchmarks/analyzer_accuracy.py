@@ -3,7 +3,8 @@
 Every family of ``benchmarks/_traces.py`` (the original seven, and issue 11's late-onset leaks,
 long-period and amplitude-changing sawtooths, sawtooths with rising troughs, restart-hidden
 leaks with and without start-time series, restarts more frequent than the warm-up, RSS in
-4 KiB pages, flat series with 5 MB noise, a leak that stopped) is drawn at 2 h, 12 h and 48 h
+4 KiB pages, flat series with 5 MB noise, a leak that stopped, a small fill still settling
+after the warm-up) is drawn at 2 h, 12 h and 48 h
 at 15 s (and 15 / 43 min for the 5-minute restarts) and judged, on the same traces, by
 
 - the analyzer: ``memory_growth`` of the packaged rules (threshold 2 MB/h) through

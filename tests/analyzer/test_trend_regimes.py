@@ -294,3 +294,85 @@ def test_a_leak_under_a_sawtooth_whose_drops_hide_under_the_noise_still_fails() 
         y = 300 * MB + doubling_sawtooth(t, 240.0) + 20 * MB * h + noise(t, 4, 50 + seed)
         result = judge(t, y)
         assert result.status == "fail", (seed, result.reason)
+
+
+# -- a warm-up's tail read from the second half of the warm-up too (issue 11, held-out shapes) --
+def creep(t: Array) -> Array:
+    """A fast rise of 120 MB (tau 100 s), then a slow creep of 35 MB (tau 17 min): 15 MB of it
+    is left after the 15-minute warm-up, decaying; no leak."""
+    u = t - t[0]
+    return 300 * MB + 120 * MB * (1 - np.exp(-u / 100.0)) + 35 * MB * (1 - np.exp(-u / 1020.0))
+
+
+def test_a_creep_still_settling_after_the_warm_up_under_heavy_noise_is_not_a_fail() -> None:
+    # under 10 MB of noise the tail left after the warm-up is only 1.5..3 standard errors deep
+    # in the judged data alone: 8 of seeds 0..59 failed at about 5 MB/h when the settling term
+    # was read from there only. Read from the second half of the warm-up on, it is deep; 47
+    # and 48 still fail (the fitted tail accounts for too little of their slope), these not
+    t = timeline(2)
+    for seed in (0, 8, 15, 16, 17, 22):
+        result = judge(t, creep(t) + noise(t, 10, seed))
+        assert result.status != "fail", (seed, result.reason)
+        assert "levels off like a warm-up still settling" in result.reason, (seed, result.reason)
+
+
+def test_a_leak_whose_window_starts_minutes_after_a_restart_keeps_its_fails() -> None:
+    # 1.5x the threshold, the window starting 7 minutes after a restart whose 80 MB warm-up
+    # (tau 6 min) leaves 7 MB at the second half of the fixed warm-up and 2 MB after it: the
+    # settling term seen from there is real, but its fitted tail puts too little slope on the
+    # judged points to account for the fail. 15 of these 20 failed before the warm-up was read,
+    # 6 when any such term made the verdict inconclusive, 13 now
+    t = timeline(2)
+    u = t - T0
+    shape = 200 * MB + 80 * MB * (1 - np.exp(-(u + 420) / 360))
+    verdicts = [
+        judge(t, shape + 3 * MB * u / 3600 + noise(t, 3, 200 + s)).status for s in range(20)
+    ]
+    assert verdicts.count("fail") >= 13, verdicts
+    assert "pass" not in verdicts
+
+
+def test_a_leak_on_top_of_a_settling_creep_still_fails() -> None:
+    t = timeline(2)
+    hours = (t - T0) / 3600
+    for seed in range(5):  # 4x the threshold under 2 MB of noise, over 2 hours
+        result = judge(t, creep(t) + 8 * MB * hours + noise(t, 2, 100 + seed))
+        assert result.status == "fail", (seed, result.reason)
+    t = timeline(12)  # 2x under 10 MB over 12 hours: the creep settled long before the end
+    hours = (t - T0) / 3600
+    for seed in range(3):
+        result = judge(t, creep(t) + 4 * MB * hours + noise(t, 10, 70 + seed))
+        assert result.status == "fail", (seed, result.reason)
+
+
+def test_a_straight_leak_under_white_noise_is_rarely_read_as_settling() -> None:
+    # the calibration of the settling term read from the warm-up's last third: a straight line has
+    # no tail, so the term (3 standard errors, best of 48+ time constants) shows in about 0.5 %
+    # of runs (1 of 200 at 4 MB/h under 1-5 MB of noise, as before it was read from there) and
+    # a 2x leak keeps its fail; 40 runs here, at most one may show it
+    t = timeline(2)
+    hours = (t - T0) / 3600
+    settled = 0
+    for seed in range(40):
+        rng = np.random.default_rng([5, 4, seed])
+        y = 300 * MB + 4 * MB * hours + rng.normal(0, (1, 2, 5)[seed % 3] * MB, t.size)
+        result = judge(t, y)
+        settled += result.details["settling"] is not None
+        assert result.status != "pass", (seed, result.reason)
+    assert settled <= 1
+
+
+def test_exponential_warm_ups_under_white_noise_never_fail() -> None:
+    # leak-free fills of 20..200 MB with tau 4..20 minutes (a tail of up to 95 MB left after
+    # the 15-minute warm-up) under 1..10 MB of noise over 2 hours: 1 of 200 fails (seed 48: 21
+    # MB, tau 19 min under 7 MB, a tail of 9 MB, as shallow as the noise), within the 1 %
+    # target; 40 here
+    t = timeline(2)
+    u = t - T0
+    for seed in range(40):
+        rng = np.random.default_rng([6, seed])
+        size, tau = rng.uniform(20, 200) * MB, rng.uniform(4, 20) * 60
+        sd = rng.uniform(1, 10) * MB
+        y = 300 * MB + size * (1 - np.exp(-u / tau)) + rng.normal(0, sd, t.size)
+        result = judge(t, y)
+        assert result.status != "fail", (seed, result.reason)

@@ -58,6 +58,7 @@ from soakwatch.analyzer.warmup import warmup_end
 __all__ = [
     "MIN_CYCLES",
     "POINT_BUDGET",
+    "SETTLING_LEAD",
     "SUSTAINED_SHARE",
     "Cycle",
     "GrowthEstimate",
@@ -73,6 +74,7 @@ SUSTAINED_SHARE = 0.2  # a regime judged on its own spans at least this share of
 MIN_CYCLES = 10  # troughs a cycle needs before flat troughs pass
 SLOWING_Z = 3.09  # one-sided 0.1 %: a straight leak reads as slowing down once in a thousand
 SETTLING_Z = 3.0  # a settling term this many standard errors deep marks a warm-up tail
+SETTLING_LEAD = 0.5  # a settling term may also be read from this last share of the warm-up
 SETTLING_TAUS = 48  # time constants tried for it, geometric from 2 windows to half the span
 SETTLING_BLOCK_VALUES = 1 << 18  # design values per block of taus fitted together
 TROUGH_SHARE = 1.0  # a trough is read from the samples in this share of a period after a drop
@@ -153,6 +155,11 @@ class GrowthEstimate:
     # (slope, lower, upper) per hour of the straight part of y = a + s x - b exp(-x / tau)
     # when the settling term is significant: the growth left once the warm-up is over
     settling: tuple[float, float, float] | None = None
+    # the settling term was found only with the second half of the fixed warm-up
+    # (SETTLING_LEAD), samples the slope does not judge; and then the slope its fitted tail
+    # alone puts on the judged points, per hour: a fail that tail cannot account for stands
+    settling_from_warmup: bool = False
+    settling_tail_per_hour: float = 0.0
     # (slope, lower bound) per hour between drops, and the drops, when the series fell back
     # more than MAX_FALLS times without a clear climb and was judged as one trend
     between_falls: tuple[float, float, int] | None = None
@@ -417,6 +424,7 @@ def estimate_growth(
     )
     pieces: list[slice] = []
     capped: float | None = None
+    first_skip = 0.0
     for index, seg in enumerate(restart_segments):
         span = float(x[seg][-1] - x[seg][0])
         skip = warmup_seconds
@@ -425,6 +433,8 @@ def estimate_growth(
             capped = skip if capped is None else max(capped, skip)
             if shared is not None and index > 0:
                 skip = min(shared, skip)
+        if index == 0:
+            first_skip = skip
         keep = np.flatnonzero(x[seg] >= x[seg][0] + skip)
         if keep.size:
             pieces.append(slice(seg.start + int(keep[0]), seg.stop))
@@ -637,6 +647,31 @@ def estimate_growth(
         if fit is not None and len(pts_t) == 1
         else None
     )
+    settling_lead = False
+    tail_slope = 0.0
+    if (
+        settling is None
+        and fit is not None
+        and fit.lower > 0  # only where a fail could stand
+        and len(restart_segments) == 1
+        and len(pieces) == 1
+        and first_skip > 0
+    ):
+        # The settling term read from the last SETTLING_LEAD of the fixed warm-up on: a
+        # warm-up's tail decays with the time constant it had in the warm-up, where it is
+        # deeper. From the judged data alone, a creep of 20-60 MB with tau 10-20 minutes left
+        # 5-28 MB after a 15-minute warm-up, 1.5-3 standard errors deep under 10 MB of noise,
+        # and failed 10 of 200 leak-free 2-hour runs; from half the warm-up on, 3 of 800 (four
+        # seeds). The slope judged still starts after the whole warm-up. (The first half of a
+        # warm-up is often another, faster shape: JIT, pools opening.)
+        begin = int(np.searchsorted(x, (1.0 - SETTLING_LEAD) * first_skip))
+        lead_x, lead_y = window_points(
+            x[begin : pieces[0].stop], y[begin : pieces[0].stop], window, "median"
+        )
+        tail_found = _settling_tail(lead_x, lead_y, confidence, window, all_t[judged_from:])
+        if tail_found is not None:
+            settling, tail_slope = tail_found
+            settling_lead = True
     regimes: list[Regime] = []
     for index, (a, b) in enumerate(regimes_bounds):
         part, _ = _fit(all_t[a:b], all_y[a:b], [slice(0, b - a)], confidence)
@@ -691,6 +726,8 @@ def estimate_growth(
         covered_seconds=covered,
         slowing=slowing,
         settling=settling,
+        settling_from_warmup=settling_lead,
+        settling_tail_per_hour=tail_slope,
         between_falls=between,
         segment_settling=segment_settling,
     )
@@ -835,10 +872,21 @@ def _slowing(
 def _settling(
     x: FloatArray, y: FloatArray, confidence: float, window: float
 ) -> tuple[float, float, float] | None:
+    """:func:`_settling_tail`'s (s, lower, upper) per hour."""
+    found = _settling_tail(x, y, confidence, window, x)
+    return found[0] if found is not None else None
+
+
+def _settling_tail(
+    x: FloatArray, y: FloatArray, confidence: float, window: float, judged_x: FloatArray
+) -> tuple[tuple[float, float, float], float] | None:
     """A warm-up still settling: least squares of y = a + s x + b exp(-(x - x0) / tau) over a
-    grid of tau (2 windows .. half the span); when b is negative (a rise levelling off) by more
-    than :data:`SETTLING_Z` standard errors at the best tau, the slope s there with an interval
-    (long-run variance factor applied), per hour; None when no such term is significant.
+    grid of tau (2 windows .. half the span, refined twice around the best near a term); when
+    b is negative (a rise levelling off) by more than :data:`SETTLING_Z` standard errors at
+    the best tau, the slope s there with an interval (long-run variance factor applied), per
+    hour; and the growth per hour the fitted tail b exp(-(x - x0) / tau) at the best tau
+    alone puts on the points at ``judged_x`` (least-squares slope): what the tail accounts
+    for there. None when no such term is significant.
 
     s leans on tau: along a flat valley of the squared error (tau from 13 to 17 minutes on a
     cache fill under 10 MB of noise) s goes from 5 MB/h to 0. So the interval is the union of
@@ -859,52 +907,81 @@ def _settling(
     yc = y - y.mean()
     if not yc.any():
         return None  # a constant count: s = b = 0 exactly at every tau, no settling term
-    taus = np.geomspace(2 * window, span / 2, SETTLING_TAUS)
+    grid = np.geomspace(2 * window, span / 2, SETTLING_TAUS)
     v = u / span
     vc = v - v.mean()
     svv, svy = float(np.dot(vc, vc)), float(np.dot(vc, yc))
-    # taus a block at a time: the (block, samples) arrays stay under ~2 MB for 7 days
-    block = max(1, min(taus.size, SETTLING_BLOCK_VALUES // u.size))
-    parts: list[tuple[FloatArray, FloatArray, FloatArray, FloatArray]] = []
-    for first in range(0, taus.size, block):
-        tried = taus[first : first + block]
-        ec = np.exp(-u[None, :] / tried[:, None])
-        ec -= ec.mean(axis=1, keepdims=True)
-        sve, sey = ec @ vc, ec @ yc
-        see = np.einsum("tn,tn->t", ec, ec)
-        det = svv * see - sve * sve
-        solvable = det > 0
-        if not solvable.any():
-            continue
-        ec, sve, sey = ec[solvable], sve[solvable], sey[solvable]
-        see, det = see[solvable], det[solvable]
-        s_fit = (see * svy - sve * sey) / det
-        b_fit = (svv * sey - sve * svy) / det
-        residuals = yc[None, :] - s_fit[:, None] * vc[None, :] - b_fit[:, None] * ec
-        squares = np.einsum("tn,tn->t", residuals, residuals)
-        # the (s, b) block of (D'D)^-1 is the inverse of the centred 2 x 2 system
-        found = np.stack([s_fit, b_fit], axis=1)
-        inverse = np.stack([see / det, svv / det], axis=1)
-        parts.append((found, squares, inverse, residuals[int(np.argmin(squares))]))
+    dof = u.size - 4
+    parts: list[tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]] = []
+
+    def fit(taus: FloatArray) -> None:
+        """Fits at ``taus`` appended to ``parts``, a block at a time: the (block, samples)
+        arrays stay under ~2 MB for 7 days."""
+        block = max(1, min(taus.size, SETTLING_BLOCK_VALUES // u.size))
+        for first in range(0, taus.size, block):
+            tried = taus[first : first + block]
+            ec = np.exp(-u[None, :] / tried[:, None])
+            ec -= ec.mean(axis=1, keepdims=True)
+            sve, sey = ec @ vc, ec @ yc
+            see = np.einsum("tn,tn->t", ec, ec)
+            det = svv * see - sve * sve
+            solvable = det > 0
+            if not solvable.any():
+                continue
+            ec, sve, sey = ec[solvable], sve[solvable], sey[solvable]
+            see, det = see[solvable], det[solvable]
+            s_fit = (see * svy - sve * sey) / det
+            b_fit = (svv * sey - sve * svy) / det
+            residuals = yc[None, :] - s_fit[:, None] * vc[None, :] - b_fit[:, None] * ec
+            squares = np.einsum("tn,tn->t", residuals, residuals)
+            # the (s, b) block of (D'D)^-1 is the inverse of the centred 2 x 2 system
+            found = np.stack([s_fit, b_fit], axis=1)
+            inverse = np.stack([see / det, svv / det], axis=1)
+            best_here = residuals[int(np.argmin(squares))]
+            parts.append((found, squares, inverse, best_here, tried[solvable]))
+
+    def best() -> tuple[int, float, float]:
+        """The best tau so far: its index into the joined parts, the variance (long-run
+        factor applied) and how many standard errors b is negative there."""
+        sses = np.concatenate([p[1] for p in parts])
+        at = int(np.argmin(sses))
+        # its residuals: kept from its block (the first minimum, as np.argmin takes)
+        owner = int(np.searchsorted(np.cumsum([p[1].size for p in parts]), at, side="right"))
+        variance = float(sses[at]) / dof * long_run_factor(parts[owner][3])
+        offset = at - sum(p[1].size for p in parts[:owner])
+        se_b = math.sqrt(max(variance * float(parts[owner][2][offset, 1]), 0.0))
+        depth = -float(parts[owner][0][offset, 1]) / se_b if se_b > 0 else 0.0
+        return at, variance, depth
+
+    fit(grid)
     if not parts:
+        return None
+    at, variance, depth = best()
+    # s leans hard on tau when the term is deep against the noise (a 300 MB fill read from
+    # the second half of a 15-minute warm-up under 5 MB: 10 % in tau moved s by 4 MB/h, a
+    # false fail), so near a settling term the grid is refined twice around the best tau, as
+    # in :func:`_segment_settling`; every tau tried enters the plausible set
+    for _ in range(2 if depth > 0.5 * SETTLING_Z else 0):
+        taus = np.concatenate([p[4] for p in parts])
+        order = np.sort(taus)
+        k = int(np.searchsorted(order, taus[at]))
+        fit(np.geomspace(order[max(k - 1, 0)], order[min(k + 1, order.size - 1)], SETTLING_TAUS))
+        at, variance, depth = best()
+    if not depth > SETTLING_Z:
         return None
     coefficients = np.concatenate([p[0] for p in parts])
     sses = np.concatenate([p[1] for p in parts])
     inverses = np.concatenate([p[2] for p in parts])
-    best = int(np.argmin(sses))
-    # the best tau's residuals: kept from its block (the first minimum, as np.argmin takes)
-    owner = int(np.searchsorted(np.cumsum([p[1].size for p in parts]), best, side="right"))
-    best_residuals = parts[owner][3]
-    dof = u.size - 4
-    sse = float(sses[best])
-    factor = long_run_factor(best_residuals)
-    variance = sse / dof * factor
-    se_b = math.sqrt(max(variance * float(inverses[best, 1]), 0.0))
-    if not (se_b > 0 and float(coefficients[best, 1]) < -SETTLING_Z * se_b):
-        return None
-    return _over_plausible_taus(
-        coefficients[:, 0], inverses[:, 0], sses, best, variance, confidence, span, HOUR
+    interval = _over_plausible_taus(
+        coefficients[:, 0], inverses[:, 0], sses, at, variance, confidence, span, HOUR
     )
+    centred = judged_x - judged_x.mean()
+    sxx = float(np.dot(centred, centred))
+    if not sxx > 0:
+        return interval, 0.0
+    tau = float(np.concatenate([p[4] for p in parts])[at])
+    tail = float(coefficients[at, 1]) * np.exp(-(judged_x - x[0]) / tau)
+    return interval, float(np.dot(centred, tail)) / sxx * HOUR
 
 
 def _over_plausible_taus(
