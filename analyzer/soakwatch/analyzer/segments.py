@@ -33,6 +33,8 @@ from soakwatch.analyzer.slopes import long_run_factor, median
 __all__ = [
     "change_points",
     "counter_reset_times",
+    "difference_noise",
+    "drop_sets",
     "drops",
     "level_shift",
     "noise_sd",
@@ -150,18 +152,27 @@ def quantum(values: FloatArray) -> float:
     return float(np.min(d)) if d.size else 0.0
 
 
-def noise_sd(y: FloatArray, pieces: list[slice] | None = None) -> float:
+def noise_sd(
+    y: FloatArray, pieces: list[slice] | None = None, *, noise: tuple[float, float] | None = None
+) -> float:
     """The sample-to-sample noise: 1.4826 x MAD of the first differences over sqrt 2, within
-    ``pieces``; at least the rounding noise of quantised values (quantum / sqrt 12)."""
+    ``pieces``; at least the rounding noise of quantised values (quantum / sqrt 12).
+
+    ``noise``: :func:`difference_noise` of the same ``y`` and ``pieces``, used when it reads
+    the same differences (no piece of exactly two samples, which it leaves out): the median
+    of the differences is then taken once for the noise and the drops."""
     y = np.asarray(y, dtype=np.float64)
     if pieces is None:
         pieces = [slice(0, y.size)]
     diffs = [np.diff(y[p]) for p in pieces if y[p].size > 1]
     if not diffs:
         return 0.0
-    d = np.concatenate(diffs)
-    step = quantum(np.concatenate([y[p] for p in pieces]))
-    return float(max(_robust_scale(d) / np.sqrt(2.0), step / np.sqrt(12.0)))
+    if noise is not None and all(y[p].size != 2 for p in pieces):
+        scale, step = noise
+    else:
+        scale = _robust_scale(np.concatenate(diffs))
+        step = quantum(np.concatenate([y[p] for p in pieces]))
+    return float(max(scale / np.sqrt(2.0), step / np.sqrt(12.0)))
 
 
 def drops(
@@ -180,13 +191,44 @@ def drops(
     once (the medians of up to three samples before and after it from one sort of a
     candidates x 3 array); only the rule that one fall spread over two scrapes counts once
     looks at the drops in order."""
+    clear, seen = drop_sets(y, pieces, ratio=ratio, windows=windows)
+    return seen if windows else clear
+
+
+def difference_noise(y: FloatArray, pieces: list[slice]) -> tuple[float, float]:
+    """The robust scale (1.4826 x MAD) of the first differences within the pieces of more
+    than two samples, and the quantum of the values of all ``pieces``: what
+    :func:`drop_sets` reads its limits from, and (over the same pieces) :func:`noise_sd`.
+
+    Why its own function: the memory rule needs the noise and the drops of the same pieces,
+    and the median of a 48-hour series' differences is the dearest part of each; computed
+    once and handed to both, the figures are the same to the bit."""
     y = np.asarray(y, dtype=np.float64)
     diffs = [np.diff(y[p]) for p in pieces if y[p].size > 2]
     if not diffs:
-        return []
-    d_all = np.concatenate(diffs)
-    scale = _robust_scale(d_all)
-    step = quantum(np.concatenate([y[p] for p in pieces]))
+        return 0.0, 0.0
+    return _robust_scale(np.concatenate(diffs)), quantum(np.concatenate([y[p] for p in pieces]))
+
+
+def drop_sets(
+    y: FloatArray,
+    pieces: list[slice],
+    *,
+    ratio: float = 6.0,
+    windows: bool = True,
+    noise: tuple[float, float] | None = None,
+) -> tuple[list[int], list[int]]:
+    """The drops of :func:`drops` twice: those one difference sees (``windows=False``), and
+    those with the matched windows' added (the first list again without ``windows``).
+
+    Why both at once: the memory rule judges a series by both sets, and the second is the
+    first with more added; one call reads the one-difference drops once instead of twice.
+    ``noise``: :func:`difference_noise` of the same ``y`` and ``pieces``, when the caller has
+    it already."""
+    y = np.asarray(y, dtype=np.float64)
+    if not any(y[p].size > 2 for p in pieces):
+        return [], []
+    scale, step = difference_noise(y, pieces) if noise is None else noise
     floor = 1e-9 * max(float(np.abs(y).max()), 1.0)
     limit = max(ratio * scale, 8.0 * step, floor)
     starts = np.array([p.start for p in pieces], dtype=np.int64)
@@ -201,18 +243,20 @@ def drops(
     k += starts[piece] + 1
     falling = y[k] - y[k - 1] < -limit
     k, first, end = k[falling], starts[piece[falling]], stops[piece[falling]]
-    before = _medians_of_three(y, k - 3, np.maximum(k - 3, first), k)
-    after = _medians_of_three(y, k, k, np.minimum(k + 3, end))
-    # the negated tests keep a NaN median a drop, as the comparisons of one sample at a time did
-    deep = ~(before - after < 0.5 * limit) & ~(before - y[k] < 0.5 * limit)
     found: list[int] = []
-    for index in k[deep].tolist():
-        if found and index - found[-1] <= 2:
-            continue  # one fall spread over two scrapes
-        found.append(index)
+    if k.size:  # most series have no fall that deep: no medians to take
+        before = _medians_of_three(y, k - 3, np.maximum(k - 3, first), k)
+        after = _medians_of_three(y, k, k, np.minimum(k + 3, end))
+        # the negated tests keep a NaN median a drop, as the comparisons of one sample at a
+        # time did
+        deep = ~(before - after < 0.5 * limit) & ~(before - y[k] < 0.5 * limit)
+        for index in k[deep].tolist():
+            if found and index - found[-1] <= 2:
+                continue  # one fall spread over two scrapes
+            found.append(index)
     if not windows:
-        return found
-    return _window_drops(
+        return found, found
+    return found, _window_drops(
         y, pieces, starts, stops, scale / np.sqrt(2.0), max(8.0 * step, floor), found
     )
 
@@ -328,6 +372,8 @@ def _window_drops(
             at = lowest + (a + k)
             # a drop one difference found is placed already: no window test for it
             fresh = _farther_than(at, known_at, k)
+            if not fresh.any():
+                continue  # every one placed already: no medians to take
             at, lowest = at[fresh], lowest[fresh]
             rows = at[:, None] + np.arange(k)
             gap = np.median(y[rows], axis=1) - np.median(y[rows - k], axis=1)
