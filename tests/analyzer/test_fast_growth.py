@@ -206,3 +206,14 @@ def test_a_clear_gc_sawtooth_takes_the_climbs_shortcut_and_a_flat_noise_does_not
     assert fit.slope == line_fit(x, y, blocks=blocks).slope
     flat = rng.normal(3e8, 1e6, n)
     assert growth._climb_fit(x, flat, blocks, 5e7, 3600.0) == line_fit(x, flat, blocks=blocks)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_median_of_three_columns_is_np_median_nan_rows_included(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = np.round(rng.normal(0, 2, size=(int(rng.integers(1, 200)), 3)))  # ties
+    rows[rng.random(rows.shape) < 0.05] = np.nan
+    rows[rng.random(rows.shape) < 0.05] = np.inf
+    assert np.array_equal(
+        growth._median_of_three_rows(rows), np.median(rows, axis=1), equal_nan=True
+    )

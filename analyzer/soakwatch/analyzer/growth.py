@@ -260,13 +260,22 @@ def _depths(y: FloatArray, found: list[int]) -> FloatArray:
         # window of the series (a 48-hour series has 11,520 of them and a few drops): the
         # same np.median of the same three values
         k = at[inner]
-        before = np.median(y[(k - 3)[:, None] + np.arange(3)], axis=1)
-        after = np.median(y[k[:, None] + np.arange(3)], axis=1)
-        out[inner] = before - after
+        out[inner] = _median_of_three_rows(y[(k - 3)[:, None] + np.arange(3)]) - (
+            _median_of_three_rows(y[k[:, None] + np.arange(3)])
+        )
     for i in np.flatnonzero(~inner):
         edge = int(at[i])
         out[i] = float(np.median(y[max(edge - 3, 0) : edge]) - np.median(y[edge : edge + 3]))
     return out
+
+
+def _median_of_three_rows(rows: FloatArray) -> FloatArray:
+    """``np.median(rows, axis=1)`` of an n x 3 array: the middle of each sorted row (one
+    value, as np.median gives it), NaN in a row with a NaN; without np.median's fixed cost."""
+    ranked = np.sort(rows, axis=1)
+    middle = ranked[:, 1].copy()
+    middle[np.isnan(ranked[:, 2])] = np.nan  # NaN sorts last
+    return np.asarray(middle, dtype=np.float64)
 
 
 def _gaps(x: FloatArray, pieces: list[slice], found: list[int]) -> FloatArray:
@@ -518,7 +527,7 @@ def estimate_growth(
     split_by_drops = False
     between: tuple[float, float, int] | None = None
     for found in attempts:
-        drop_times = [float(t[k]) for k in found]
+        drop_times = t[np.asarray(found, dtype=np.intp)].tolist()  # one gather: thousands
         if found:
             cycle_pieces = _split(pieces, found)
             depths = _depths(y, found)
@@ -530,7 +539,9 @@ def estimate_growth(
             # 4 MB noise with a third of its drops missed), which read as no cycle at all
             climbs = [p for p in cycle_pieces if p.stop - p.start > 1]
             # (without two drops in a piece there is no period to hold a piece to)
-            whole = [p for p in climbs if float(x[p.stop - 1] - x[p.start]) <= 1.5 * period]
+            # (the spans of all climbs in one subtraction: a 48-hour sawtooth has thousands)
+            spans = x[[p.stop - 1 for p in climbs]] - x[[p.start for p in climbs]]
+            whole = list(itertools.compress(climbs, (spans <= 1.5 * period).tolist()))
             whole = whole if gaps.size else climbs
             # a cycle climbs back at least half of what a drop gives back, and a drop gives back
             # at least a quarter of what a cycle climbed: a small fall in a long climb is no cycle
@@ -1534,7 +1545,7 @@ def _troughs(
         variance_factor=1.0,
         noise=sigma,
         warmup_capped=capped,
-        drop_times=[float(t[k]) for k in found],
+        drop_times=t[np.asarray(found, dtype=np.intp)].tolist(),
         cycle=Cycle(
             period_seconds=period,
             drops=drop_count,
