@@ -217,3 +217,21 @@ def test_the_median_of_three_columns_is_np_median_nan_rows_included(seed: int) -
     assert np.array_equal(
         growth._median_of_three_rows(rows), np.median(rows, axis=1), equal_nan=True
     )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_pieces_split_at_drops_are_the_slices_of_the_loop(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 5000))
+    pieces = pieces_of(rng, n, seed)
+    cuts = rng.integers(0, n + 1, size=int(rng.integers(0, 400))).tolist()  # any order, repeats
+    if seed % 2:
+        cuts = sorted(set(cuts))
+    expected = []
+    for piece in pieces:
+        inner = [c for c in cuts if piece.start < c < piece.stop]
+        edges = [piece.start, *inner, piece.stop]
+        expected += [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
+    got = growth._split(pieces, cuts)
+    assert got == expected
+    assert all(type(s.start) is int and type(s.stop) is int for s in got)
