@@ -236,13 +236,15 @@ def drop_sets(
     long_enough = stops - starts >= 3
     starts, stops = starts[long_enough], stops[long_enough]
     # every sample after the first of each piece, piece after piece: a candidate's fall is
-    # y[k] - y[k - 1] inside its piece
-    lengths = stops - starts - 1
-    piece = np.repeat(np.arange(lengths.size), lengths)
-    k = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    k += starts[piece] + 1
-    falling = y[k] - y[k - 1] < -limit
-    k, first, end = k[falling], starts[piece[falling]], stops[piece[falling]]
+    # y[k] - y[k - 1] inside its piece; read piece by piece on slices (a series has a few
+    # pieces and thousands of samples: no index arrays over every sample)
+    falls = [
+        np.flatnonzero(y[a + 1 : b] - y[a : b - 1] < -limit) + (a + 1)
+        for a, b in zip(starts.tolist(), stops.tolist(), strict=True)
+    ]
+    counts = np.array([f.size for f in falls], dtype=np.int64)
+    k = np.concatenate(falls) if falls else np.empty(0, dtype=np.int64)
+    first, end = np.repeat(starts, counts), np.repeat(stops, counts)
     found: list[int] = []
     if k.size:  # most series have no fall that deep: no medians to take
         before = _medians_of_three(y, k - 3, np.maximum(k - 3, first), k)
