@@ -7,8 +7,10 @@ result that fails or is inconclusive, :func:`attach_allocation_sites` adds
 ``details.allocation_sites``: one entry per site of the result's subject, ``{"site", "function",
 "growth_bytes_per_hour", "share"}``, in order of growth, where the growth is the Theil–Sen slope
 of the site's series over the run (the same robust estimator as memory itself) and the share is
-the site's part of the summed positive growth of all sites. The reason gains
-``"; mostly at FILE:LINE"`` for the top site when it grows.
+the site's part of the summed positive growth of all sites. The growth is read from the memory
+rule's ``judged_start`` on, or over the whole range when no site grew there
+(``details.allocation_sites_from`` says from when). The reason gains ``"; mostly at FILE:LINE"``
+for the top site when it grows.
 
 When the exporter said it could not sample (``soak_allocation_attribution_up`` 0 throughout),
 the result gets ``details.allocation_sites = []`` and the note ``details.allocation_note`` (also
@@ -134,14 +136,30 @@ def attach_allocation_sites(
     return out
 
 
+def _grew(found: list[dict[str, Any]]) -> bool:
+    return any(site["growth_bytes_per_hour"] > 0 for site in found)
+
+
 def _with_sites(result: Result, sites: list[Series], states: list[Series], start: float) -> Result:
-    found = allocation_sites(sites, start=_analysed_start(result, start))
+    judged = _analysed_start(result, start)
+    found = allocation_sites(sites, start=judged)
+    since = judged
+    if judged > start and not _grew(found):
+        # A judged range shorter than the sites' own sampling holds no change of any site (a
+        # Go heap profile changes only at a garbage collection; a last regime of seconds may
+        # see none): the sites are then read over the whole range, and the details say from
+        # when.
+        whole = allocation_sites(sites, start=start)
+        if _grew(whole):
+            found, since = whole, start
     if found:
-        details = {**result.details, "allocation_sites": found}
+        details = {**result.details, "allocation_sites": found, "allocation_sites_from": since}
         top = found[0]
         reason = result.reason
         if top["growth_bytes_per_hour"] > 0:
             reason = f"{reason}; mostly at {top['site']}"
+            if since < judged:
+                reason += " (over the whole run: no site grew in the judged range)"
         return replace(result, details=details, reason=reason)
     if states and all(s.v.size and not np.any(s.v > 0) for s in states):
         note = "allocation sites unavailable: the exporter could not sample them (see its log)"
