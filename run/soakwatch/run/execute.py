@@ -321,8 +321,6 @@ class _Run:
         long the rules (``needs``) still need. Returns True when --fail-fast ended the run."""
         duration = self.request.profile.duration_seconds
         load_child = next((c for c in self.children if c.name == "soak-load"), None)
-        # the load driver, once it ended on time, is no longer watched as a child
-        finished_load: ChildProcess | None = None
         next_scrape = time.monotonic()
         early_every = max(FAIL_FAST_MIN_SECONDS, FAIL_FAST_EVERY_INTERVALS * interval)
         next_early_check = time.monotonic() + early_every
@@ -356,7 +354,6 @@ class _Run:
                 if code == 0 and end_at - now <= lead + interval:
                     # done on time: the recording still owes the run its planned duration
                     recorder.targets = [t for t in recorder.targets if t is not self.load_target]
-                    finished_load = load_child
                     load_child = None
                     next_scrape += interval
                     stop.wait(max(0.0, min(next_scrape, end_at) - time.monotonic()))
@@ -374,8 +371,8 @@ class _Run:
                 self.say(f"the load driver exited ({code}); ending the run", True)
                 break
             for child in list(self.children):
-                if child is load_child or child is finished_load:
-                    continue
+                if child.name == "soak-load":
+                    continue  # its end is judged above, and after an end on time not at all
                 if not child.running():
                     if child.name != "soak-exporter":
                         raise SoakwatchError(
